@@ -1,0 +1,41 @@
+# gpuprov: the two commands that matter are `make up` (main job) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GPUPROV := $(VENV)/bin/gpuprov
+# What the local sandbox host needs from the system (installed only when missing, only as root).
+SYSTEM_PACKAGES := openssh-server openssh-client docker.io busybox-static iproute2 util-linux procps
+
+.PHONY: setup system venv up down test lint bench-deploy bench-idle faults
+
+setup: system venv
+
+system:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing system packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping system packages ($(SYSTEM_PACKAGES)); the local sandbox needs them"; fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $@
+
+up: setup
+	$(GPUPROV) up $(ARGS)
+
+down: venv
+	$(GPUPROV) down $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check infra provisioning cost gpuprov tests
+	$(VENV)/bin/mypy

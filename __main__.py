@@ -1,0 +1,9 @@
+"""gpuprov's Pulumi program: read the stack config, build the host, export it."""
+
+import pulumi
+
+import infra
+from infra.config import from_pulumi_config
+
+for name, value in infra.build(from_pulumi_config()).items():
+    pulumi.export(name, value)

@@ -1,0 +1,1 @@
+"""Prices, estimates, budget guard and cost reports."""

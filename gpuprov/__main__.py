@@ -1,0 +1,3 @@
+from gpuprov.app import main
+
+main()

@@ -1,0 +1,3 @@
+"""Each module registers its commands on :data:`gpuprov.app.app` when imported."""
+
+from gpuprov.commands import stack  # noqa: F401

@@ -1,0 +1,66 @@
+"""Shared fixtures: an isolated state root per test, the CLI as a user runs it, the local sandbox host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip on a developer machine that lacks something; under CI a missing tool is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {why}")
+    pytest.skip(why)
+
+
+def need_sandbox() -> None:
+    need(os.geteuid() == 0, "the local sandbox host needs root (network namespace, dockerd)")
+    for tool in ("sshd", "dockerd", "ip", "nsenter", "busybox"):
+        need(bool(shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()), f"{tool} is not installed (make setup)")
+
+
+@pytest.fixture(autouse=True)
+def gpuprov_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own state root, so records and keys never leak between tests."""
+    home = tmp_path / "gpuprov-home"
+    monkeypatch.setenv("GPUPROV_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``gpuprov ARGS`` in a subprocess, exactly as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpuprov", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, input=input,
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sandboxes")
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_root: Path) -> Iterator:
+    """One local sandbox host shared by the session's deploy tests; removed at the end, checked empty."""
+    need_sandbox()
+    from infra.local.sandbox import LocalSandbox
+
+    box = LocalSandbox(f"t-{uuid.uuid4().hex[:6]}", root=sandbox_root)
+    box.create()
+    try:
+        yield box
+    finally:
+        box.destroy()
