@@ -1,0 +1,161 @@
+"""A STAND-IN for the Compute Engine REST API (no emulator exists): a tiny local HTTP server.
+
+It answers the real ``/compute/v1/...`` paths with the real JSON shapes for the
+calls gpuprov makes (images by family, machine and accelerator types, instances
+aggregated list and delete, firewalls list and delete, operations), from
+in-memory state a test fills. Everything else answers 404 the way the API does,
+so a helper that calls an unexpected path fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BASE = "/compute/v1/projects/(?P<project>[^/]+)"
+
+
+class ComputeStandIn:
+    """In-memory Compute Engine: fill ``images``, ``machine_types``, ``accelerators``, ``instances``, ``firewalls``."""
+
+    def __init__(self) -> None:
+        self.images: dict[tuple[str, str], dict[str, Any]] = {}  # (project, family) -> image
+        self.machine_types: set[tuple[str, str]] = set()  # (zone, name)
+        self.accelerators: set[tuple[str, str]] = set()  # (zone, name)
+        self.instances: dict[tuple[str, str], dict[str, Any]] = {}  # (zone, name) -> instance
+        self.firewalls: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []  # (method, path) seen, for assertions
+        self._ops = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self) -> str:
+        handler = _handler_for(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # --- helpers for tests ------------------------------------------------------------
+    def add_instance(self, project: str, zone: str, name: str, labels: dict[str, str], status: str = "RUNNING") -> None:
+        self.instances[(zone, name)] = {
+            "kind": "compute#instance", "id": str(abs(hash(name)) % 10**12), "name": name, "status": status,
+            "zone": f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}",
+            "labels": labels, "machineType": f"zones/{zone}/machineTypes/n1-standard-4",
+        }
+
+    def add_firewall(self, project: str, name: str, target_tags: list[str], source_ranges: list[str]) -> None:
+        self.firewalls[name] = {
+            "kind": "compute#firewall", "name": name, "network": f"projects/{project}/global/networks/default",
+            "targetTags": target_tags, "sourceRanges": source_ranges,
+            "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "direction": "INGRESS",
+        }
+
+    def _operation(self, project: str, zone: str | None, target: str) -> dict[str, Any]:
+        self._ops += 1
+        op: dict[str, Any] = {
+            "kind": "compute#operation", "id": str(self._ops), "name": f"operation-{self._ops}",
+            "operationType": "delete", "status": "DONE", "progress": 100, "targetLink": target,
+        }
+        scope = f"zones/{zone}" if zone else "global"
+        op["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/{project}/{scope}/operations/{op['name']}"
+        if zone:
+            op["zone"] = f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}"
+        return op
+
+    # --- routing ----------------------------------------------------------------------
+    def handle(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        self.requests.append((method, path))
+        routes = [
+            ("GET", BASE + "/global/images/family/(?P<family>[^/]+)", self._image_from_family),
+            ("GET", BASE + "/zones/(?P<zone>[^/]+)/machineTypes/(?P<name>[^/]+)", self._machine_type),
+            ("GET", BASE + "/zones/(?P<zone>[^/]+)/acceleratorTypes/(?P<name>[^/]+)", self._accelerator),
+            ("GET", BASE + "/aggregated/instances", self._aggregated_instances),
+            ("DELETE", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", self._delete_instance),
+            ("GET", BASE + "/global/firewalls", self._list_firewalls),
+            ("DELETE", BASE + "/global/firewalls/(?P<name>[^/]+)", self._delete_firewall),
+            ("GET", BASE + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", self._get_operation),
+            ("GET", BASE + "/global/operations/(?P<name>[^/]+)", self._get_operation),
+            ("POST", BASE + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)/wait", self._get_operation),
+            ("POST", BASE + "/global/operations/(?P<name>[^/]+)/wait", self._get_operation),
+        ]
+        for verb, pattern, fn in routes:
+            m = re.fullmatch(pattern, path)
+            if verb == method and m:
+                return fn(**m.groupdict())
+        return _not_found(f"no such path in the stand-in: {method} {path}")
+
+    def _image_from_family(self, project: str, family: str) -> tuple[int, dict[str, Any]]:
+        image = self.images.get((project, family))
+        return (200, image) if image else _not_found(f"The resource 'projects/{project}/global/images/family/{family}' was not found")
+
+    def _machine_type(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        if (zone, name) not in self.machine_types:
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/machineTypes/{name}' was not found")
+        return 200, {"kind": "compute#machineType", "name": name, "zone": zone, "guestCpus": 4}
+
+    def _accelerator(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        if (zone, name) not in self.accelerators:
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/acceleratorTypes/{name}' was not found")
+        return 200, {"kind": "compute#acceleratorType", "name": name, "zone": zone, "maximumCardsPerInstance": 4}
+
+    def _aggregated_instances(self, project: str) -> tuple[int, dict[str, Any]]:
+        items: dict[str, Any] = {}
+        for (zone, _name), inst in sorted(self.instances.items()):
+            items.setdefault(f"zones/{zone}", {"instances": []})["instances"].append(inst)
+        return 200, {"kind": "compute#instanceAggregatedList", "items": items}
+
+    def _delete_instance(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        if self.instances.pop((zone, name), None) is None:
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
+        return 200, self._operation(project, zone, f"projects/{project}/zones/{zone}/instances/{name}")
+
+    def _list_firewalls(self, project: str) -> tuple[int, dict[str, Any]]:
+        return 200, {"kind": "compute#firewallList", "items": list(self.firewalls.values())}
+
+    def _delete_firewall(self, project: str, name: str) -> tuple[int, dict[str, Any]]:
+        if self.firewalls.pop(name, None) is None:
+            return _not_found(f"The resource 'projects/{project}/global/firewalls/{name}' was not found")
+        return 200, self._operation(project, None, f"projects/{project}/global/firewalls/{name}")
+
+    def _get_operation(self, project: str, name: str, zone: str | None = None) -> tuple[int, dict[str, Any]]:
+        op = self._operation(project, zone, "")
+        op["name"] = name
+        return 200, op
+
+
+def _not_found(message: str) -> tuple[int, dict[str, Any]]:
+    return 404, {"error": {"code": 404, "message": message, "errors": [{"reason": "notFound", "message": message}]}}
+
+
+def _handler_for(standin: ComputeStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            code, body = standin.handle(self.command, self.path.split("?", 1)[0])
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _answer  # noqa: N815
+
+        def log_message(self, *_args: Any) -> None:  # quiet test output
+            return None
+
+    return Handler
