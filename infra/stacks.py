@@ -142,8 +142,11 @@ class AutomationBackend:
         return host
 
     def destroy(self, config: StackConfig) -> None:
+        from infra.verify import verify_destroyed
+
         stack = self._stack(config)
         stack.destroy(on_output=self.progress)
+        verify_destroyed(config, progress=self.progress)  # the cloud, asked again, must list nothing
         records.forget(config.stack)
 
     def outputs(self, config: StackConfig) -> GpuHost | None:
@@ -202,6 +205,9 @@ class MockRuntimeBackend:
 
         destroy_dynamic(dict(remaining), on_deleted=deleted)
         state.remove()
+        from infra.verify import verify_destroyed
+
+        verify_destroyed(config, progress=self.progress)  # the cloud, asked again, must list nothing
         records.forget(config.stack)
 
     def outputs(self, config: StackConfig) -> GpuHost | None:
