@@ -1,16 +1,88 @@
 """``plan``: what the Pulumi program would create, who could reach what, and what it would cost.
 
 The real program runs on Pulumi's mock runtime with mocks that only record, so a
-plan needs no credentials, no network and no Pulumi CLI.
+plan needs no credentials, no network and no Pulumi CLI. What only the cloud
+knows (the AMI id today, the image of a family today, the public address) is
+answered by placeholders that say "resolved at up time" / "assigned at up time".
+
+Exposure is read from the firewall resources the program declared (AWS security
+group ingress, GCP firewall rules), not from the config, so it shows what would
+really be opened; every port without a rule says how it is reached instead.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict
 from typing import Any
 
-from infra.config import StackConfig
+from pulumi.runtime import MockCallArgs, MockResourceArgs
+
+from infra.config import SERVICE_PORTS, StackConfig
 from infra.mock_runtime import CallHandler, EngineMocks, OutputDefaults, run_program
+
+RESOLVED_AT_UP = "(resolved at up time)"
+ASSIGNED_AT_UP = "(assigned at up time)"
+GCP_IAP_RANGE = "35.235.240.0/20"  # Google's IAP TCP forwarding source range (documented by Google)
+SERVICES = {port: name for name, port in SERVICE_PORTS.items()}
+
+AWS_SG = "aws:ec2/securityGroup:SecurityGroup"
+GCP_FIREWALL = "gcp:compute/firewall:Firewall"
+
+
+# --- what only the cloud knows: placeholders -----------------------------------------------
+
+
+def _ssm_parameter(args: MockCallArgs) -> dict[str, Any]:
+    name = args.args.get("name")
+    return {"id": name, "name": name, "type": "String", "arn": ASSIGNED_AT_UP,
+            "value": f"{RESOLVED_AT_UP} AMI id from SSM parameter {name}", "insecureValue": RESOLVED_AT_UP}
+
+
+def _gcp_image(args: MockCallArgs) -> dict[str, Any]:
+    family, project = args.args.get("family"), args.args.get("project")
+    text = f"{RESOLVED_AT_UP} newest image of family {family} in project {project}"
+    return {"id": text, "selfLink": text, "name": text, "family": family, "project": project}
+
+
+PLACEHOLDER_CALLS: dict[str, CallHandler] = {
+    "aws:ssm/getParameter:getParameter": _ssm_parameter,
+    "gcp:compute/getImage:getImage": _gcp_image,
+}
+
+
+def placeholder_outputs(args: MockResourceArgs) -> dict[str, Any]:
+    """Outputs the cloud assigns (names, ARNs, addresses), as labelled placeholders."""
+    outs: dict[str, Any] = {"arn": f"{ASSIGNED_AT_UP} {args.name}"}
+    if "name" not in args.inputs:
+        outs["name"] = f"{args.name}"  # Pulumi's auto-name starts with the resource name
+    if args.typ == "aws:ec2/keyPair:KeyPair":
+        outs["keyName"] = args.inputs.get("keyName") or args.name
+    elif args.typ == "aws:ec2/instance:Instance":
+        outs.update(publicIp=f"{ASSIGNED_AT_UP} public IPv4", privateIp=ASSIGNED_AT_UP)
+    elif args.typ == "gcp:compute/instance:Instance":
+        nics = [dict(n) for n in args.inputs.get("networkInterfaces", [])]
+        for nic in nics:
+            nic["accessConfigs"] = [{**dict(ac), "natIp": f"{ASSIGNED_AT_UP} external IPv4"}
+                                    for ac in nic.get("accessConfigs", [])]
+        outs["networkInterfaces"] = nics
+    return outs
+
+
+class PlanMocks(EngineMocks):
+    """EngineMocks whose provider-function answers reach the program.
+
+    ``EngineMocks.call`` answers ``(outputs, None)``, and Pulumi's mock monitor
+    iterates the second item as the failure list, so every invoke fails with a
+    TypeError; a plain dict is the form it accepts. (Reported for infra/mock_runtime.py.)
+    """
+
+    def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        outputs, _failures = super().call(args)
+        return outputs, []
+
+
+# --- the plan ----------------------------------------------------------------------------------
 
 
 def plan(
@@ -25,22 +97,95 @@ def plan(
     if config.cloud in ("local", "existing"):
         resources: list[dict[str, Any]] = []
     else:
-        mocks = EngineMocks(calls=calls, output_defaults=output_defaults)
+        mocks = PlanMocks(calls={**PLACEHOLDER_CALLS, **(calls or {})},
+                            output_defaults=output_defaults or placeholder_outputs)
         run_program(lambda: infra.build(config), mocks, stack=config.stack)
         resources = [{"type": r.type, "name": r.name, "inputs": r.inputs} for r in mocks.resources]
-    return {"resources": resources, "exposure": exposure(config), "cost": asdict(estimate_for(config))}
+    cost: dict[str, Any] = asdict(estimate_for(config))
+    if config.spot:
+        cost["note"] = "spot capacity: billed at the market price, usually far below this on-demand ceiling"
+    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost}
 
 
-def exposure(config: StackConfig) -> list[dict[str, Any]]:
-    """Who can reach which port from where, as the config opens it."""
+# --- exposure ------------------------------------------------------------------------------------
+
+
+def _opened(resources: list[dict[str, Any]]) -> tuple[bool, dict[int | str, set[str]]]:
+    """(whether a firewall resource exists, port -> source ranges) from the declared firewall resources."""
+    opened: dict[int | str, set[str]] = {}
+    found = False
+    for r in resources:
+        inputs = r["inputs"]
+        if r["type"] == AWS_SG:
+            found = True
+            for rule in inputs.get("ingress") or []:
+                sources = set(rule.get("cidrBlocks") or []) | set(rule.get("ipv6CidrBlocks") or [])
+                if str(rule.get("protocol")) in ("-1", "all"):
+                    opened.setdefault("all", set()).update(sources)
+                    continue
+                for port in range(int(rule["fromPort"]), int(rule["toPort"]) + 1):
+                    opened.setdefault(port, set()).update(sources)
+        elif r["type"] == GCP_FIREWALL and inputs.get("direction", "INGRESS") == "INGRESS":
+            found = True
+            sources = set(inputs.get("sourceRanges") or [])
+            for allow in inputs.get("allows") or []:
+                ports = allow.get("ports") or []
+                if allow.get("protocol") == "all" or not ports:
+                    opened.setdefault("all", set()).update(sources)
+                for spec in ports:
+                    low, _, high = str(spec).partition("-")
+                    for port in range(int(low), int(high or low) + 1):
+                        opened.setdefault(port, set()).update(sources)
+    return found, opened
+
+
+def _ssh_without_rule(cloud: str) -> str:
+    if cloud == "aws":
+        return ("SSM Session Manager port forwarding to 22 (no inbound rule; IAM-authenticated): "
+                "aws ssm start-session --document-name AWS-StartPortForwardingSession")
+    if cloud == "gcp":
+        return "IAP TCP forwarding only (gcloud compute ssh --tunnel-through-iap)"
+    return "see the cloud's firewall"
+
+
+def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Who can reach which port from where: ``[{port, service, from, via}]``."""
+    found, opened = _opened(resources or [])
+    if not found:
+        return _exposure_from_config(config)
     rows: list[dict[str, Any]] = []
-    ssh_from = list(config.allowed_cidrs)
-    rows.append({"port": 22, "service": "ssh", "from": ssh_from, "via": "direct" if ssh_from else "see cloud notes"})
-    names = {8000: "vllm", 3000: "open_webui", 8002: "monai_label"}
+    every = [22, *SERVICES, *(p for p in opened if isinstance(p, int) and p != 22 and p not in SERVICES)]
+    if "all" in opened:
+        rows.append({"port": "all", "service": "every port", "from": sorted(opened["all"]), "via": "direct"})
+    for port in every:
+        sources = sorted(opened.get(port, set()))
+        service = "ssh" if port == 22 else SERVICES.get(port, "custom")
+        if sources == [GCP_IAP_RANGE]:
+            via = "IAP TCP forwarding only (Google's IAP range; IAM-authenticated)"
+        elif sources:
+            via = "direct"
+            if any(ipaddress.ip_network(s).prefixlen == 0 for s in sources):
+                via = "direct, from the whole internet (allow_public)"
+        else:
+            via = _ssh_without_rule(config.cloud) if port == 22 else "SSH tunnel only (gpuprov tunnel)"
+        rows.append({"port": port, "service": service, "from": sources, "via": via})
+    return rows
+
+
+def _exposure_from_config(config: StackConfig) -> list[dict[str, Any]]:
+    """Targets without a firewall resource of their own (local, existing, Lambda): as the config opens ports."""
+    cidrs = list(config.allowed_cidrs)
+    if config.cloud == "local":
+        ssh_via = "direct, from this machine only (the sandbox's own network namespace)"
+    elif config.cloud == "existing":
+        ssh_via = "direct (the machine's own firewall decides; gpuprov opens nothing)"
+    else:
+        ssh_via = "direct" if cidrs else "see the cloud's firewall"
+    rows: list[dict[str, Any]] = [{"port": 22, "service": "ssh", "from": cidrs, "via": ssh_via}]
     for port in config.open_ports:
-        rows.append({"port": port, "service": names.get(port, "custom"), "from": list(config.allowed_cidrs),
-                     "via": "direct"})
-    for port, service in names.items():
+        rows.append({"port": port, "service": SERVICES.get(port, "custom"), "from": cidrs,
+                     "via": "direct" if cidrs else "SSH tunnel only (gpuprov tunnel)"})
+    for port, service in SERVICES.items():
         if port not in config.open_ports:
-            rows.append({"port": port, "service": service, "from": [], "via": "ssh tunnel only"})
+            rows.append({"port": port, "service": service, "from": [], "via": "SSH tunnel only (gpuprov tunnel)"})
     return rows
