@@ -21,7 +21,7 @@ import ipaddress
 import json
 import os
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 
@@ -56,7 +56,7 @@ def _ingress(port: int, cidrs: tuple[str, ...], description: str) -> dict[str, A
             "description": description}
 
 
-def ingress_rules(config: StackConfig) -> list[dict[str, Any]]:
+def ingress_rules(config: StackConfig) -> list[Any]:
     """The security group's inbound rules for ``config`` (empty when no ``allowed_cidrs``: SSM only)."""
     rules = [_ingress(22, config.allowed_cidrs, "SSH from allowed_cidrs")]
     rules += [_ingress(p, config.allowed_cidrs, f"service port {p} from allowed_cidrs") for p in config.open_ports]
@@ -119,7 +119,8 @@ class AwsGpuHost(pulumi.ComponentResource):
         image = ami_id if ami_id is not None else aws.ssm.get_parameter_output(
             name=DLAMI_SSM_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self, provider=provider)).value
 
-        market = None
+        # plain dicts (the SDK's *ArgsDict shapes) read closest to the AWS docs; typed Any for mypy
+        market: Any = None
         if config.spot:
             # one-time + terminate: a reclaimed spot host is gone, not a stopped box and an open
             # persistent request that relaunches it later and bills again.
@@ -133,15 +134,15 @@ class AwsGpuHost(pulumi.ComponentResource):
             vpc_security_group_ids=[group.id],
             iam_instance_profile=profile.name,
             associate_public_ip_address=True,
-            metadata_options={
+            metadata_options=cast(Any, {
                 "http_endpoint": "enabled",
                 "http_tokens": "required",  # IMDSv2 only
                 "http_put_response_hop_limit": 2,  # containers are one hop further than the host
-            },
-            root_block_device={
+            }),
+            root_block_device=cast(Any, {
                 "volume_type": "gp3", "volume_size": ROOT_VOLUME_GB, "encrypted": True,
                 "delete_on_termination": True, "tags": tags,
-            },
+            }),
             instance_initiated_shutdown_behavior="stop",  # the idle agent's poweroff stops compute billing
             instance_market_options=market,
             tags={**tags, "Name": f"gpuprov-{config.stack}"},

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 
@@ -117,17 +117,17 @@ class GcpGpuHost(pulumi.ComponentResource):
                 family=image_family, project=DLVM_PROJECT, opts=pulumi.InvokeOutputOptions(parent=self)).self_link
 
         # n1 machines take the GPU as an attached accelerator; g2 machines have their L4 built in.
-        accelerators = ([{"type": offer.accelerator, "count": offer.gpus}]
+        accelerators: Any = ([{"type": offer.accelerator, "count": offer.gpus}]
                         if offer.accelerator and machine_type.startswith("n1-") else [])
         instance = gcp.compute.Instance(
             f"{name}-vm",
             zone=zone,
             machine_type=machine_type,
-            boot_disk={"auto_delete": True, "initialize_params": {
-                "image": image, "size": BOOT_DISK_GB, "type": "pd-balanced", "labels": labels}},
+            boot_disk=cast(Any, {"auto_delete": True, "initialize_params": {
+                "image": image, "size": BOOT_DISK_GB, "type": "pd-balanced", "labels": labels}}),
             guest_accelerators=accelerators,
-            scheduling=scheduling(config),
-            network_interfaces=[{"network": NETWORK, "access_configs": [{}]}],  # ephemeral external IPv4
+            scheduling=cast(Any, scheduling(config)),
+            network_interfaces=cast(Any, [{"network": NETWORK, "access_configs": [{}]}]),  # ephemeral external IPv4
             tags=[tag],
             labels=labels,
             metadata={
