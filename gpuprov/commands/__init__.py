@@ -1,3 +1,4 @@
 """Each module registers its commands on :data:`gpuprov.app.app` when imported."""
 
 from gpuprov.commands import stack  # noqa: F401
+from gpuprov.commands import sandbox  # noqa: F401
