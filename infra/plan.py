@@ -107,6 +107,40 @@ def plan(
     return {"resources": resources, "exposure": exposure(config, resources), "cost": cost}
 
 
+# --- key settings, for the human-readable plan ----------------------------------------------------
+
+_KEY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "pulumi:providers:aws": ("region",),
+    "aws:ec2/instance:Instance": ("instanceType", "ami", "metadataOptions.httpTokens", "rootBlockDevice.volumeType",
+                                  "rootBlockDevice.volumeSize", "rootBlockDevice.encrypted",
+                                  "instanceInitiatedShutdownBehavior", "instanceMarketOptions.marketType"),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
+    "aws:budgets/budget:Budget": ("limitAmount", "limitUnit", "timeUnit"),
+    "gcp:compute/instance:Instance": ("machineType", "zone", "guestAccelerators", "bootDisk.initializeParams.image",
+                                      "bootDisk.initializeParams.size", "scheduling.onHostMaintenance",
+                                      "scheduling.provisioningModel"),
+    GCP_FIREWALL: ("allows", "sourceRanges", "targetTags"),
+}
+
+
+def _dig(inputs: dict[str, Any], path: str) -> Any:
+    value: Any = inputs
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def key_settings(resource: dict[str, Any]) -> dict[str, Any]:
+    """The few inputs of a resource a reader checks first (instance type, image, encryption, ranges...)."""
+    inputs = resource["inputs"]
+    if resource["type"] == AWS_SG:
+        return {"ingress": [f"{r['protocol']} {r['fromPort']}-{r['toPort']} from "
+                            f"{', '.join((r.get('cidrBlocks') or []) + (r.get('ipv6CidrBlocks') or []))}"
+                            for r in inputs.get("ingress") or []] or "none"}
+    found = {path: _dig(inputs, path) for path in _KEY_SETTINGS.get(resource["type"], ())}
+    return {k: v for k, v in found.items() if v is not None}
+
+
 # --- exposure ------------------------------------------------------------------------------------
 
 

@@ -102,6 +102,7 @@ def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
 @app.command()
 def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
     """Show what `up` would create, who could reach which port, and the cost. No credentials needed."""
+    from infra.plan import key_settings
     from infra.plan import plan as make_plan
 
     cfg = load(cloud, config, stack)
@@ -112,6 +113,8 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     out.print(f"[bold]{cfg.stack}[/bold] on {cfg.cloud}: {len(result['resources'])} resources")
     for r in result["resources"]:
         out.print(f"  + {r['type']}  {r['name']}")
+        for key, value in key_settings(r).items():
+            out.print(f"      {key}: {value}", markup=False)
     out.print("exposure:")
     for e in result["exposure"]:
         src = ", ".join(e["from"]) or "nobody"
@@ -119,3 +122,5 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     c = result["cost"]
     out.print(f"cost: ${c['hourly_usd']:.3f}/hour, ${c['daily_usd']:.2f}/day, ${c['monthly_usd']:.2f}/month"
               f"  [dim]({c['source']})[/dim]")
+    if c.get("note"):
+        out.print(f"      {c['note']}")

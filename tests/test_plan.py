@@ -1,0 +1,93 @@
+"""`gpuprov plan` as a user runs it: no credentials, no network, the real program on the mock runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cost import catalog
+from infra.config import build_config
+from infra.plan import exposure
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
+CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP")
+
+
+def plan_cli(*args: str, config: str | None = None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``gpuprov plan ARGS`` with every cloud credential variable removed, and with no network at all
+    (a fresh, empty network namespace) when this machine lets us make one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_ENV_PREFIXES)}
+    env["HOME"] = str(tmp_path)  # no ~/.aws, no gcloud application default credentials
+    cmd = [sys.executable, "-m", "gpuprov", "plan", *args]
+    if config is not None:
+        path = tmp_path / "stack.yaml"
+        path.write_text(config)
+        cmd += ["--config", str(path)]
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        cmd = ["unshare", "--net", "--", *cmd]  # the namespace dies with the process
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(("cloud", "instance", "price"), [
+    ("aws", "aws:ec2/instance:Instance", catalog.find_offer("aws", "g5.xlarge")),
+    ("gcp", "gcp:compute/instance:Instance", catalog.find_offer("gcp", "n1-standard-4")),
+])
+def test_plan_json_needs_no_credentials_and_no_network(cloud, instance, price, tmp_path):
+    result = plan_cli("--cloud", cloud, "--json", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert set(plan) == {"resources", "exposure", "cost"}
+    types = [r["type"] for r in plan["resources"]]
+    assert types.count(instance) == 1 and f"gpuprov:{cloud}:GpuHost" in types
+    assert all(set(r) == {"type", "name", "inputs"} and ":" in r["type"] for r in plan["resources"])
+    (vm,) = [r for r in plan["resources"] if r["type"] == instance]
+    image = vm["inputs"]["ami"] if cloud == "aws" else vm["inputs"]["bootDisk"]["initializeParams"]["image"]
+    assert image.startswith("(resolved at up time)")  # what only the cloud knows is labelled, not invented
+    ssh = next(e for e in plan["exposure"] if e["port"] == 22)
+    assert ssh["via"].startswith("SSM Session Manager" if cloud == "aws" else "IAP TCP forwarding")
+    assert {e["port"]: e["from"] for e in plan["exposure"] if e["port"] in (8000, 3000, 8002)} == {
+        8000: [], 3000: [], 8002: []}
+    assert price is not None
+    assert plan["cost"]["hourly_usd"] == price.usd_hour
+    assert plan["cost"]["daily_usd"] == round(price.usd_hour * 24, 2)
+    assert plan["cost"]["monthly_usd"] == round(price.usd_hour * 730, 2)
+
+
+def test_plan_shows_opened_ports_with_their_sources_and_key_settings(tmp_path):
+    config = f"cloud: gcp\nssh_public_key: {KEY}\nallowed_cidrs: [198.51.100.0/24]\nopen_ports: [8002]\nspot: true\n"
+    result = plan_cli(config=config, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "gcp:compute/firewall:Firewall" in text and "scheduling.onHostMaintenance: TERMINATE" in text
+    assert "8002 monai_label  from 198.51.100.0/24 (direct)" in text
+    assert "8000 vllm         from nobody" in text
+    assert "$0.540/hour" in text and "spot capacity" in text
+
+
+def test_public_ranges_without_allow_public_are_refused_with_exit_2(tmp_path):
+    result = plan_cli("--cloud", "aws", "--json", config='allowed_cidrs: ["0.0.0.0/0"]\n', tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "allow_public" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_public_ranges_with_allow_public_are_planned_and_shown_as_public(tmp_path):
+    config = 'cloud: aws\nallowed_cidrs: ["0.0.0.0/0"]\nallow_public: true\nopen_ports: [3000]\n'
+    result = plan_cli("--json", config=config, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    webui = next(e for e in json.loads(result.stdout)["exposure"] if e["port"] == 3000)
+    assert webui["from"] == ["0.0.0.0/0"] and "whole internet" in webui["via"]
+
+
+def test_exposure_reports_an_every_port_rule():
+    cfg = build_config({"cloud": "aws"})
+    group = {"type": "aws:ec2/securityGroup:SecurityGroup", "name": "sg", "inputs": {"ingress": [
+        {"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["10.0.0.0/8"]}]}}
+    rows = exposure(cfg, [group])
+    assert rows[0] == {"port": "all", "service": "every port", "from": ["10.0.0.0/8"], "via": "direct"}
