@@ -158,15 +158,18 @@ def find_leftovers(config: StackConfig) -> list[Leftover]:
     return []  # existing: gpuprov created nothing
 
 
-def verify_destroyed(config: StackConfig, timeout_s: float | None = None, poll_s: float = 2.0,
+def verify_destroyed(config: StackConfig, timeout_s: float | None = None, poll_s: float | None = None,
                      progress: Progress | None = None) -> None:
     """Return once the cloud lists nothing of the stack; raise :class:`LeftoverResources` otherwise.
 
     Resources that are merely terminating are polled for up to ``timeout_s``
-    (``GPUPROV_VERIFY_TIMEOUT_S``, default 600 s); anything else remaining fails at once.
+    (``GPUPROV_VERIFY_TIMEOUT_S``, default 600 s; polled every ``GPUPROV_VERIFY_POLL_S``, default 2 s);
+    anything else remaining fails at once.
     """
     if timeout_s is None:
         timeout_s = float(os.environ.get("GPUPROV_VERIFY_TIMEOUT_S", "600"))
+    if poll_s is None:
+        poll_s = float(os.environ.get("GPUPROV_VERIFY_POLL_S", "2"))
     deadline = time.monotonic() + timeout_s
     while True:
         left = find_leftovers(config)
