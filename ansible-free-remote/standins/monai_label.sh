@@ -1,0 +1,30 @@
+# OHIF-AI MONAI Label server stand-in: /info/ and /infer/segmentation with the real shapes.
+route() {
+  case "$METHOD $REQ_PATH" in
+    "GET /info/"|"GET /info")
+      json "200 OK" '{"name":"MONAILabel - Radiology (stand-in)","description":"stand-in for the OHIF-AI MONAI Label server","version":"0.8.5","labels":["segmentation"],"models":{"segmentation":{"type":"segmentation","labels":{"segmentation":1},"dimension":3,"description":"SAM2 / MedSAM2 / SAM3 / nnInteractive"},"Histogram+GraphCut":{"type":"scribbles","labels":{},"dimension":3,"description":"scribbles"},"GMM+GraphCut":{"type":"scribbles","labels":{},"dimension":3,"description":"scribbles"}},"trainers":{},"strategies":{},"scoring":{},"train_stats":{},"datastore":{"total":0,"completed":0}}' ;;
+    "GET /") printf '<!doctype html><title>MONAILabel - Swagger UI</title>\n' > "$WORK/out"; respond "200 OK" text/html "$WORK/out" ;;
+    POST\ /infer/segmentation*) infer ;;
+    *) json "404 Not Found" '{"detail":"Not Found"}' ;;
+  esac
+}
+infer() {
+  if ! grep -aq 'name="file"' "$BODY"; then
+    json "422 Unprocessable Entity" '{"detail":[{"loc":["body","file"],"msg":"field required","type":"value_error.missing"}]}'
+    return
+  fi
+  params=$(sed -n '/name="params"/,/^--/p' "$BODY" | tr -d '\r' | grep -a '^{' | head -n 1)
+  case "$params" in
+    *'"nninter"'*'"init"'*|*'"nninter"'*'"reset"'*) json "200 OK" '{}'; return ;;
+  esac
+  prompt=$(printf %s "$params" | sed -n 's/.*"pos_points" *: *\(\[\[[^]]*\]\]\).*/\1/p')
+  b=standinboundary$(date +%s)
+  {
+    printf -- '--%s\r\nContent-Disposition: form-data; name="params"\r\nContent-Type: application/json\r\n\r\n' "$b"
+    printf '{"prompt_info":{"pos_points":%s},"nninter_elapsed":0.01,"flipped":false,"label_name":"segmentation"}\r\n' "${prompt:-[]}"
+    printf -- '--%s\r\nContent-Disposition: form-data; name="image"; filename="mask.nii.gz"\r\nContent-Type: application/gzip\r\n\r\n' "$b"
+    cat /standin/mask.nii.gz
+    printf '\r\n--%s--\r\n' "$b"
+  } > "$WORK/out"
+  respond "200 OK" "multipart/form-data; boundary=$b" "$WORK/out"
+}

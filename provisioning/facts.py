@@ -1,0 +1,128 @@
+"""Facts about a host: what is there now. Each fact is a shell snippet plus a parser (the pyinfra
+idea); :func:`probe_script` joins every snippet into ONE script whose output is split into
+delimited sections, so all checks cost a single SSH round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+
+MARK = "@@gpuprov-fact:"
+
+
+@dataclass
+class ImageFact:
+    present: bool
+    image_id: str = ""
+    label: str = ""  # the gpuprov.label label (what a stand-in or host build was made from), "" when unset
+
+
+@dataclass
+class ContainerFact:
+    project: str
+    service: str
+    state: str
+    config: str  # the gpuprov.config label: the hash of what the service was started with
+    image: str
+
+
+@dataclass
+class HostFacts:
+    os_id: str = ""
+    os_codename: str = ""
+    arch: str = ""
+    cloud_init: str = "absent"  # absent | running | done | error | disabled ...
+    apt_lock: str = "free"  # free | held | unknown
+    docker: str | None = None  # server version, None when missing or not answering
+    compose: str | None = None
+    gpus: int = 0
+    nvidia_toolkit: bool = False
+    docker_runtimes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # absolute path -> sha256
+    images: dict[str, ImageFact] = field(default_factory=dict)
+    containers: list[ContainerFact] = field(default_factory=list)
+    markers: set[str] = field(default_factory=set)
+
+
+def probe_script(root: str, paths: list[str], images: list[str]) -> str:
+    """One shell script that prints every fact in its own section."""
+    q = shlex.quote
+    image_lines = "\n".join(
+        f"$SUDO docker image inspect --format '{ref} {{{{.Id}}}} {{{{index .Config.Labels \"gpuprov.label\"}}}}' {q(ref)} "
+        f"2>/dev/null || echo '{ref} missing'"
+        for ref in images
+    )
+    files = " ".join(q(p) for p in paths)
+    return f"""set +e
+if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi
+s() {{ printf '\\n{MARK}%s\\n' "$1"; }}
+s os; ( . /etc/os-release 2>/dev/null; echo "${{ID:-unknown}} ${{VERSION_CODENAME:-unknown}} $(uname -m)" )
+s cloud_init; if command -v cloud-init >/dev/null 2>&1; then cloud-init status 2>/dev/null | sed -n 's/^status: //p'; else echo absent; fi
+s apt_lock; if command -v fuser >/dev/null 2>&1; then if fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; then echo held; else echo free; fi; else echo unknown; fi
+s docker; $SUDO docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo missing
+s compose; $SUDO docker compose version --short 2>/dev/null || echo missing
+s gpus; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | grep -c '^GPU'; else echo 0; fi
+s nvidia_toolkit; if command -v nvidia-ctk >/dev/null 2>&1; then echo installed; else echo missing; fi
+s docker_runtimes; $SUDO docker info --format '{{{{json .Runtimes}}}}' 2>/dev/null
+s files; {f"$SUDO sha256sum {files} 2>/dev/null" if files else ":"}
+s images
+{image_lines or ":"}
+s containers; $SUDO docker ps -a --filter label=com.docker.compose.project --format '{{{{.Label "com.docker.compose.project"}}}}|{{{{.Label "com.docker.compose.service"}}}}|{{{{.State}}}}|{{{{.Label "gpuprov.config"}}}}|{{{{.Image}}}}' 2>/dev/null
+s markers; $SUDO ls {q(root)}/.markers 2>/dev/null
+s end
+exit 0
+"""
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            current = out.setdefault(line[len(MARK):].strip(), [])
+        elif current is not None and line.strip():
+            current.append(line.strip())
+    if "end" not in out:
+        raise ValueError("the host's fact script stopped early; output: " + text[-500:])
+    return out
+
+
+def parse_facts(text: str) -> HostFacts:
+    """Parse :func:`probe_script`'s output into HostFacts."""
+    sec = _sections(text)
+    first = lambda name, default="": (sec.get(name) or [default])[0]  # noqa: E731
+    facts = HostFacts()
+    parts = first("os", "unknown unknown unknown").split()
+    facts.os_id, facts.os_codename, facts.arch = (parts + ["unknown"] * 3)[:3]
+    facts.cloud_init = first("cloud_init", "absent") or "absent"
+    facts.apt_lock = first("apt_lock", "unknown")
+    docker = first("docker", "missing")
+    facts.docker = None if docker == "missing" else docker
+    compose = first("compose", "missing")
+    facts.compose = None if compose == "missing" else compose
+    gpus = first("gpus", "0")
+    facts.gpus = int(gpus) if gpus.isdigit() else 0
+    facts.nvidia_toolkit = first("nvidia_toolkit") == "installed"
+    runtimes = first("docker_runtimes", "{}")
+    try:
+        facts.docker_runtimes = sorted(json.loads(runtimes) or {})
+    except json.JSONDecodeError:
+        facts.docker_runtimes = []
+    for line in sec.get("files", []):
+        digest, _, path = line.partition("  ")
+        facts.files[path] = digest
+    for line in sec.get("images", []):
+        ref, _, rest = line.partition(" ")
+        if rest == "missing":
+            facts.images[ref] = ImageFact(False)
+        else:
+            image_id, _, label = rest.partition(" ")
+            facts.images[ref] = ImageFact(True, image_id, "" if label == "<no value>" else label)
+    for line in sec.get("containers", []):
+        bits = line.split("|")
+        if len(bits) >= 5:
+            facts.containers.append(ContainerFact(*bits[:5]))
+    facts.markers = set(sec.get("markers", []))
+    return facts
