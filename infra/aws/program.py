@@ -26,7 +26,7 @@ from typing import Any, cast
 import pulumi
 
 from cost import catalog
-from infra.aws.sdk import DLAMI_SSM_PARAMETER
+from infra.aws.sdk import AMI_ENV, DLAMI_SSM_PARAMETER
 from infra.config import StackConfig
 from infra.host import GpuHost, utcnow
 from infra.keys import public_key
@@ -41,7 +41,6 @@ SSM_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 # Marks a security group whose public ingress the user asked for (allow_public); the
 # policy pack (policy/rules.py ALLOW_PUBLIC_MARKER) lets only such groups through.
 ALLOW_PUBLIC_TAG = "gpuprov-allow-public"
-AMI_ENV = "GPUPROV_AWS_AMI"  # an AMI id that replaces the SSM lookup (a pinned or custom image)
 BUDGET_THRESHOLDS = (80.0, 100.0)
 # created-at / expires-at are set once at creation: a later `up` must not move a host's expiry.
 _ONCE_TAGS = [f'tags["{TAG_CREATED_AT}"]', f'tags["{TAG_EXPIRES_AT}"]']

@@ -26,6 +26,8 @@ from infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 # the NVIDIA container toolkit preinstalled, so host preparation is mostly checks (FACTS §2).
 DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
+AMI_ENV = "GPUPROV_AWS_AMI"  # an AMI id that replaces the SSM lookup (a pinned or custom image)
+
 # States in which an instance still costs money or still holds its security group.
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 
@@ -116,6 +118,15 @@ def check_instance_type_offered(region: str, instance_type: str) -> None:
     """Raise :class:`InstanceTypeNotOffered` unless ``instance_type`` is sold in ``region``."""
     if not instance_type_offered(region, instance_type):
         raise InstanceTypeNotOffered(instance_type, region)
+
+
+def preflight(region: str, instance_type: str) -> str:
+    """Before ``pulumi up``: fail fast, with a message to act on, when the type is not sold in the region
+    or the image cannot be found; returns the AMI id the program will get (``GPUPROV_AWS_AMI`` wins)."""
+    import os
+
+    check_instance_type_offered(region, instance_type)
+    return os.environ.get(AMI_ENV) or resolve_ami_id(region)
 
 
 # --- finding what a stack left -------------------------------------------------------------

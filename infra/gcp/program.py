@@ -25,7 +25,7 @@ import pulumi
 
 from cost import catalog
 from infra.config import StackConfig
-from infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag
+from infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, FAMILY_ENV, IMAGE_ENV, network_tag
 from infra.host import GpuHost, utcnow
 from infra.keys import public_key
 from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, expires_at, stack_tags
@@ -39,8 +39,6 @@ BOOT_DISK_GB = 150
 # Firewall rules carry no labels: this marker in the description is how the policy pack
 # (policy/rules.py ALLOW_PUBLIC_MARKER) knows that public ingress was asked for (allow_public).
 ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"
-IMAGE_ENV = "GPUPROV_GCP_IMAGE"  # an image self link or family URL that replaces the family lookup
-FAMILY_ENV = "GPUPROV_GCP_IMAGE_FAMILY"  # another Deep Learning VM family
 _ONCE_LABELS = [f'labels["{TAG_CREATED_AT}"]', f'labels["{TAG_EXPIRES_AT}"]']
 
 

@@ -28,6 +28,8 @@ DLVM_PROJECT = "deeplearning-platform-release"
 DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
 NETWORK_TAG_PREFIX = "gpuprov-"
 ENDPOINT_ENV = "GPUPROV_GCP_API_ENDPOINT"
+IMAGE_ENV = "GPUPROV_GCP_IMAGE"  # an image self link that replaces the family lookup
+FAMILY_ENV = "GPUPROV_GCP_IMAGE_FAMILY"  # another Deep Learning VM family
 
 
 class GcpError(GpuprovError):
@@ -137,6 +139,13 @@ def check_machine_offered(project: str, zone: str, machine_type: str, accelerato
         raise NotOfferedInZone("machine type", machine_type, zone)
     if accelerator and not accelerator_offered(project, zone, accelerator):
         raise NotOfferedInZone("accelerator", accelerator, zone)
+
+
+def preflight(project: str, zone: str, machine_type: str, accelerator: str | None) -> str:
+    """Before ``pulumi up``: fail fast when the machine (or its GPU) is not in the zone or the image family
+    is gone; returns the image the program will get (``GPUPROV_GCP_IMAGE`` / ``GPUPROV_GCP_IMAGE_FAMILY`` win)."""
+    check_machine_offered(project, zone, machine_type, accelerator)
+    return os.environ.get(IMAGE_ENV) or resolve_image(os.environ.get(FAMILY_ENV) or DLVM_FAMILY)
 
 
 # --- finding what a stack left ----------------------------------------------------------------

@@ -89,3 +89,12 @@ def test_finds_only_gpuprov_resources_of_the_named_stack_and_removes_them(aws):
     running = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
                if i["State"]["Name"] == "running"}
     assert running == {other_stack, untagged}  # nothing of anyone else's was touched
+
+
+def test_preflight_resolves_the_image_or_says_what_is_wrong(aws, monkeypatch):
+    with pytest.raises(sdk.AmiNotFound):
+        sdk.preflight(REGION, "g5.xlarge")  # moto has no Deep Learning AMI parameter: the real message
+    with pytest.raises(sdk.InstanceTypeNotOffered):
+        sdk.preflight(REGION, "g5.huge")
+    monkeypatch.setenv(sdk.AMI_ENV, "ami-0123456789abcdef0")
+    assert sdk.preflight(REGION, "g6.xlarge") == "ami-0123456789abcdef0"

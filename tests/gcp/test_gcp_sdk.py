@@ -65,3 +65,15 @@ def test_finds_only_gpuprov_instances_and_firewalls_of_the_stack_and_deletes_the
     sdk.delete_firewall(PROJECT, "gpuprov-a-ssh-1234")
     assert set(compute.instances) == {("europe-west4-a", "gpuprov-b-vm"), (ZONE, "someone-elses")}
     assert set(compute.firewalls) == {"gpuprov-b-ssh-5678", "default-allow-ssh"}
+
+
+def test_preflight_checks_the_zone_and_resolves_the_family(compute, monkeypatch):
+    compute.machine_types.add((ZONE, "n1-standard-4"))
+    compute.accelerators.add((ZONE, "nvidia-tesla-t4"))
+    compute.images[(sdk.DLVM_PROJECT, "other-family")] = {"name": "o", "selfLink": "projects/x/global/images/o"}
+    with pytest.raises(sdk.ImageNotFound, match=sdk.DLVM_FAMILY):
+        sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4")
+    monkeypatch.setenv(sdk.FAMILY_ENV, "other-family")
+    assert sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4") == "projects/x/global/images/o"
+    with pytest.raises(sdk.NotOfferedInZone):
+        sdk.preflight(PROJECT, "europe-west4-a", "n1-standard-4", "nvidia-tesla-t4")
