@@ -91,3 +91,11 @@ def test_exposure_reports_an_every_port_rule():
         {"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["10.0.0.0/8"]}]}}
     rows = exposure(cfg, [group])
     assert rows[0] == {"port": "all", "service": "every port", "from": ["10.0.0.0/8"], "via": "direct"}
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parent.parent / "examples").glob("Pulumi.*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_example_stack_files_plan(example, tmp_path):
+    result = plan_cli("--json", "--config", str(example), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["cost"]["hourly_usd"] > 0
