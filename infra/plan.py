@@ -19,7 +19,7 @@ from typing import Any
 from pulumi.runtime import MockCallArgs, MockResourceArgs
 
 from infra.config import SERVICE_PORTS, StackConfig
-from infra.mock_runtime import CallHandler, EngineMocks, OutputDefaults, run_program
+from infra.mock_runtime import DYNAMIC, CallHandler, EngineMocks, OutputDefaults, run_program
 
 RESOLVED_AT_UP = "(resolved at up time)"
 ASSIGNED_AT_UP = "(assigned at up time)"
@@ -159,6 +159,12 @@ def _opened(resources: list[dict[str, Any]]) -> tuple[bool, dict[int | str, set[
                     continue
                 for port in range(int(rule["fromPort"]), int(rule["toPort"]) + 1):
                     opened.setdefault(port, set()).update(sources)
+        elif r["type"] == DYNAMIC and _is_lambda_ruleset(inputs):
+            found = True
+            for rule in inputs["rules"]:
+                low, high = rule["port_range"]
+                for port in range(int(low), int(high) + 1):
+                    opened.setdefault(port, set()).add(str(rule["source_network"]))
         elif r["type"] == GCP_FIREWALL and inputs.get("direction", "INGRESS") == "INGRESS":
             found = True
             sources = set(inputs.get("sourceRanges") or [])
@@ -171,6 +177,13 @@ def _opened(resources: list[dict[str, Any]]) -> tuple[bool, dict[int | str, set[
                     for port in range(int(low), int(high or low) + 1):
                         opened.setdefault(port, set()).update(sources)
     return found, opened
+
+
+def _is_lambda_ruleset(inputs: dict[str, Any]) -> bool:
+    """The Lambda program's firewall ruleset (a dynamic resource): rules of ``port_range`` + ``source_network``."""
+    rules = inputs.get("rules")
+    return isinstance(rules, list) and all(isinstance(x, dict) and {"port_range", "source_network"} <= set(x)
+                                           for x in rules)
 
 
 def _ssh_without_rule(cloud: str) -> str:
@@ -207,18 +220,22 @@ def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None)
 
 
 def _exposure_from_config(config: StackConfig) -> list[dict[str, Any]]:
-    """Targets without a firewall resource of their own (local, existing, Lambda): as the config opens ports."""
+    """Targets without a firewall resource (local, existing, Lambda with no ruleset): as the config opens ports."""
     cidrs = list(config.allowed_cidrs)
     if config.cloud == "local":
         ssh_via = "direct, from this machine only (the sandbox's own network namespace)"
     elif config.cloud == "existing":
         ssh_via = "direct (the machine's own firewall decides; gpuprov opens nothing)"
+    elif config.cloud == "lambda" and not cidrs:
+        # no ruleset: Lambda's default firewall admits SSH (and ICMP) from anywhere; login is key-only
+        cidrs, ssh_via = ["0.0.0.0/0"], "direct, from anywhere (Lambda's default firewall; SSH key login only)"
     else:
         ssh_via = "direct" if cidrs else "see the cloud's firewall"
     rows: list[dict[str, Any]] = [{"port": 22, "service": "ssh", "from": cidrs, "via": ssh_via}]
+    service_from = list(config.allowed_cidrs)
     for port in config.open_ports:
-        rows.append({"port": port, "service": SERVICES.get(port, "custom"), "from": cidrs,
-                     "via": "direct" if cidrs else "SSH tunnel only (gpuprov tunnel)"})
+        rows.append({"port": port, "service": SERVICES.get(port, "custom"), "from": service_from,
+                     "via": "direct" if service_from else "SSH tunnel only (gpuprov tunnel)"})
     for port, service in SERVICES.items():
         if port not in config.open_ports:
             rows.append({"port": port, "service": service, "from": [], "via": "SSH tunnel only (gpuprov tunnel)"})

@@ -99,3 +99,14 @@ def test_the_example_stack_files_plan(example, tmp_path):
     result = plan_cli("--json", "--config", str(example), tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["cost"]["hourly_usd"] > 0
+
+
+def test_lambda_exposure_reads_the_ruleset_or_states_lambdas_default():
+    ruleset = {"type": "pulumi-python:dynamic:Resource", "name": "firewall", "inputs": {"rules": [
+        {"protocol": "tcp", "port_range": [22, 22], "source_network": "198.51.100.0/24"},
+        {"protocol": "tcp", "port_range": [8002, 8002], "source_network": "198.51.100.0/24"}]}}
+    rows = {r["port"]: r for r in exposure(build_config({"cloud": "lambda"}), [ruleset])}
+    assert rows[22]["from"] == rows[8002]["from"] == ["198.51.100.0/24"] and rows[8000]["from"] == []
+    # no ruleset: Lambda's own default lets SSH in from anywhere, and plan says so
+    rows = {r["port"]: r for r in exposure(build_config({"cloud": "lambda"}), [])}
+    assert rows[22]["from"] == ["0.0.0.0/0"] and "Lambda's default firewall" in rows[22]["via"]
