@@ -149,3 +149,23 @@ def test_each_bad_example_is_refused_by_its_policy(case, resource_type, props, p
 ])
 def test_what_is_fine_stays_fine(resource_type, props):
     assert violations(resource_type, props) == {}
+
+
+def test_the_entry_point_builds_one_pack_of_every_policy(monkeypatch):
+    """Run policy/__main__.py as the engine would, with PolicyPack replaced by a recorder (the real one blocks)."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    import pulumi_policy
+
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kwargs: built.append(kwargs))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the entry point adds its own folder
+    monkeypatch.delitem(sys.modules, "rules", raising=False)
+    try:
+        runpy.run_path(str(Path(rules.__file__).with_name("__main__.py")), run_name="__main__")
+    finally:
+        sys.modules.pop("rules", None)  # the entry point's own import of rules.py, not policy.rules
+    assert len(built) == 1 and built[0]["name"] == "gpuprov"
+    assert [p.name for p in built[0]["policies"]] == [p.name for p in rules.POLICIES]
