@@ -174,16 +174,23 @@ def _teardown(config: StackConfig, backend: StackBackend) -> None:
 
     try:
         backend.destroy(config)
-        return
     except LeftoverResources as err:
         if config.cloud not in ("lambda", "aws", "gcp"):
             raise
         progress(f"{len(err.leftovers)} resource(s) of the stack were in no saved state; removing them by tag")
-    report = reap([config.cloud], only_stack=config.stack, progress=progress)
-    if report.errors:
-        raise GpuprovError("; ".join(report.errors))
-    verify_destroyed(config, progress=progress)
-    records.forget(config.stack)
+        report = reap([config.cloud], only_stack=config.stack, progress=progress)
+        if report.errors:
+            raise GpuprovError("; ".join(report.errors)) from None
+        verify_destroyed(config, progress=progress)
+        records.forget(config.stack)
+    _forget_host_key(config.stack)
+
+
+def _forget_host_key(stack: str) -> None:
+    """The host is gone: its pinned SSH host key goes too, or the next host of this stack looks like an attack."""
+    from provisioning.ssh import known_hosts_path
+
+    known_hosts_path(stack).unlink(missing_ok=True)
 
 
 def _teardown_until_done(config: StackConfig, backend: StackBackend, summary: CiSummary, signals: _Signals) -> None:
@@ -255,10 +262,19 @@ def _record(summary: CiSummary, exc: BaseException) -> None:
 
 
 def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: float = 3600.0,
-           deploy: bool = True) -> CiSummary:
-    """The whole run; teardown always happens. Returns the summary with its exit code set."""
+           deploy: bool = True, restore_signals: bool = True) -> CiSummary:
+    """The whole run; teardown always happens. Returns the summary with its exit code set.
+
+    ``restore_signals=False`` (the command line) keeps signals noted-only until the process
+    exits, so a CI runner that keeps signalling cannot change the exit code after teardown.
+    """
     from infra.reaper import CiLease
 
+    held = CiLease.load(config.stack)
+    if held is not None and held.alive and held.pid != os.getpid():
+        # Before the try: a refused run must not tear down the stack another run is using.
+        raise StackBusy(f"stack '{config.stack}' is held by a running gpuprov ci (pid {held.pid}); "
+                        "pick another --stack or wait for it")
     summary = CiSummary(stack=config.stack, cloud=config.cloud)
     backend = backend_for(config, progress)
     signals = _Signals()
@@ -270,10 +286,6 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
     try:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout_s)
-            held = CiLease.load(config.stack)
-            if held is not None and held.alive and held.pid != os.getpid():
-                raise StackBusy(f"stack '{config.stack}' is held by a running gpuprov ci (pid {held.pid}); "
-                                "pick another --stack or wait for it")
             if _has_state(config.stack) or held is not None:
                 with _timed(summary, "cleanup-previous"):
                     progress(f"an earlier run of stack '{config.stack}' left resources behind; removing them first")
@@ -307,7 +319,8 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             _record(summary, exc)
     finally:
         _teardown_until_done(config, backend, summary, signals)
-        signals.restore()
+        if restore_signals:
+            signals.restore()
         if summary.teardown == "verified" and lease is not None:
             lease.release()
         elif summary.teardown == "verified":
@@ -364,7 +377,7 @@ def ci(
     if ttl_h < cfg.max_lifetime_hours:
         cfg = load(cloud, config, cfg.stack, max_lifetime_hours=ttl_h)
     progress(f"gpuprov ci: stack '{cfg.stack}' on {cfg.cloud}, time limit {timeout:g} min")
-    summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy)
+    summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy, restore_signals=False)
     text = json.dumps(summary.to_json(), indent=2)
     if summary_file is not None:
         summary_file.write_text(text + "\n")
@@ -377,4 +390,7 @@ def ci(
     if summary.teardown_error:
         err.print(f"[bold red]error:[/bold red] teardown failed, resources may still bill: {summary.teardown_error}")
     err.print(line)
+    # The job is done and torn down: signals from here on must not turn the exit code into a kill
+    # (Python restores the default handlers while it shuts down), so they stay pending until exit.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     raise typer.Exit(summary.exit_code if summary.exit_code is not None else EXIT_INFRA)

@@ -37,7 +37,7 @@ def reap_command(
         verb = "would remove" if dry_run else "removed"
         listed = report.found if dry_run else report.removed
         for stack in report.stacks_torn_down:
-            out.print(f"stack {stack}: {'would be' if dry_run else ''} torn down (its gpuprov ci process is gone)")
+            out.print(f"stack {stack}: {'would be torn down' if dry_run else 'torn down'} (its gpuprov ci process is gone)")
         for f in listed:
             out.print(f"{verb} {f.item} [{f.reason}]")
         if not listed and not report.stacks_torn_down:
