@@ -297,9 +297,8 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
             progress(f"{config.stack}: {host.cloud} host {host.instance_id} up at {host.address}")
             if deploy:
-                from provisioning.health import wait_healthy
-
                 from provisioning.deploy import deploy as deploy_stack
+                from provisioning.health import wait_healthy
 
                 with _timed(summary, "deploy"):
                     result = deploy_stack(config, host, progress=progress)
