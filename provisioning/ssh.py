@@ -115,7 +115,10 @@ class Remote:
         )
         # Replace Fabric's client (AutoAddPolicy + the user's known_hosts) with a pinned one.
         client = paramiko.SSHClient()
-        client.load_host_keys(str(self.known_hosts))
+        try:
+            client.load_host_keys(str(self.known_hosts))
+        except (paramiko.hostkeys.InvalidHostKey, UnicodeDecodeError) as err:
+            raise ProvisioningError(f"{self.known_hosts} is damaged ({err}); remove the bad line and run again") from None
         client.set_missing_host_key_policy(PinOnFirstUse(target.config.stack, self.known_hosts, host.host_key))
         self.conn.client = client
 

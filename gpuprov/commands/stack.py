@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import socket
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.table import Table
 
 from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
@@ -21,14 +22,20 @@ LOCAL_HINT = (
 
 
 @app.command()
-def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
-    """Bring the stack's host up (the local sandbox when no cloud is configured)."""
+def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
+       deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the stacks once the host is up.")] = True,
+       ) -> None:
+    """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its stacks."""
     cfg = load(cloud, config, stack)
     if cloud is None and cfg.cloud == "local":
         err.print(LOCAL_HINT)
     host = backend_for(cfg, progress).up(cfg)
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
+    if deploy:  # up = host + deploy
+        from gpuprov.commands.deploy import deploy_and_check
+
+        deploy_and_check(cfg, host)
 
 
 @app.command()

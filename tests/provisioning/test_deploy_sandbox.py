@@ -1,0 +1,134 @@
+"""Deploy both seed stacks on the real local sandbox host (real sshd, Docker engine and Compose,
+stand-in images) and check what a user would notice, through the tunnel only."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import pytest
+import requests
+
+from infra.config import SERVICE_PORTS, load_config
+from provisioning.deploy import deploy
+from provisioning.errors import HostKeyChanged
+from provisioning.health import check_all, wait_until_healthy
+from provisioning.secrets import stack_secrets
+from provisioning.smoke import smoke
+from provisioning.ssh import Remote, known_hosts_path, target_for
+from provisioning.tunnel import Tunnel
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.sandbox
+
+
+def on_host(cfg, host, command: str) -> str:
+    with Remote(target_for(cfg, host)) as remote:
+        code, out, err = remote.script(command)
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture
+def deployed(on_sandbox):
+    cfg, host = on_sandbox
+    first = deploy(cfg, host)
+    return cfg, host, first
+
+
+def test_deploy_serves_both_stacks_healthy_through_the_tunnel_and_a_redeploy_is_a_no_op(deployed):
+    cfg, host, first = deployed
+    with Tunnel(cfg, host) as tunnel:
+        assert set(tunnel.urls) == {"vllm", "open_webui", "monai_label"}
+        wait_until_healthy(cfg, tunnel.urls, 60)
+        assert check_all(cfg, tunnel.urls) == {"vllm": None, "open_webui": None, "monai_label": None}
+        answer = smoke(cfg, tunnel.urls)
+        assert answer["vllm"]["model"] == cfg.served_model_name
+        assert answer["monai_label"]["label_name"] == "segmentation"
+        # vLLM's key is enforced, as --api-key would
+        assert requests.get(f"{tunnel.urls['vllm']}/v1/models", timeout=10).status_code == 401
+    again = deploy(cfg, host)
+    assert again.changed == []
+    assert again.ssh_round_trips <= 3
+    assert first.ssh_round_trips <= 3
+
+
+def test_services_are_not_reachable_from_outside_the_host(deployed):
+    cfg, host, _ = deployed
+    for port in SERVICE_PORTS.values():
+        with pytest.raises(OSError):
+            socket.create_connection((host.address, port), timeout=2).close()
+
+
+def test_secrets_are_root_only_files_and_never_on_a_command_line(deployed):
+    cfg, host, _ = deployed
+    root = target_for(cfg, host).remote_root
+    modes = on_host(cfg, host, f"stat -c '%a %n' {root}/vllm_cxr/secrets.env {root}/vllm_cxr/webui.env")
+    assert [line.split()[0] for line in modes.splitlines()] == ["600", "600"]
+    key = stack_secrets(cfg.stack)[0].vllm_api_key
+    processes = on_host(cfg, host, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
+    assert "/standin/http.sh" in processes  # we do see the containers' command lines ...
+    assert key not in processes  # ... and the key is not on any of them
+
+
+def test_changing_one_image_tag_redeploys_only_that_service(deployed):
+    cfg, host, _ = deployed
+    ids = lambda: dict(line.split() for line in on_host(  # noqa: E731
+        cfg, host, "docker ps --format '{{.Names}} {{.ID}}'").splitlines())
+    before = ids()
+    new_tag = load_config(None, {"stack": cfg.stack, "cloud": "local", "open_webui_image": "ghcr.io/open-webui/open-webui:v0.6.35"})
+    try:
+        result = deploy(new_tag, host)
+        assert [c for c in result.changed if not c.startswith(("files:", "image:"))] == ["open_webui"]
+        after = ids()
+        assert after["vllm"] == before["vllm"] and after["monai_sam2"] == before["monai_sam2"]
+        assert after["open-webui"] != before["open-webui"]
+        assert "ghcr.io/open-webui/open-webui:v0.6.35" in on_host(cfg, host, "docker ps --format '{{.Image}}'")
+    finally:
+        deploy(cfg, host)
+
+
+def test_a_changed_host_key_is_refused(on_sandbox, tmp_path):
+    cfg, host = on_sandbox
+    deploy(cfg, host)  # pins the key
+    path = known_hosts_path(cfg.stack)
+    pinned = path.read_text()
+    assert host.host_key and host.host_key.split()[1] in pinned
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    entry = host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+    try:
+        path.write_text(f"{entry} {other}\n")
+        with pytest.raises(HostKeyChanged, match="changed"):
+            deploy(cfg, host)
+        # a host that presents another key than the one its target declared is refused on first connect too
+        path.write_text("")
+        with pytest.raises(HostKeyChanged):
+            deploy(cfg, host.model_copy(update={"host_key": other}))
+        assert path.read_text() == ""  # nothing was pinned from the impostor
+    finally:
+        path.write_text(pinned)
+
+
+def test_the_tunnel_survives_a_dropped_connection(deployed):
+    cfg, host, _ = deployed
+    with Tunnel(cfg, host) as tunnel:
+        url = tunnel.urls["open_webui"]
+        assert requests.get(f"{url}/health", timeout=10).json() == {"status": True}
+        tunnel.drop_connection()
+        assert requests.get(f"{url}/health", timeout=20).json() == {"status": True}
+        assert tunnel.reconnects >= 1
+
+
+def test_the_deploy_command_reports_json_and_the_record_knows_what_is_deployed(deployed):
+    cfg, host, _ = deployed
+    result = run_cli("deploy", "--json", "--stack", cfg.stack, "--cloud", "local")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["changed"] == [] and report["ssh_round_trips"] <= 3 and report["seconds"] > 0
+    status = json.loads(run_cli("status", "--json", "--stack", cfg.stack).stdout)["stacks"]
+    assert status[0]["deployed"] == ["vllm", "open_webui", "monai_label"]
+    smoke_cli = run_cli("smoke", "--json", "--stack", cfg.stack, "--cloud", "local")
+    assert smoke_cli.returncode == 0, smoke_cli.stderr
+    assert set(json.loads(smoke_cli.stdout)) == {"vllm", "monai_label"}
