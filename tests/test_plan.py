@@ -110,3 +110,16 @@ def test_lambda_exposure_reads_the_ruleset_or_states_lambdas_default():
     # no ruleset: Lambda's own default lets SSH in from anywhere, and plan says so
     rows = {r["port"]: r for r in exposure(build_config({"cloud": "lambda"}), [])}
     assert rows[22]["from"] == ["0.0.0.0/0"] and "Lambda's default firewall" in rows[22]["via"]
+
+
+def test_lambda_plan_declares_without_calling_the_api(tmp_path):
+    """The Lambda program's dynamic providers are recorded, never called: no key, no network, exit 0."""
+    result = plan_cli("--cloud", "lambda", "--json", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    instances = [r for r in plan["resources"] if "gpuprov-expires-at" in (r["inputs"].get("tags") or {})]
+    assert len(instances) == 1 and instances[0]["type"] == "pulumi-python:dynamic:Resource"
+    ssh = next(e for e in plan["exposure"] if e["port"] == 22)
+    assert ssh["from"] == ["0.0.0.0/0"] and "Lambda's default firewall" in ssh["via"]
+    offer = catalog.find_offer("lambda", catalog.defaults("lambda").instance_type)
+    assert offer is not None and plan["cost"]["hourly_usd"] == offer.usd_hour
