@@ -16,6 +16,7 @@ def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     # moto reads this in the server thread: unknown instance types are refused, as AWS does.
+    before = os.environ.get("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION")
     os.environ["MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION"] = "true"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -24,6 +25,10 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+        if before is None:
+            os.environ.pop("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", None)
+        else:
+            os.environ["MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION"] = before
 
 
 @pytest.fixture
