@@ -35,7 +35,15 @@ from infra.errors import GpuprovError
 from infra.host import utcnow
 from infra.paths import state_root
 from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_STACK
-from infra.verify import LAMBDA_GONE, Leftover, _lambda_owner, aws_leftovers, gcp_leftovers, gcp_project
+from infra.verify import (
+    LAMBDA_GONE,
+    Leftover,
+    LeftoverResources,
+    _lambda_owner,
+    aws_leftovers,
+    gcp_leftovers,
+    gcp_project,
+)
 
 Progress = Callable[[str], None]
 CLOUDS = ("lambda", "aws", "gcp")
@@ -244,17 +252,18 @@ def _name_stack_candidates(owner: str) -> list[str]:
 def _lambda_remove(items: list[Finding], progress: Progress, timeout_s: float) -> list[str]:
     """Terminate instances, wait until Lambda says terminated, then delete keys and rulesets."""
     from infra.lambda_cloud.client import LambdaCloud
-    from infra.lambda_cloud.errors import FirewallRulesetInUse, ObjectNotFound
+    from infra.lambda_cloud.errors import FirewallRulesetInUse, InvalidParameters, ObjectNotFound
 
     api = LambdaCloud()
     errors: list[str] = []
     ids = [f.item.id for f in items if f.item.kind == "instance"]
     if ids:
         progress(f"lambda: terminating {', '.join(ids)}")
-        try:
-            api.terminate(ids)
-        except ObjectNotFound:
-            pass  # already gone
+        for iid in ids:  # one by one: a single id already gone must not stop the others
+            try:
+                api.terminate([iid])
+            except ObjectNotFound:
+                continue
         deadline = time.monotonic() + timeout_s
         while True:
             pending = [i.id for i in api.list_instances() if i.id in ids and i.status not in LAMBDA_GONE]
@@ -267,7 +276,12 @@ def _lambda_remove(items: list[Finding], progress: Progress, timeout_s: float) -
     for f in items:
         try:
             if f.item.kind == "ssh-key":
-                api.delete_ssh_key(f.item.id)
+                try:
+                    api.delete_ssh_key(f.item.id)
+                except InvalidParameters:
+                    # Lambda answers "invalid parameters" for a key id it no longer has: gone is fine.
+                    if any(k.id == f.item.id for k in api.list_ssh_keys()):
+                        raise
             elif f.item.kind == "firewall-ruleset":
                 _retry_in_use(api.delete_firewall_ruleset, f.item.id, FirewallRulesetInUse, timeout_s)
             else:
@@ -462,10 +476,26 @@ def teardown_abandoned(progress: Progress, dry_run: bool) -> tuple[list[str], li
             config = load_config(None, {"cloud": lease.cloud, "stack": lease.stack})
             backend_for(config, progress).destroy(config)
             lease.release()
+        except LeftoverResources as err:
+            # Created after its state was last saved (killed mid-call): the tag sweep below removes
+            # these, and finish_abandoned() releases the stack once the clouds list nothing of it.
+            progress(f"stack '{lease.stack}': {len(err.leftovers)} resource(s) in no saved state; sweeping by tag")
         except GpuprovError as err:
-            # The tag sweep below still removes what is tagged; the error is reported, not swallowed.
             errors.append(f"stack '{lease.stack}': {err}")
     return done, errors
+
+
+def finish_abandoned(stacks: list[str], report: ReapReport) -> None:
+    """Forget an abandoned stack's local state once the sweep left nothing of it in any cloud."""
+    still = {r.stack for r in report.remaining}
+    for stack in stacks:
+        if stack in still or any(f"stack '{stack}'" in e for e in report.errors):
+            continue
+        lease = CiLease.load(stack)
+        if lease is not None and not lease.alive:
+            records.forget(stack)
+            mock_state_path(stack).unlink(missing_ok=True)
+            lease.release()
 
 
 def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetime | None = None,
@@ -501,4 +531,6 @@ def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetim
         report.remaining += remaining
         gone = {(r.kind, r.id) for r in remaining}
         report.removed += [f for f in found if (f.item.kind, f.item.id) not in gone]
+    if not dry_run:
+        finish_abandoned(report.stacks_torn_down, report)
     return report

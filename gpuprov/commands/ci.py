@@ -245,6 +245,29 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
                     proc.wait()
 
 
+STANDIN_SANDBOX_ENV = "GPUPROV_STANDIN_SANDBOX"
+
+
+def deploy_target(config: StackConfig, host: GpuHost) -> tuple[StackConfig, GpuHost]:
+    """Where deploy, health checks and CMD go: the host itself, except behind the STAND-IN seam.
+
+    ``GPUPROV_STANDIN_SANDBOX=<name>`` is for the fault suite and tests only: the cloud is the
+    Lambda API stand-in, whose instances report the local sandbox host ``<name>``'s address
+    as their IP. That box is reached as the sandbox it is (its user, key, host key, stand-in
+    images), while up and teardown still go through the real providers against the stand-in.
+    """
+    name = os.environ.get(STANDIN_SANDBOX_ENV)
+    if not name or host.cloud == "local":
+        return config, host
+    from infra.local.sandbox import LocalSandbox
+
+    box = LocalSandbox(name).host()
+    if box is None or box.address != host.address:
+        raise GpuprovError(f"{STANDIN_SANDBOX_ENV}={name}: no running local sandbox at {host.address}; "
+                           "unset it outside the fault suite")
+    return config.model_copy(update={"stack": name, "cloud": "local"}), box
+
+
 def _record(summary: CiSummary, exc: BaseException) -> None:
     if isinstance(exc, CiSignal):
         summary.outcome, summary.error = "interrupted", f"{signal.Signals(exc.signum).name} during {summary.phase}"
@@ -262,7 +285,7 @@ def _record(summary: CiSummary, exc: BaseException) -> None:
 
 
 def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: float = 3600.0,
-           deploy: bool = True, restore_signals: bool = True) -> CiSummary:
+           deploy: bool = True, restore_signals: bool = True, health_timeout_s: float = 1800.0) -> CiSummary:
     """The whole run; teardown always happens. Returns the summary with its exit code set.
 
     ``restore_signals=False`` (the command line) keeps signals noted-only until the process
@@ -296,18 +319,18 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             summary.instance_id, summary.region = host.instance_id, host.region
             summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
             progress(f"{config.stack}: {host.cloud} host {host.instance_id} up at {host.address}")
+            box_config, box = deploy_target(config, host)
             if deploy:
                 from provisioning.deploy import deploy as deploy_stack
                 from provisioning.health import wait_healthy
 
                 with _timed(summary, "deploy"):
-                    result = deploy_stack(config, host, progress=progress)
-                    summary.deploy = {"changed": list(getattr(result, "changed", []) or []),
-                                      "ssh_round_trips": getattr(result, "ssh_round_trips", None)}
+                    result = deploy_stack(box_config, box, progress=progress)
+                    summary.deploy = {"changed": list(result.changed), "ssh_round_trips": result.ssh_round_trips}
                 with _timed(summary, "health"):
-                    wait_healthy(config, host, timeout_s=_left(deadline))
+                    wait_healthy(box_config, box, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress)
             with _timed(summary, "command"):
-                code = _run_command(config, host, cmd, on, _left(deadline))
+                code = _run_command(box_config, box, cmd, on, _left(deadline))
             summary.command_exit_code = code
             summary.outcome = "passed" if code == 0 else "command-failed"
             summary.exit_code = code
@@ -354,6 +377,9 @@ def ci(
     on: OnOpt = "host",
     timeout: Annotated[float, typer.Option("--timeout", help="Minutes for the whole run, teardown excluded.")] = 60.0,
     deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the services and wait until healthy.")] = True,
+    health_timeout: Annotated[float, typer.Option(
+        "--health-timeout", help="Seconds to wait for the services to be healthy (vLLM downloads its model first).")
+    ] = 1800.0,
     summary_file: Annotated[Path | None, typer.Option("--summary", help="Write the JSON summary to this file.")] = None,
     json_: JsonOpt = False,
     cloud: CloudOpt = None,
@@ -376,7 +402,8 @@ def ci(
     if ttl_h < cfg.max_lifetime_hours:
         cfg = load(cloud, config, cfg.stack, max_lifetime_hours=ttl_h)
     progress(f"gpuprov ci: stack '{cfg.stack}' on {cfg.cloud}, time limit {timeout:g} min")
-    summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy, restore_signals=False)
+    summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy, restore_signals=False,
+                     health_timeout_s=health_timeout)
     text = json.dumps(summary.to_json(), indent=2)
     if summary_file is not None:
         summary_file.write_text(text + "\n")
