@@ -98,7 +98,7 @@ def plan(
         resources: list[dict[str, Any]] = []
     else:
         mocks = PlanMocks(calls={**PLACEHOLDER_CALLS, **(calls or {})},
-                            output_defaults=output_defaults or placeholder_outputs)
+                          output_defaults=output_defaults or placeholder_outputs)
         run_program(lambda: infra.build(config), mocks, stack=config.stack)
         resources = [{"type": r.type, "name": r.name, "inputs": r.inputs} for r in mocks.resources]
     cost: dict[str, Any] = asdict(estimate_for(config))
