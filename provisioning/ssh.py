@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import paramiko
 from fabric import Config, Connection
@@ -184,6 +185,20 @@ class Remote:
             return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
         except TimeoutError:
             raise ProvisioningError(f"a command on {self.target.host.address} ran past {timeout_s:.0f}s") from None
+        finally:
+            chan.close()
+
+    def stream_to(self, command_script: str, sink: BinaryIO) -> int:
+        """Run a script in one exec channel and write its raw stdout into ``sink``; returns the exit code."""
+        chan = self.transport.open_session()
+        self.round_trips += 1
+        try:
+            chan.exec_command("/bin/sh -s")
+            chan.sendall(command_script.encode())
+            chan.shutdown_write()
+            while (chunk := chan.recv(1 << 16)):
+                sink.write(chunk)
+            return chan.recv_exit_status()
         finally:
             chan.close()
 

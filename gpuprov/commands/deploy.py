@@ -76,7 +76,8 @@ def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = N
     from provisioning.tunnel import Tunnel
 
     cfg, host = stack_host(cloud, config, stack)
-    services = (records.load(cfg.stack).deployed if records.load(cfg.stack) else None) or None
+    record = records.load(cfg.stack)
+    services = (record.deployed if record else None) or None  # what deploy recorded; else what the config says
     with Tunnel(cfg, host, services=services, same_ports=True, progress=progress) as t:
         for service, url in t.urls.items():
             print(f"{service}  {url}", flush=True)

@@ -132,3 +132,38 @@ def test_the_deploy_command_reports_json_and_the_record_knows_what_is_deployed(d
     smoke_cli = run_cli("smoke", "--json", "--stack", cfg.stack, "--cloud", "local")
     assert smoke_cli.returncode == 0, smoke_cli.stderr
     assert set(json.loads(smoke_cli.stdout)) == {"vllm", "monai_label"}
+
+
+def fab(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run a Fabric day-2 task from the repository root, as a user would."""
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([str(Path(sys.executable).with_name("fab")), *args], cwd=root, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ))
+
+
+def test_day_two_tasks_logs_restart_redeploy_and_backup(deployed, tmp_path):
+    cfg, host, _ = deployed
+    listed = fab("--list").stdout
+    for name in ("deploy", "redeploy", "logs", "restart", "tunnel", "smoke", "backup"):
+        assert f"  {name} " in listed or f"  {name}\n" in listed, listed
+    log = fab("logs", "--service", "vllm", "--stack", cfg.stack)
+    assert log.returncode == 0 and "vllm stand-in listening on 127.0.0.1:8000" in log.stdout, log.stderr
+    root = target_for(cfg, host).remote_root
+    on_host(cfg, host, f"echo mask > {root}/monai_label/data/predictions/case1.txt")
+    backup = fab("backup", "--stack", cfg.stack, "--dest", str(tmp_path))
+    assert backup.returncode == 0, backup.stderr
+    archive = tmp_path / backup.stdout.strip().rsplit("/", 1)[-1]
+    listing = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout
+    assert "predictions/case1.txt" in listing and "studies/" in listing
+    before = on_host(cfg, host, "docker inspect -f '{{.Id}}' monai_sam2 vllm").split()
+    redo = fab("redeploy", "--only", "monai_label", "--stack", cfg.stack)
+    assert redo.returncode == 0, redo.stderr
+    after = on_host(cfg, host, "docker inspect -f '{{.Id}}' monai_sam2 vllm").split()
+    assert after[0] != before[0] and after[1] == before[1]  # only that stack was recreated
+    assert fab("restart", "--service", "open_webui", "--stack", cfg.stack).returncode == 0
+    with Tunnel(cfg, host) as tunnel:
+        wait_until_healthy(cfg, tunnel.urls, 60)
