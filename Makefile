@@ -39,3 +39,7 @@ test: setup
 lint: venv
 	$(VENV)/bin/ruff check infra provisioning cost gpuprov tests
 	$(VENV)/bin/mypy
+
+# Issue 6: replay five usage traces through the idle agent's real decide() at accelerated time.
+bench-idle: venv
+	$(PY) bench/idle/run.py
