@@ -305,7 +305,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if isinstance(raw.get("config"), dict):  # a Pulumi.<stack>.yaml file
             raw = raw["config"]
         for key, value in raw.items():
-            key = str(key).removeprefix("gpuprov:")
+            key = str(key)
+            if ":" in key and not key.startswith("gpuprov:"):
+                continue  # another namespace's setting (aws:region, gcp:project): its provider reads it
+            key = key.removeprefix("gpuprov:")
             values[key] = value.get("secure") if isinstance(value, dict) and "secure" in value else value
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return build_config(values)

@@ -126,9 +126,10 @@ class EngineMocks(Mocks):
             self.state[args.name] = {"type": args.typ, "id": rid, "outputs": outs, "provider": blob}
         return rid, outs
 
-    def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+    def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
         handler = self.calls.get(args.token)
-        return (handler(args) if handler else {}), None
+        # The mock monitor iterates the second item as the list of failures: it must be a list.
+        return (handler(args) if handler else {}), []
 
 
 def run_program(

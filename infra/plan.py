@@ -69,19 +69,6 @@ def placeholder_outputs(args: MockResourceArgs) -> dict[str, Any]:
     return outs
 
 
-class PlanMocks(EngineMocks):
-    """EngineMocks whose provider-function answers reach the program.
-
-    ``EngineMocks.call`` answers ``(outputs, None)``, and Pulumi's mock monitor
-    iterates the second item as the failure list, so every invoke fails with a
-    TypeError; a plain dict is the form it accepts. (Reported for infra/mock_runtime.py.)
-    """
-
-    def call(self, args: MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
-        outputs, _failures = super().call(args)
-        return outputs, []
-
-
 # --- the plan ----------------------------------------------------------------------------------
 
 
@@ -97,8 +84,8 @@ def plan(
     if config.cloud in ("local", "existing"):
         resources: list[dict[str, Any]] = []
     else:
-        mocks = PlanMocks(calls={**PLACEHOLDER_CALLS, **(calls or {})},
-                          output_defaults=output_defaults or placeholder_outputs)
+        mocks = EngineMocks(calls={**PLACEHOLDER_CALLS, **(calls or {})},
+                            output_defaults=output_defaults or placeholder_outputs)
         run_program(lambda: infra.build(config), mocks, stack=config.stack)
         resources = [{"type": r.type, "name": r.name, "inputs": r.inputs} for r in mocks.resources]
     cost: dict[str, Any] = asdict(estimate_for(config))

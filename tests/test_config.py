@@ -168,3 +168,9 @@ def test_ports_in_range_other_than_ssh(port):
     else:
         with pytest.raises(ConfigError, match="open_ports"):
             build_config({"open_ports": [port]})
+
+
+def test_pulumi_stack_file_with_other_providers_settings(tmp_path):
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text("config:\n  aws:region: eu-west-1\n  gcp:project: my-lab\n  gpuprov:cloud: aws\n")
+    assert load_config(path).cloud == "aws"  # aws:/gcp: keys belong to their providers, not refused

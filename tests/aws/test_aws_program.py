@@ -10,8 +10,8 @@ from infra.aws import program
 from infra.aws.sdk import DLAMI_SSM_PARAMETER
 from infra.config import build_config
 from infra.host import GpuHost
-from infra.mock_runtime import run_program
-from infra.plan import PLACEHOLDER_CALLS, PlanMocks, placeholder_outputs
+from infra.mock_runtime import EngineMocks, run_program
+from infra.plan import PLACEHOLDER_CALLS, placeholder_outputs
 from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_OWNER, TAG_STACK
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
@@ -29,7 +29,7 @@ def run_aws(**values: Any) -> tuple[dict[str, list[dict[str, Any]]], GpuHost, li
             return handler(args)
         return answer
 
-    mocks = PlanMocks(calls={k: record(v) for k, v in PLACEHOLDER_CALLS.items()}, output_defaults=placeholder_outputs)
+    mocks = EngineMocks(calls={k: record(v) for k, v in PLACEHOLDER_CALLS.items()}, output_defaults=placeholder_outputs)
     outputs = run_program(lambda: {"host": program.AwsGpuHost("gpuprov-t1", cfg, ami_id=ami).host}, mocks, stack="t1")
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in mocks.resources:
@@ -129,7 +129,7 @@ def test_an_injected_ami_skips_the_lookup():
 def test_the_program_entry_honours_the_ami_override(monkeypatch):
     monkeypatch.setenv(program.AMI_ENV, "ami-0fedcba9876543210")
     cfg = build_config({"cloud": "aws", "stack": "t1", "ssh_public_key": KEY})
-    mocks = PlanMocks(calls=PLACEHOLDER_CALLS, output_defaults=placeholder_outputs)
+    mocks = EngineMocks(calls=PLACEHOLDER_CALLS, output_defaults=placeholder_outputs)
     run_program(lambda: {"host": program.build_aws_host(cfg)}, mocks, stack="t1")
     assert [r.inputs["ami"] for r in mocks.resources if r.type == "aws:ec2/instance:Instance"] == [
         "ami-0fedcba9876543210"]

@@ -8,8 +8,8 @@ from infra.config import build_config
 from infra.gcp import program
 from infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT
 from infra.host import GpuHost
-from infra.mock_runtime import run_program
-from infra.plan import PLACEHOLDER_CALLS, PlanMocks, placeholder_outputs
+from infra.mock_runtime import EngineMocks, run_program
+from infra.plan import PLACEHOLDER_CALLS, placeholder_outputs
 from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
@@ -25,7 +25,7 @@ def run_gcp(image: str | None = None, **values: Any) -> tuple[dict[str, list[dic
         invoked.append(dict(args.args))
         return PLACEHOLDER_CALLS["gcp:compute/getImage:getImage"](args)
 
-    mocks = PlanMocks(calls={"gcp:compute/getImage:getImage": image_lookup}, output_defaults=placeholder_outputs)
+    mocks = EngineMocks(calls={"gcp:compute/getImage:getImage": image_lookup}, output_defaults=placeholder_outputs)
     outputs = run_program(lambda: {"host": program.GcpGpuHost("gpuprov-t2", cfg, image=image).host}, mocks, stack="t2")
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in mocks.resources:
