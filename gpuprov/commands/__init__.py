@@ -5,3 +5,4 @@ from gpuprov.commands import sandbox  # noqa: F401
 from gpuprov.commands import ci  # noqa: F401
 from gpuprov.commands import reap  # noqa: F401
 from gpuprov.commands import deploy  # noqa: F401
+from gpuprov.commands import cost  # noqa: F401
