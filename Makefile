@@ -40,10 +40,10 @@ lint: venv
 	$(VENV)/bin/ruff check infra provisioning cost gpuprov tests
 	$(VENV)/bin/mypy
 
-# Issue 6: replay five usage traces through the idle agent's real decide() at accelerated time.
 # Deploy to a sandbox host behind a simulated 100 ms round trip: gpuprov vs Ansible, side by side (BENCH_RTT_MS=...).
 bench-deploy: setup
 	$(PY) bench/deploy/run.py
 
+# Issue 6: replay five usage traces through the idle agent's real decide() at accelerated time.
 bench-idle: venv
 	$(PY) bench/idle/run.py
