@@ -20,7 +20,7 @@ def lambda_api(
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8765,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     instance_ip: Annotated[str, typer.Option(
-        "--instance-ip", help="Address instances report once active (e.g. the local sandbox host's).")] = "198.51.100.10",
+        "--instance-ip", help="Address instances report once active (e.g. the local sandbox host's).")] = "127.0.0.1",
     boot_seconds: Annotated[float, typer.Option("--boot-seconds", help="Seconds an instance stays booting.")] = 5.0,
     terminate_seconds: Annotated[float, typer.Option(
         "--terminate-seconds", help="Seconds an instance stays terminating.")] = 2.0,

@@ -36,6 +36,47 @@ from infra.lambda_cloud.errors import (
 
 Progress = Callable[[str], None]
 
+# Set by the signal handlers of install_cancel_handlers(): a launch running in a worker thread
+# (where Python delivers no signals) sees it at its next pause, cleans up and stops.
+_CANCEL = threading.Event()
+
+
+class LaunchCancelled(LambdaError):
+    """Ctrl-C or SIGTERM arrived during a launch; what it had launched was terminated."""
+
+    exit_code = 130
+
+
+def install_cancel_handlers() -> None:
+    """Make Ctrl-C and SIGTERM cancel launches running in any thread of this process (main thread only).
+
+    The handlers set a flag launches check at every pause, then do what the previous
+    handler did (SIGTERM, by default fatal at once, raises KeyboardInterrupt instead so
+    the process unwinds and waits for the launch's cleanup). Installed once; chains.
+    """
+    if threading.current_thread() is not threading.main_thread() or getattr(install_cancel_handlers, "done", False):
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+
+        def handler(num: int, frame: Any, previous: Any = previous) -> None:
+            _CANCEL.set()
+            if previous is signal.SIG_IGN:
+                return
+            if callable(previous):
+                previous(num, frame)
+                return
+            raise KeyboardInterrupt(signal.Signals(num).name)
+
+        signal.signal(signum, handler)
+    install_cancel_handlers.done = True  # type: ignore[attr-defined]
+
+
+def _pause(seconds: float) -> None:
+    """Sleep, unless a cancel arrives first."""
+    if _CANCEL.wait(seconds):
+        raise LaunchCancelled("interrupted (Ctrl-C or SIGTERM) during a Lambda launch")
+
 
 def _quiet(_msg: str) -> None:
     pass
@@ -187,7 +228,7 @@ def wait_until_active(api: LambdaCloud, instance_id: str, spec: LaunchSpec, prog
         if now - start > spec.boot_timeout_s * scale:
             raise InstanceFailed(f"instance {instance_id} ({inst.instance_type} in {inst.region}) was still "
                                  f"{inst.status} after {spec.boot_timeout_s / 60:.0f} min")
-        time.sleep(spec.poll_s * scale)
+        _pause(spec.poll_s * scale)
 
 
 class _Launcher:
@@ -204,7 +245,7 @@ class _Launcher:
             found = self.api.find_instance_by_name(name)
             if found is not None or look == 1:
                 return found
-            time.sleep(self.spec.lookup_settle_s * self.api.backoff_scale)
+            _pause(self.spec.lookup_settle_s * self.api.backoff_scale)
         return None
 
     def launch_offer(self, offer: Offer) -> str | None:
@@ -213,6 +254,7 @@ class _Launcher:
         ruleset = self.spec.firewall_ruleset_ids.get(offer.region)
         last: LambdaError | None = None
         for _ in range(self.spec.tries_per_offer):
+            _pause(0)
             self.sent_names.append(name)
             try:
                 return self.api.launch(offer.region, offer.instance_type.name, self.spec.ssh_key_name, name=name,
@@ -262,6 +304,7 @@ def launch_with_failover(api: LambdaCloud, offers: list[Offer], spec: LaunchSpec
     if not offers:
         raise LaunchFailed("no Lambda region has capacity for an instance type that meets the config right now; "
                            "try again later, or set instance_type/region to another choice", [])
+    _CANCEL.clear()  # a cancel before this launch began was for whatever ran then
     launcher = _Launcher(api, spec, progress)
     instance_id: str | None = None
     with sigterm_as_interrupt():
@@ -280,7 +323,9 @@ def launch_with_failover(api: LambdaCloud, offers: list[Offer], spec: LaunchSpec
                 with shielded():
                     terminate_and_confirm(api, instance_id, spec.terminate_timeout_s, spec.poll_s, progress)
                 raise InstanceFailed(f"{err}; it has been terminated, nothing is billing") from err
-        except BaseException:
+        except BaseException as err:
             with shielded():
-                launcher.cleanup()
+                removed = launcher.cleanup()
+            if isinstance(err, LaunchCancelled) and removed:
+                raise LaunchCancelled(f"{err}; terminated what it had launched: {', '.join(removed)}") from None
             raise

@@ -16,6 +16,7 @@ import pulumi
 from cost import catalog
 from infra.config import ConfigError, StackConfig
 from infra.keys import public_key
+from infra.lambda_cloud.launch import install_cancel_handlers
 from infra.lambda_cloud.provider import LambdaFirewallRuleset, LambdaInstance, LambdaSshKey
 from infra.tags import stack_tags
 
@@ -58,6 +59,7 @@ def min_gpu_memory_gb(config: StackConfig) -> int | None:
 
 def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
     """Create the stack's Lambda resources and return the host (a GpuHost dict) once it is active."""
+    install_cancel_handlers()  # Ctrl-C/SIGTERM reach a launch running in the engine's worker thread
     prefix = resource_prefix(config)
     key = LambdaSshKey("ssh-key", name=prefix, public_key=public_key(config))
     rules = firewall_rules(config)

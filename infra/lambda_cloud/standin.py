@@ -168,7 +168,7 @@ class LambdaStandIn:
     ``terminated_linger_seconds``: how long a terminated instance is still listed.
     """
 
-    def __init__(self, port: int = 0, *, host: str = "127.0.0.1", instance_ip: str = "198.51.100.10",
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1", instance_ip: str = "127.0.0.1",
                  boot_seconds: float = 1.0, terminate_seconds: float = 0.5, terminated_linger_seconds: float = 60.0,
                  api_key: str | None = None):
         self.port, self.host, self.instance_ip = port, host, instance_ip

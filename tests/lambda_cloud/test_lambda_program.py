@@ -1,0 +1,106 @@
+"""The whole Lambda program on Pulumi's mock runtime (real providers, stand-in API), driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.lambda_cloud.standin import LambdaStandIn
+from tests.conftest import run_cli
+
+MOCK = {"GPUPROV_PULUMI": "mock", "GPUPROV_VERIFY_POLL_S": "0.1", "GPUPROV_VERIFY_TIMEOUT_S": "30"}
+
+
+def _config(tmp_path: Path, **values: object) -> str:
+    path = tmp_path / "lambda.yaml"
+    path.write_text(json.dumps({"cloud": "lambda", "stack": "lt", **values}))
+    return str(path)
+
+
+def test_up_then_down_leaves_nothing_in_the_account(standin: LambdaStandIn, tmp_path: Path,
+                                                    gpuprov_home: Path) -> None:
+    cfg = _config(tmp_path, allowed_cidrs=["203.0.113.7/32"], open_ports=[8002], region="us-west-1")
+    up = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
+    assert up.returncode == 0, up.stderr
+    assert "lambda host up at ubuntu@127.0.0.1:22 (gpu_1x_a10, A10, $0.75/h)" in up.stdout
+    [inst] = standin.instances(include_terminated=False)
+    assert (inst["status"], inst["region"]["name"]) == ("active", "us-west-1")
+    tags = {t["key"]: t["value"] for t in inst["tags"]}
+    assert {"gpuprov-managed", "gpuprov-stack", "gpuprov-owner", "gpuprov-created-at", "gpuprov-expires-at"} <= set(tags)
+    assert tags["gpuprov-stack"] == "lt"
+    assert int(tags["gpuprov-expires-at"]) - int(tags["gpuprov-created-at"]) == 12 * 3600
+    [ruleset] = standin.rulesets()
+    assert ruleset["region"]["name"] == "us-west-1" and inst["firewall_rulesets"] == [{"id": ruleset["id"]}]
+    assert sorted((r["source_network"], r["port_range"][0]) for r in ruleset["rules"]) == [
+        ("203.0.113.7/32", 22), ("203.0.113.7/32", 8002)]
+    [key] = standin.ssh_keys()
+    assert key["name"] == "gpuprov-lt"
+    # The key never lands in the state the engine keeps (or anywhere under the state root).
+    for path in gpuprov_home.rglob("*"):
+        if path.is_file():
+            assert os.environ["LAMBDA_API_KEY"] not in path.read_text(errors="ignore"), path
+
+    again = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)  # a second up changes nothing
+    assert again.returncode == 0, again.stderr
+    assert [i["id"] for i in standin.instances(include_terminated=False)] == [inst["id"]]
+
+    down = run_cli("down", "-c", cfg, env=MOCK)
+    assert down.returncode == 0, down.stderr
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+    assert [i["status"] for i in standin.instances()] == ["terminated"]
+
+
+def test_without_allowed_cidrs_no_ruleset_is_made(standin: LambdaStandIn, tmp_path: Path) -> None:
+    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path), env=MOCK)
+    assert up.returncode == 0, up.stderr
+    assert standin.rulesets() == [] and standin.instances()[0]["firewall_rulesets"] == []
+    assert run_cli("down", "-c", _config(tmp_path), env=MOCK).returncode == 0
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+def test_up_with_no_capacity_anywhere_fails_clearly_and_down_cleans_up(standin: LambdaStandIn,
+                                                                        tmp_path: Path) -> None:
+    standin.add_fault("capacity")
+    cfg = _config(tmp_path, instance_type="gpu_1x_a10", allowed_cidrs=["203.0.113.0/24"])
+    up = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
+    assert up.returncode == 4
+    for region in ("us-east-1", "us-south-1", "us-west-1"):
+        assert f"gpu_1x_a10 in {region} ($0.75/h): instance-operations/launch/insufficient-capacity" in up.stderr
+    # The user reads one error first, not a traceback. (Pulumi's mock event loop sometimes prints an
+    # unrelated "Bad file descriptor" note from its __del__ at interpreter exit, after it.)
+    assert up.stderr.startswith("error: no Lambda offer could be launched (3 tried, cheapest first):"), up.stderr
+    assert standin.instances(include_terminated=False) == []
+    down = run_cli("down", "-c", cfg, env=MOCK)
+    assert down.returncode == 0, down.stderr
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_up_terminates_the_booting_instance(standin: LambdaStandIn, tmp_path: Path, signum: int) -> None:
+    standin.boot_seconds = 120
+    cfg = _config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "up", "--no-deploy", "-c", cfg], env={**os.environ, **MOCK},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not standin.instances() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert standin.instances(), "the launch never reached the stand-in"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "terminated what it had launched" in err
+    assert standin.instances(include_terminated=False) == []
+    down = run_cli("down", "-c", cfg, env=MOCK)  # the key made before the interrupt goes too
+    assert down.returncode == 0, down.stderr
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
