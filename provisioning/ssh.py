@@ -99,6 +99,25 @@ def wait_for_ssh(host: GpuHost, timeout_s: float = 300.0) -> None:
     )
 
 
+def host_identity(host: GpuHost) -> str:
+    """Which machine the pins belong to: a cloud instance id is unique per launch; the local sandbox
+    reuses its id, so its launch time tells one sandbox from the next."""
+    ident = host.instance_id or f"{host.address}:{host.ssh_port}"
+    if host.cloud == "local" and host.launched_at:
+        ident += f"@{host.launched_at.isoformat()}"
+    return ident
+
+
+def _forget_pins_of_a_replaced_host(known_hosts: Path, host: GpuHost) -> None:
+    """A new instance (after down + up) legitimately has a new key: start its pins afresh.
+    The same instance presenting another key is still refused."""
+    owner = known_hosts.with_name(f"{known_hosts.name}.host")
+    ident = host_identity(host)
+    if owner.exists() and owner.read_text().strip() != ident and known_hosts.exists():
+        known_hosts.replace(known_hosts.with_name(f"{known_hosts.name}.replaced"))
+    owner.write_text(ident + "\n")
+
+
 class Remote:
     """A pinned SSH connection (Fabric) that counts its round trips."""
 
@@ -107,6 +126,7 @@ class Remote:
         self.round_trips = 0
         host = target.host
         self.known_hosts = known_hosts_path(target.config.stack)
+        _forget_pins_of_a_replaced_host(self.known_hosts, host)
         self.known_hosts.touch(mode=0o600, exist_ok=True)
         self.conn = Connection(
             host.address, user=host.ssh_user, port=host.ssh_port,

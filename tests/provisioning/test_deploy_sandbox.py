@@ -167,3 +167,20 @@ def test_day_two_tasks_logs_restart_redeploy_and_backup(deployed, tmp_path):
     assert fab("restart", "--service", "open_webui", "--stack", cfg.stack).returncode == 0
     with Tunnel(cfg, host) as tunnel:
         wait_until_healthy(cfg, tunnel.urls, 60)
+
+
+def test_a_new_sandbox_after_down_and_up_gets_its_new_key_pinned_not_refused(on_sandbox):
+    cfg, host = on_sandbox
+    deploy(cfg, host)
+    path = known_hosts_path(cfg.stack)
+    pinned = path.read_text()
+    try:
+        # the same stack's host replaced by a new instance with another key: pins start afresh ...
+        relaunched = host.model_copy(update={"launched_at": host.launched_at.replace(year=2020)})
+        path.write_text(f"{host.address} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+        changed = deploy(cfg, relaunched).changed  # connected: the new key was pinned, not refused
+        assert not {"vllm", "open_webui", "monai_label"} & set(changed)
+        assert host.host_key.split()[1] in path.read_text()
+    finally:
+        path.write_text(pinned)
+        deploy(cfg, host)
