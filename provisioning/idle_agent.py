@@ -16,6 +16,7 @@ from typing import Any
 from infra.config import SERVICE_PORTS, StackConfig
 from infra.host import GpuHost
 from infra.paths import REMOTE_FILES
+from provisioning.desired import COMPOSE_PROJECTS
 
 AGENT_DIR = REMOTE_FILES / "idle-agent"
 REMOTE_AGENT_DIR = "/opt/gpuprov/idle-agent"
@@ -65,7 +66,7 @@ def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str = LA
         "service_ports": dict(SERVICE_PORTS),
         "vllm_metrics_url": f"http://127.0.0.1:{SERVICE_PORTS['vllm']}/metrics",
         "log_containers": [c for s in config.stacks for c in LOG_CONTAINERS.get(s, [])],
-        "compose_projects": list(config.stacks),
+        "compose_projects": [COMPOSE_PROJECTS[s] for s in config.stacks],
         "instance_id": host.instance_id,
         "secret_file": f"{root}{REMOTE_SECRET}",
         "state_file": f"{root}/var/lib/gpuprov-idle/state.json",
