@@ -333,6 +333,8 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                 code = _run_command(box_config, box, cmd, on, _left(deadline))
             summary.command_exit_code = code
             summary.outcome = "passed" if code == 0 else "command-failed"
+            if code != 0:
+                summary.error = f"the command exited {code} (the host was fine; its exit code is passed on)"
             summary.exit_code = code
         except BaseException as exc:  # recorded in the summary and the exit code, then teardown
             _record(summary, exc)
