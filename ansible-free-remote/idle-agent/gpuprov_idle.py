@@ -71,6 +71,7 @@ DEFAULTS = {
     "log_file": "/var/log/gpuprov-idle.jsonl",
     "postpone_file": "/run/gpuprov/postpone",
     "dry_run": False,  # log the action instead of taking it (benchmarks, trial runs)
+    "wall": True,  # warn every terminal on the host; tests on the shared sandbox machine turn it off
 }
 POSTPONE_DEFAULT_MINUTES = 60
 
@@ -530,7 +531,7 @@ def check_once(cfg: dict, now: float | None = None) -> Decision:
     record = {"decision": decision.action, "reason": decision.reason, "message": decision.message,
               "idle_minutes": decision.idle_minutes, "spend_usd": decision.spend_usd,
               "signals": asdict(signals), "unreadable": missing, "cloud": cfg["cloud"], "stack": cfg["stack"]}
-    if decision.action == "warn":
+    if decision.action == "warn" and cfg.get("wall", True):
         warn_users(decision.message)
     if decision.action == "act":
         try:
@@ -594,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "postpone":
         until = postpone(cfg, args.minutes)
         log(cfg, {"decision": "postpone", "until": until, "minutes": args.minutes})
-        warn_users(f"idle action postponed for {args.minutes:g} min")
+        if cfg.get("wall", True):
+            warn_users(f"idle action postponed for {args.minutes:g} min")
         return 0
     state, last = load_state(cfg, time.time())
     print(json.dumps({**asdict(state), "last_check": last}, indent=2))

@@ -73,6 +73,7 @@ class SandboxAgent:
             idle_minutes=0.06, service_ports={"vllm": self.web_port},
             vllm_metrics_url=f"http://127.0.0.1:{self.web_port}/metrics",
             log_containers=[], compose_projects=[self.project], sshd_pid_file=str(box.dir / "sshd.pid"),
+            wall=False,  # the sandbox shares this machine's terminals: no broadcasts from tests
             **agent_overrides,
         )
         for remote, local in agent_files(self.root).items():
