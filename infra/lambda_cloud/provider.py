@@ -11,6 +11,8 @@ Each resource carries ``provider_version``: Pulumi does not notice code changes.
 from __future__ import annotations
 
 import os
+import re
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +21,7 @@ import pulumi
 from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.host import GpuHost
-from infra.lambda_cloud.client import FirewallRule, LambdaCloud
+from infra.lambda_cloud.client import FirewallRule, Instance, LambdaCloud
 from infra.lambda_cloud.errors import (
     FirewallRulesetInUse,
     InvalidParameters,
@@ -32,20 +34,18 @@ from infra.lambda_cloud.launch import (
     launch_with_failover,
     matching_offers,
     terminate_and_confirm,
+    wait_until_active,
 )
-from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT
+from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_OWNER, TAG_STACK
 
 PROVIDER_VERSION = "1"
 
 
 def _log(message: str) -> None:
-    """Progress from inside a provider: Pulumi's log when running under the engine, else stderr."""
-    try:
-        pulumi.log.info(message)
-    except Exception:  # noqa: BLE001  (no engine attached: plain stderr is the right place)
-        import sys
-
-        print(f"· {message}", file=sys.stderr)
+    """Progress from inside a provider: to stderr (the mock-runtime backend's user sees it there) and,
+    under the engine, to Pulumi's log."""
+    print(f"· {message}", file=sys.stderr, flush=True)
+    pulumi.log.info(message)
 
 
 class _LambdaProvider(ResourceProvider):
@@ -227,7 +227,8 @@ class LambdaInstanceProvider(_LambdaProvider):
                           image_family=props.get("image_family"),
                           boot_timeout_s=float(props.get("boot_timeout_s") or LaunchSpec.boot_timeout_s))
         progress: Progress = _log
-        inst = launch_with_failover(api, offers, spec, progress)
+        inst = _adopt_earlier_launch(api, props, offers, spec, progress) or launch_with_failover(
+            api, offers, spec, progress)
         return CreateResult(id_=inst.id, outs={**props, **_instance_outputs(inst, props)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -252,6 +253,35 @@ class LambdaInstanceProvider(_LambdaProvider):
 
     def delete(self, id_: str, _props: dict[str, Any]) -> None:
         terminate_and_confirm(self.client(), id_, progress=_log)
+
+
+def _adopt_earlier_launch(api: LambdaCloud, props: dict[str, Any], offers: list[Any], spec: LaunchSpec,
+                          progress: Progress) -> Instance | None:
+    """An instance an earlier, killed run of this same stack launched (same name scheme, stack and owner tags).
+
+    A run killed outright (``kill -9``) cannot clean up and its state never recorded the
+    instance; the next run adopts it when it fits the config instead of paying for two,
+    and terminates any that do not fit.
+    """
+    own = re.compile(rf"^{re.escape(props['name'][:55])}-[0-9a-f]{{8}}$")
+    tags = dict(props.get("tags") or {})
+    earlier = [i for i in api.list_instances()
+               if i.name and own.match(i.name) and i.status in ("booting", "active")
+               and all(i.tags.get(k) == tags.get(k) for k in (TAG_STACK, TAG_OWNER))]
+    fits = {(o.instance_type.name, o.region) for o in offers}
+    keep = next((i for i in earlier if (i.instance_type, i.region) in fits), None)
+    for other in earlier:
+        if other is not keep:
+            progress(f"terminating {other.id} ({other.name}): left by an earlier run, does not fit the config")
+            terminate_and_confirm(api, other.id, progress=progress)
+    if keep is None:
+        return None
+    progress(f"adopting instance {keep.id} ({keep.name}) launched by an earlier run of this stack")
+    try:
+        return wait_until_active(api, keep.id, spec, progress)
+    except BaseException:
+        terminate_and_confirm(api, keep.id, progress=progress)
+        raise
 
 
 def _epoch(value: str | None) -> datetime | None:

@@ -104,3 +104,27 @@ def test_interrupting_up_terminates_the_booting_instance(standin: LambdaStandIn,
     down = run_cli("down", "-c", cfg, env=MOCK)  # the key made before the interrupt goes too
     assert down.returncode == 0, down.stderr
     assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+def test_after_kill_9_during_up_the_next_up_adopts_the_instance_and_down_removes_it(
+        standin: LambdaStandIn, tmp_path: Path) -> None:
+    standin.boot_seconds = 3
+    cfg = _config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "up", "--no-deploy", "-c", cfg],
+                            env={**os.environ, **MOCK}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not standin.instances() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.kill()  # no cleanup can run: the instance is left booting, unknown to the local state
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [left] = standin.instances(include_terminated=False)
+    again = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
+    assert again.returncode == 0, again.stderr
+    assert "adopting instance" in again.stderr
+    assert [i["id"] for i in standin.instances(include_terminated=False)] == [left["id"]]  # one, not two
+    assert run_cli("down", "-c", cfg, env=MOCK).returncode == 0
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
