@@ -416,6 +416,10 @@ def audit(homes: list[Path], secrets_list: list[str], watch: CmdlineWatch) -> tu
 # --- the whole suite ---------------------------------------------------------------------------------------------
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=int(os.environ.get("FAULT_CYCLES", "200")))
@@ -428,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"fault suite: {args.cycles} cycles, {args.workers} workers, seed {args.seed} "
           f"(re-run with FAULT_SEED={args.seed})", flush=True)
+    # SIGTERM (a CI runner giving up) unwinds like Ctrl-C, so the sandboxes and stand-ins are still removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     root = Path(tempfile.mkdtemp(prefix="gpuprov-faults-"))
     api_key = "lsk_" + secrets.token_hex(20)
     hf_token = "hf_" + secrets.token_urlsafe(24)
