@@ -9,6 +9,7 @@ there is no systemd (the local sandbox).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def agent_files(root: str = "") -> dict[str, Path]:
     }
 
 
-def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str = LAMBDA_API_URL,
+def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str | None = None,
                  check_interval_s: float = CHECK_INTERVAL_S, grace_minutes: float = GRACE_MINUTES,
                  root: str = "", **overrides: Any) -> dict[str, Any]:
     """The JSON the agent reads (``/etc/gpuprov/idle-agent.json``). Holds no secret.
@@ -74,7 +75,8 @@ def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str = LA
         "postpone_file": f"{root}/run/gpuprov/postpone",
     }
     if config.cloud == "lambda":
-        cfg["lambda_api_url"] = lambda_api_url
+        # The API the operator's own client uses (LAMBDA_API_URL, as in infra.lambda_cloud.client).
+        cfg["lambda_api_url"] = lambda_api_url or os.environ.get("LAMBDA_API_URL") or LAMBDA_API_URL
     cfg.update(overrides)
     return cfg
 

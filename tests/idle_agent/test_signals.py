@@ -83,6 +83,7 @@ def test_postpone_file(agent: ModuleType, tmp_path) -> None:  # type: ignore[no-
 
 
 def test_agent_config_holds_no_secret_and_the_key_goes_apart(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("LAMBDA_API_URL", raising=False)
     host = GpuHost(cloud="lambda", address="198.51.100.7", ssh_user="ubuntu", instance_id="0920582c7ff041399e34823a0be62549",
                    usd_hour=0.75)
     cfg = agent_config(StackConfig(cloud="lambda", idle_minutes=20, max_lifetime_hours=6, budget_usd=40), host)
