@@ -3,7 +3,7 @@
 Lambda has no Pulumi provider, so these are dynamic providers. They live in this
 importable module so Pulumi pickles them by reference (../shared/FACTS.md §5), make
 their API client inside each method, and read credentials in ``configure()``
-(Pulumi config ``gpuprov:lambdaApiKey``, a secret, and ``gpuprov:lambdaApiUrl``) or
+(Pulumi config ``lambda:apiKey``, a secret, and ``lambda:apiUrl``) or
 from ``LAMBDA_API_KEY`` / ``LAMBDA_API_URL``: the key is never an input or an output.
 Each resource carries ``provider_version``: Pulumi does not notice code changes.
 """
@@ -57,8 +57,8 @@ class _LambdaProvider(ResourceProvider):
         self._api_url: str | None = None
 
     def configure(self, req: ConfigureRequest) -> None:
-        self._api_key = req.config.get("lambdaApiKey")
-        self._api_url = req.config.get("lambdaApiUrl")
+        self._api_key = req.config.get("lambda:apiKey")
+        self._api_url = req.config.get("lambda:apiUrl")
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into the state by the engine: never with the key in it.

@@ -98,7 +98,7 @@ def test_credentials_come_from_configure_and_never_reach_the_pickled_provider(
         standin: LambdaStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LAMBDA_API_KEY")
     provider = LambdaSshKeyProvider()
-    provider.configure(ConfigureRequest(Config({"gpuprov:lambdaApiKey": STANDIN_KEY}, "gpuprov")))
+    provider.configure(ConfigureRequest(Config({"lambda:apiKey": STANDIN_KEY}, "gpuprov")))
     provider.create({"name": "gpuprov-c", "public_key": PUB})
     blob = base64.b64encode(dill.dumps(provider, recurse=True)).decode()
     assert STANDIN_KEY not in base64.b64decode(blob).decode("latin-1")
