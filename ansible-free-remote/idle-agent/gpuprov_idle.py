@@ -494,14 +494,31 @@ def _iso_epoch(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def boot_id() -> str | None:
+    try:
+        return open("/proc/sys/kernel/random/boot_id").read().strip()
+    except OSError:
+        return None
+
+
 def load_state(cfg: dict, now: float) -> tuple[State, float | None]:
+    """The remembered state; a fresh one on first run or after a reboot.
+
+    After a reboot (an AWS/GCP VM started again after its idle stop) the idle clock
+    starts afresh and the earlier action is forgotten, so an unused restarted VM is
+    stopped again; the launch time, and with it the lifetime and budget, stays.
+    """
+    launched = _iso_epoch(cfg.get("launched_at"))
     try:
         raw = json.load(open(cfg["state_file"]))
         last_check = raw.pop("last_check", None)
-        return State(**raw), last_check
+        booted = raw.pop("boot_id", None)
+        state = State(**raw)
     except (OSError, ValueError, TypeError):
-        launched = _iso_epoch(cfg.get("launched_at")) or now
-        return State(launched_at=launched, last_active=now), None
+        return State(launched_at=launched or now, last_active=now), None
+    if booted != boot_id():
+        return State(launched_at=launched or state.launched_at, last_active=now), None
+    return state, last_check
 
 
 def save_state(cfg: dict, state: State, now: float) -> None:
@@ -509,7 +526,7 @@ def save_state(cfg: dict, state: State, now: float) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump({**asdict(state), "last_check": now}, fh)
+        json.dump({**asdict(state), "last_check": now, "boot_id": boot_id()}, fh)
     os.replace(tmp, path)
 
 

@@ -110,3 +110,17 @@ def test_agent_files_exist_and_the_script_is_stdlib_only() -> None:
 def test_background_command_is_idempotent(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cmd = background_command(root=str(tmp_path))
     assert "kill -0" in cmd and f"{tmp_path}/run/gpuprov-idle.pid" in cmd and "nohup" in cmd
+
+
+def test_a_reboot_starts_the_idle_clock_afresh(agent: ModuleType, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # An AWS VM stopped for idleness and started again must be watched again, not left "already acted".
+    cfg = {**agent.DEFAULTS, "state_file": str(tmp_path / "state.json"), "launched_at": "2026-11-23T08:00:00+00:00"}
+    old = agent.State(launched_at=1.0, last_active=100.0, acted="idle", acted_at=200.0, idle_warned_at=150.0)
+    agent.save_state(cfg, old, 200.0)
+    same_boot, last = agent.load_state(cfg, 300.0)
+    assert same_boot.acted == "idle" and last == 200.0
+    raw = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps({**raw, "boot_id": "another-boot"}))
+    rebooted, last = agent.load_state(cfg, 300.0)
+    assert rebooted.acted is None and rebooted.last_active == 300.0 and last is None
+    assert rebooted.launched_at == agent._iso_epoch(cfg["launched_at"])  # lifetime still counts from launch
