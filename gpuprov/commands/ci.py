@@ -95,6 +95,8 @@ class _Signals:
         exc: BaseException = CiTimeout() if signum == signal.SIGALRM else CiSignal(signum)
         name = "time limit" if signum == signal.SIGALRM else signal.Signals(signum).name
         if self.mode == "raise":
+            # One exception only: whatever comes after it is teardown, which no later signal may cut short.
+            self.teardown_mode()
             raise exc
         if self.mode == "defer":
             self.pending.append(exc)
@@ -108,10 +110,13 @@ class _Signals:
         self.mode = "defer"
         try:
             yield
-        finally:
-            self.mode = "raise"
+        except BaseException:
+            self.teardown_mode()
+            raise
         if self.pending:
+            self.teardown_mode()
             raise self.pending.pop(0)
+        self.mode = "raise"
 
     def teardown_mode(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -336,7 +341,9 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             if code != 0:
                 summary.error = f"the command exited {code} (the host was fine; its exit code is passed on)"
             summary.exit_code = code
+            signals.teardown_mode()  # still inside the try: from here on a signal can only be noted
         except BaseException as exc:  # recorded in the summary and the exit code, then teardown
+            signals.teardown_mode()
             _record(summary, exc)
     except BaseException as exc:  # a signal that arrived while the first one was being recorded
         if summary.exit_code is None:
