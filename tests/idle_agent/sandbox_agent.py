@@ -64,18 +64,19 @@ class SandboxAgent:
         self.root = str(box.dir / "idle" / uuid.uuid4().hex[:8])
         self.web_port = 18000 + int(uuid.uuid4().int % 1000)  # stand-in service port of this test alone
         self.project = f"idle-{uuid.uuid4().hex[:6]}"
+        self.loggers: list[str] = []
         self.docroot = Path(self.root) / "www"
         self.docroot.mkdir(parents=True)
         self.set_metrics(running=0, done=0)
         cfg = StackConfig(stack="idletest", cloud=cloud)
-        self.config = agent_config(
-            cfg, self.host, root=self.root, grace_minutes=0.02, check_interval_s=0.5, lambda_api_url=lambda_api_url,
-            idle_minutes=0.06, service_ports={"vllm": self.web_port},
-            vllm_metrics_url=f"http://127.0.0.1:{self.web_port}/metrics",
-            log_containers=[], compose_projects=[self.project], sshd_pid_file=str(box.dir / "sshd.pid"),
-            wall=False,  # the sandbox shares this machine's terminals: no broadcasts from tests
-            **agent_overrides,
-        )
+        settings: dict[str, Any] = {
+            "idle_minutes": 0.06, "service_ports": {"vllm": self.web_port},
+            "vllm_metrics_url": f"http://127.0.0.1:{self.web_port}/metrics",
+            "log_containers": [], "compose_projects": [self.project], "sshd_pid_file": str(box.dir / "sshd.pid"),
+            "wall": False,  # the sandbox shares this machine's terminals: no broadcasts from tests
+        }
+        self.config = agent_config(cfg, self.host, root=self.root, grace_minutes=0.02, check_interval_s=0.5,
+                                   lambda_api_url=lambda_api_url, **{**settings, **agent_overrides})
         for remote, local in agent_files(self.root).items():
             Path(remote).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(local, remote)
@@ -109,7 +110,17 @@ class SandboxAgent:
                              env=docker_env(self.box), check=True, capture_output=True, text=True)
         return out.stdout.split()
 
+    def run_logger(self, name: str, line: str, every_s: float = 0.3) -> None:
+        """A container that writes ``line`` to its log every ``every_s`` (a service answering requests)."""
+        ensure_image(self.box)
+        self.loggers.append(name)
+        script = f"while true; do echo '{line}'; sleep {every_s}; done"
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", IMAGE, "sh", "-c", script],
+                       env=docker_env(self.box), check=True, capture_output=True, timeout=60)
+
     def compose_down(self) -> None:
+        for name in self.loggers:
+            subprocess.run(["docker", "rm", "-f", name], env=docker_env(self.box), capture_output=True, timeout=60)
         subprocess.run(["docker", "compose", "-p", self.project, "down", "-t", "1"], env=docker_env(self.box),
                        capture_output=True, timeout=120)
 

@@ -129,6 +129,25 @@ def test_direct_service_connection_alone_keeps_it_up(sandbox: Any) -> None:
         client.join()
 
 
+def test_request_lines_in_service_logs_alone_keep_it_up(sandbox: Any) -> None:
+    name = f"monai-{os.urandom(3).hex()}"
+    with sandbox_agent(sandbox, dry_run=True, log_containers=[name]) as agent:
+        # MONAI Label (uvicorn) answering segmentations, with its health checks in between.
+        agent.run_logger(name, 'INFO:     10.0.0.9:50112 - "POST /infer/segmentation HTTP/1.1" 200 OK')
+        agent.start()
+        assert_kept_up(agent, f"{name}: ")
+
+
+def test_health_checks_in_service_logs_are_not_activity(sandbox: Any) -> None:
+    name = f"webui-{os.urandom(3).hex()}"
+    with sandbox_agent(sandbox, dry_run=True, log_containers=[name]) as agent:
+        agent.run_logger(name, 'INFO:     127.0.0.1:40312 - "GET /health HTTP/1.1" 200 OK')
+        agent.start()
+        done = agent.wait_for(acted)
+        assert done["reason"] == "idle"
+        assert done["signals"]["log_requests"] == {name: 0}  # the log was read; its lines were health checks
+
+
 def test_postpone_holds_off_the_idle_action(sandbox: Any) -> None:
     with sandbox_agent(sandbox, dry_run=True) as agent:
         agent.conn.run(f"python3 {agent.root}/opt/gpuprov/idle-agent/gpuprov_idle.py "
