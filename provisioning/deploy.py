@@ -92,8 +92,8 @@ def _idle_agent(config: StackConfig, host: GpuHost, target: Target) -> tuple[lis
 
 
 def _desired(config: StackConfig, target: Target, gpus: int, secrets: StackSecrets,
-             sam3: str | None, agent_files: list[RemoteFile]) -> Desired:
-    want = desired_state(config, target.remote_root, target.sandbox, gpus, secrets, sam3)
+             agent_files: list[RemoteFile]) -> Desired:
+    want = desired_state(config, target.remote_root, target.sandbox, gpus, secrets)
     want.files += agent_files
     return want
 
@@ -109,20 +109,26 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
     wait_for_ssh(host, ssh_timeout_s)
     agent_files, agent_actions = _idle_agent(config, host, target)
-    sam3_remote = f"{target.remote_root}/{SAM3_REMOTE}" if sam3_checkpoint else None
+    sam3_remote = f"{target.remote_root}/{SAM3_REMOTE}"
+    sam3_local = _sha256(Path(sam3_checkpoint)) if sam3_checkpoint else None
     with Remote(target) as remote:
         # The GPU override's presence depends on a fact, so probe the files of both shapes.
-        shapes = [_desired(config, target, g, secrets, sam3_remote, agent_files) for g in (0, 1)]
-        paths = sorted({f.path for w in shapes for f in w.files} | ({sam3_remote} if sam3_remote else set()))
+        shapes = [_desired(config, target, g, secrets, agent_files) for g in (0, 1)]
+        paths = sorted({f.path for w in shapes for f in w.files} | {sam3_remote})
         say("checking the host (one round trip)")
         facts = gather_facts(remote, target, paths, shapes[0].image_refs)
         want = shapes[1] if facts.gpus else shapes[0]
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
         extra = list(agent_actions) if agent_stale else []
-        if sam3_checkpoint and sam3_remote:
-            extra += _sam3_upload(remote, facts, Path(sam3_checkpoint), sam3_remote, say)
-        actions = steps.plan(facts, want, extra)
+        uploads: list[steps.Action] = []
+        if sam3_checkpoint and sam3_local and facts.files.get(sam3_remote) != sam3_local:
+            uploads = _sam3_upload(remote, Path(sam3_checkpoint), sam3_local, sam3_remote, say)
+        # A sam3.pt on the host (uploaded now or before) is built into MONAI Label; its hash is in the image label.
+        sam3_sha = sam3_local or facts.files.get(sam3_remote)
+        if want.monai_build is not None and sam3_sha:
+            want.monai_build.sam3, want.monai_build.sam3_sha = sam3_remote, sam3_sha
+        actions = steps.plan(facts, want, extra, before_images=uploads)
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")
@@ -139,23 +145,26 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                         creds if "vllm_cxr" in config.stacks else None)
 
 
-def _sam3_upload(remote: Remote, facts: HostFacts, local: Path, remote_path: str, say: Progress) -> list[steps.Action]:
-    """sam3.pt is gated and big: upload it (sftp) only when the host's copy differs."""
-    if not local.is_file():
-        raise ProvisioningError(f"sam3 checkpoint {local} does not exist; download it from Meta's gated release first")
+def _sha256(path: Path) -> str:
+    if not path.is_file():
+        raise ProvisioningError(f"sam3 checkpoint {path} does not exist; download it from Meta's gated release first")
     digest = hashlib.sha256()
-    with local.open("rb") as fh:
+    with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    if facts.files.get(remote_path) == digest.hexdigest():
-        return []
+    return digest.hexdigest()
+
+
+def _sam3_upload(remote: Remote, local: Path, sha: str, remote_path: str, say: Progress) -> list[steps.Action]:
+    """sam3.pt is gated and big: upload it over sftp (only when the host's copy differs), then
+    install it root-only in the batch."""
     say(f"uploading {local.name} ({local.stat().st_size / 1e9:.2f} GB) over sftp")
-    staging = f"/tmp/gpuprov-sam3-{digest.hexdigest()[:12]}.pt"
+    staging = f"/tmp/gpuprov-sam3-{sha[:12]}.pt"
     sftp = remote.conn.sftp()
     sftp.put(str(local), staging)
-    remote.round_trips += 3 + local.stat().st_size // 32768  # open, writes, close
-    return [steps.Action("sam3_checkpoint", f"$SUDO install -D -m 0600 {steps.q(staging)} {steps.q(remote_path)} "
-                         f"&& rm -f {steps.q(staging)}", ["sam3_checkpoint"])]
+    remote.round_trips += 3 + local.stat().st_size // 32768  # open, writes (32 KiB each), close
+    return [steps.Action("sam3_checkpoint", f"$SUDO install -D -m 0600 {steps.q(staging)} {steps.q(remote_path)}\n"
+                         f"rm -f {steps.q(staging)}", ["sam3_checkpoint"])]
 
 
 def _apply(remote: Remote, actions: list[steps.Action], say: Progress) -> None:

@@ -51,6 +51,12 @@ class MonaiBuild:
     image: str
     checkout: str  # where the clone lives on the host
     sam3: str | None = None  # the uploaded sam3.pt on the host, copied in before the build
+    sam3_sha: str | None = None  # its SHA-256: part of the image label, so a new sam3.pt rebuilds
+
+    @property
+    def label(self) -> str:
+        """What the built image is made of (its gpuprov.label): repository, commit, sam3.pt."""
+        return f"{self.repo}@{self.ref}" + (f"+sam3:{self.sam3_sha[:16]}" if self.sam3_sha else "")
 
 
 @dataclass
@@ -91,8 +97,7 @@ def _env_file(values: dict[str, str]) -> bytes:
     return "".join(f"{k}={v}\n" for k, v in values.items()).encode()
 
 
-def desired_state(config: StackConfig, root: str, sandbox: bool, gpus: int, secrets: StackSecrets,
-                  sam3_uploaded: str | None = None) -> Desired:
+def desired_state(config: StackConfig, root: str, sandbox: bool, gpus: int, secrets: StackSecrets) -> Desired:
     """Everything the host should hold for ``config``. ``gpus``: NVIDIA GPUs the host reports."""
     want = Desired(root=root, sandbox=sandbox)
     want.directories.append(root)
@@ -149,7 +154,7 @@ def desired_state(config: StackConfig, root: str, sandbox: bool, gpus: int, secr
             want.directories += [f"{directory}/data/predictions", f"{directory}/data/studies"]
             env = {"MONAI_LABEL_IMAGE": images["monai_label"],
                    "MONAI_LISTEN": bind("monai_label") if sandbox else "0.0.0.0", "MONAI_BIND": bind("monai_label")}
-            services = {"monai_label": _hash(shared, env, sam3_uploaded or "")}
+            services = {"monai_label": _hash(shared, env)}
             env["MONAI_LABEL_CONFIG"] = services["monai_label"]
         files.append(RemoteFile(f"{directory}/.env", _env_file(env)))
         want.files += files
@@ -166,7 +171,7 @@ def desired_state(config: StackConfig, root: str, sandbox: bool, gpus: int, secr
                 want.standins[ref] = (service, standin_label)
             elif service == "monai_label" and not config.monai_label_image:
                 want.monai_build = MonaiBuild(config.monai_label_repo, config.monai_label_ref, ref,
-                                              f"{root}/src/ohif-ai", sam3_uploaded)
+                                              f"{root}/src/ohif-ai")
             else:
                 want.pulls.append(ref)
     if sandbox:

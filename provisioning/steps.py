@@ -148,7 +148,7 @@ def images(facts: HostFacts, want: Desired) -> list[Action]:
         ]), [f"image:{ref}"]))
     build = want.monai_build
     if build is not None:
-        label = f"{build.repo}@{build.ref}"
+        label = build.label
         have = facts.images.get(build.image)
         if not (have and have.present and have.label == label):
             lines = [
@@ -170,20 +170,24 @@ def images(facts: HostFacts, want: Desired) -> list[Action]:
     return actions
 
 
-def services(facts: HostFacts, want: Desired) -> list[Action]:
-    """Start (or recreate) only the services whose container is missing, stopped, or runs another config."""
+def services(facts: HostFacts, want: Desired, rebuilt: set[str] | None = None) -> list[Action]:
+    """Start (or recreate) only the services whose container is missing, stopped, runs another
+    config, or whose image was just rebuilt under the same tag (``rebuilt``: image references)."""
     running = {(c.project, c.service): c for c in facts.containers}
+    rebuilt = rebuilt or set()
     actions: list[Action] = []
     for project in want.projects:
         stale = [s for s, config in project.services.items()
-                 if (c := running.get((project.name, s))) is None or c.state != "running" or c.config != config]
+                 if (c := running.get((project.name, s))) is None or c.state != "running" or c.config != config
+                 or project.images[s] in rebuilt]
         if not stale:
             continue
         files_args = " ".join(f"-f {q(name)}" for name in project.compose_files)
         pull = "--pull never" if want.sandbox else "--pull missing"
+        force = "--force-recreate " if any(project.images[s] in rebuilt for s in stale) else ""
         actions.append(Action(f"compose:{project.stack}", (
             f"cd {q(project.directory)} && $SUDO docker compose -p {project.name} {files_args} up -d --no-deps "
-            f"{pull} --remove-orphans {' '.join(stale)}"
+            f"{pull} {force}--remove-orphans {' '.join(stale)}"
         ), stale))
     wanted = {p.name for p in want.projects}
     for gone in sorted({c.project for c in facts.containers if c.project.startswith("gpuprov-")} - wanted):
@@ -191,16 +195,20 @@ def services(facts: HostFacts, want: Desired) -> list[Action]:
     return actions
 
 
-def plan(facts: HostFacts, want: Desired, extra: list[Action] | None = None) -> list[Action]:
-    """Every action the host needs, in order; empty when it already serves what ``want`` says."""
+def plan(facts: HostFacts, want: Desired, extra: list[Action] | None = None,
+         before_images: list[Action] | None = None) -> list[Action]:
+    """Every action the host needs, in order; empty when it already serves what ``want`` says.
+    ``before_images``: uploads an image build needs (sam3.pt); ``extra``: more steps (the idle agent)."""
     engine = docker_engine(facts)
     toolkit = nvidia_toolkit(facts)
     actions = [a for a in (wait_cloud_init(facts), wait_apt_locks(facts, bool(engine or toolkit)), engine, toolkit,
                            gpu_in_container(facts, want.root, toolkit is not None)) if a]
     actions += files(facts, want)
-    actions += images(facts, want)
+    actions += list(before_images or [])
+    image_actions = images(facts, want)
+    actions += image_actions
     actions += list(extra or [])
-    actions += services(facts, want)
+    actions += services(facts, want, {a.step.removeprefix("image:") for a in image_actions})
     return actions
 
 

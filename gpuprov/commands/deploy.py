@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -39,15 +42,32 @@ def stack_host(cloud: str | None, config: Path | None, stack: str | None) -> tup
     return cfg, host
 
 
+@contextmanager
+def live_progress() -> Iterator[Callable[[str], None]]:
+    """Step lines on stderr, plus a live spinner with the elapsed time and the latest output line
+    during the long waits (image pulls and builds, the model download behind the health wait)."""
+    started = time.monotonic()
+    with err.status("starting", spinner="dots") as status:
+        def show(message: str) -> None:
+            line = message.strip()
+            if message.startswith("  "):  # output of a running step: only the spinner shows it
+                status.update(f"[dim]{time.monotonic() - started:5.0f}s[/dim] {line[:120]}")
+            else:
+                progress(line)
+                status.update(f"[dim]{time.monotonic() - started:5.0f}s[/dim] {line[:120]}")
+        yield show
+
+
 def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False, sam3: Path | None = None,
                      timeout_s: float = 1800.0) -> None:
     """Deploy, wait until every service is healthy through a tunnel, print the result (``up`` uses this too)."""
     from provisioning.deploy import deploy as run_deploy
     from provisioning.health import wait_healthy
 
-    result = run_deploy(cfg, host, progress, sam3_checkpoint=sam3)
-    progress("waiting until every service answers its health check (through an SSH tunnel)")
-    wait_healthy(cfg, host, timeout_s, progress=progress)
+    with live_progress() as show:
+        result = run_deploy(cfg, host, show, sam3_checkpoint=sam3)
+        show("waiting until every service answers its health check (through an SSH tunnel)")
+        wait_healthy(cfg, host, timeout_s, progress=show)
     if result.admin_credentials:
         from provisioning.secrets import _path as secrets_path
 

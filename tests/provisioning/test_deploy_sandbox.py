@@ -184,3 +184,17 @@ def test_a_new_sandbox_after_down_and_up_gets_its_new_key_pinned_not_refused(on_
     finally:
         path.write_text(pinned)
         deploy(cfg, host)
+
+
+def test_a_supplied_sam3_checkpoint_is_uploaded_once_root_only(deployed, tmp_path):
+    cfg, host, _ = deployed
+    checkpoint = tmp_path / "sam3.pt"
+    checkpoint.write_bytes(b"not really sam3 weights\n" * 1000)
+    first = deploy(cfg, host, sam3_checkpoint=checkpoint)
+    assert "sam3_checkpoint" in first.changed
+    root = target_for(cfg, host).remote_root
+    mode, digest = on_host(cfg, host, f"stat -c %a {root}/uploads/sam3.pt; sha256sum < {root}/uploads/sam3.pt").split()[:2]
+    import hashlib
+
+    assert mode == "600" and digest == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert deploy(cfg, host, sam3_checkpoint=checkpoint).changed == []

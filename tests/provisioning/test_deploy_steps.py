@@ -171,3 +171,22 @@ def test_a_failing_step_stops_the_batch_and_is_named():
     assert result.returncode == 1
     assert "one" in result.stdout and "@@gpuprov-failed broken" in result.stdout
     assert "after-false" not in result.stdout and "never" not in result.stdout
+
+
+def test_a_new_sam3_checkpoint_rebuilds_monai_label_and_recreates_only_it():
+    before = want()
+    running = [ContainerFact(p.name, s, "running", h, "") for p in before.projects for s, h in p.services.items()]
+    facts = bare_ubuntu(docker="27", compose="2", containers=running, files={f.path: f.sha256 for f in before.files},
+                        images={r: ImageFact(True, "sha256:x", "") for r in before.image_refs})
+    assert before.monai_build is not None
+    facts.images[before.monai_build.image].label = before.monai_build.label
+    assert steps.plan(facts, before) == []
+    with_sam3 = want()
+    assert with_sam3.monai_build is not None
+    with_sam3.monai_build.sam3, with_sam3.monai_build.sam3_sha = "/opt/gpuprov/uploads/sam3.pt", "ab" * 32
+    actions = steps.plan(facts, with_sam3)
+    text = scripts(actions)
+    assert "/opt/gpuprov/uploads/sam3.pt /opt/gpuprov/src/ohif-ai/monai-label/checkpoints/sam3.pt" in text
+    assert f"gpuprov.label=https://github.com/anandpreshob/OHIF-AI@179fe0d+sam3:{'ab' * 8} " in text
+    assert [c for a in actions for c in a.changed] == ["image:gpuprov/ohif-ai-monai-label:179fe0d", "monai_label"]
+    assert "--force-recreate" in actions[-1].script  # same tag, new image: the container must be recreated
