@@ -340,11 +340,12 @@ def _tags_lookup(tags: dict[str, dict[str, str]]) -> Callable[[Leftover], dict[s
     return lambda item: tags.get(item.id, {})
 
 
-def _aws_findings(now: datetime, grace: timedelta, abandoned: set[str], only_stack: str | None) -> list[Finding]:
+def _aws_findings(now: datetime, grace: timedelta, abandoned: set[str], only_stack: str | None,
+                  regions: list[str] | None = None) -> list[Finding]:
     from infra.aws import sdk
 
     found: list[Finding] = []
-    for region in _aws_regions():
+    for region in regions or _aws_regions():
         tags: dict[str, dict[str, str]] = {}
         for t in sdk.find_tagged_instances(region, only_stack):
             tags[t.id] = t.tags
@@ -425,11 +426,12 @@ def configured_clouds() -> list[str]:
     return found
 
 
-def _findings(cloud: str, now: datetime, grace: timedelta, abandoned: set[str], only_stack: str | None) -> list[Finding]:
+def _findings(cloud: str, now: datetime, grace: timedelta, abandoned: set[str], only_stack: str | None,
+              aws_regions: list[str] | None) -> list[Finding]:
     if cloud == "lambda":
         return _lambda_findings(now, grace, abandoned, only_stack)
     if cloud == "aws":
-        return _aws_findings(now, grace, abandoned, only_stack)
+        return _aws_findings(now, grace, abandoned, only_stack, aws_regions)
     return _gcp_findings(now, grace, abandoned, only_stack)
 
 
@@ -500,11 +502,12 @@ def finish_abandoned(stacks: list[str], report: ReapReport) -> None:
 
 def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetime | None = None,
          grace: timedelta = DEFAULT_GRACE, only_stack: str | None = None, progress: Progress | None = None,
-         timeout_s: float = 600.0) -> ReapReport:
+         timeout_s: float = 600.0, aws_regions: list[str] | None = None) -> ReapReport:
     """Find, remove and re-check gpuprov resources in ``clouds`` (default: those with credentials here).
 
     ``only_stack``: remove everything of that one stack whatever its tags say
     (``gpuprov ci`` uses it after its own teardown, to catch what no state recorded).
+    ``aws_regions``: the EC2 regions to sweep (default ``GPUPROV_AWS_REGIONS`` or the default region).
     """
     progress = progress or (lambda _m: None)
     now = now or utcnow()
@@ -516,7 +519,7 @@ def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetim
         abandoned = set(torn)
     for cloud in report.clouds:
         try:
-            found = _findings(cloud, now, grace, abandoned, only_stack)
+            found = _findings(cloud, now, grace, abandoned, only_stack, aws_regions)
         except GpuprovError as err:
             report.errors.append(f"{cloud}: could not list resources: {err}")
             continue

@@ -183,7 +183,8 @@ def _teardown(config: StackConfig, backend: StackBackend) -> None:
         if config.cloud not in ("lambda", "aws", "gcp"):
             raise
         progress(f"{len(err.leftovers)} resource(s) of the stack were in no saved state; removing them by tag")
-        report = reap([config.cloud], only_stack=config.stack, progress=progress)
+        report = reap([config.cloud], only_stack=config.stack, progress=progress,
+                      aws_regions=[str(config.resolved_region)] if config.cloud == "aws" else None)
         if report.errors:
             raise GpuprovError("; ".join(report.errors)) from None
         verify_destroyed(config, progress=progress)
