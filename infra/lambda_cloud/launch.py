@@ -28,6 +28,7 @@ from infra.lambda_cloud.errors import (
     InsufficientCapacity,
     LambdaApiError,
     LambdaError,
+    LambdaUnreachable,
     LaunchFailed,
     ObjectNotFound,
     QuotaExceeded,
@@ -133,6 +134,7 @@ class LaunchSpec:
     unhealthy_grace_s: float = 120.0
     terminate_timeout_s: float = 10 * 60
     lookup_settle_s: float = 5.0  # a just-accepted launch can take a moment to show in the list
+    ambiguous_settle_s: float = 60.0  # after a timeout or dropped connection: look this long before relaunching
 
 
 @contextmanager
@@ -239,14 +241,15 @@ class _Launcher:
         self.sent_names: list[str] = []
         self.attempts: list[tuple[str, str]] = []
 
-    def find(self, name: str) -> Instance | None:
-        """The live instance called ``name``; looks twice, a moment apart, before saying none."""
-        for look in range(2):
+    def find(self, name: str, settle_s: float) -> Instance | None:
+        """The live instance called ``name``; keeps looking for ``settle_s`` (scaled) before saying none."""
+        scale = self.api.backoff_scale
+        deadline = time.monotonic() + settle_s * scale
+        while True:
             found = self.api.find_instance_by_name(name)
-            if found is not None or look == 1:
+            if found is not None or time.monotonic() >= deadline:
                 return found
-            _pause(self.spec.lookup_settle_s * self.api.backoff_scale)
-        return None
+            _pause(min(self.spec.lookup_settle_s * scale, max(deadline - time.monotonic(), 0)))
 
     def launch_offer(self, offer: Offer) -> str | None:
         """Launch ``offer`` once (retrying transient failures after a lookup); the id, or None to move on."""
@@ -262,8 +265,11 @@ class _Launcher:
                                        image_family=self.spec.image_family)
             except LambdaError as err:
                 last = err
+            # No answer at all is ambiguous: the server may still be carrying the launch out, so look
+            # for longer than a refused request needs before concluding it never happened.
+            settle = self.spec.ambiguous_settle_s if isinstance(last, LambdaUnreachable) else self.spec.lookup_settle_s
             try:
-                found = self.find(name)
+                found = self.find(name, settle)
             except LambdaError as err:
                 raise LaunchFailed(f"a launch of {offer} failed ({last}) and gpuprov could not check whether "
                                    f"instance '{name}' was created anyway ({err}); nothing more was launched. "
@@ -318,11 +324,16 @@ def launch_with_failover(api: LambdaCloud, offers: list[Offer], spec: LaunchSpec
                 raise LaunchFailed(f"no Lambda offer could be launched ({len(offers)} tried, cheapest first):",
                                    launcher.attempts)
             try:
-                return wait_until_active(api, instance_id, spec, progress)
+                inst = wait_until_active(api, instance_id, spec, progress)
             except InstanceFailed as err:
                 with shielded():
                     terminate_and_confirm(api, instance_id, spec.terminate_timeout_s, spec.poll_s, progress)
                 raise InstanceFailed(f"{err}; it has been terminated, nothing is billing") from err
+            # A launch that timed out on our side may still have been carried out later, under the
+            # same name: keep the one that came up, remove any twin.
+            with shielded():
+                launcher.cleanup(keep=inst.id)
+            return inst
         except BaseException as err:
             with shielded():
                 removed = launcher.cleanup()

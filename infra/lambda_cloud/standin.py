@@ -564,13 +564,16 @@ def _handler_for(standin: LambdaStandIn) -> type[BaseHTTPRequestHandler]:
             data = json.dumps(payload).encode()
             if record is not None:
                 record.status, record.answer = status, data
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up waiting (a slow-answer fault): as on the real API
 
         def _dispatch(self) -> None:
             path, _, query = self.path.partition("?")

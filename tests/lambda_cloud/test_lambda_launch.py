@@ -134,3 +134,13 @@ def test_ctrl_c_or_sigterm_while_waiting_terminates_what_was_launched(standin: L
 def test_no_offers_is_a_clear_error(standin: LambdaStandIn) -> None:
     with pytest.raises(LaunchFailed, match="no Lambda region has capacity"):
         launch_with_failover(_api(), [], _spec())
+
+
+def test_a_launch_answered_too_slowly_and_carried_out_late_leaves_one_instance(standin: LambdaStandIn) -> None:
+    api = LambdaCloud(timeout_s=(2.0, 0.3))
+    api.add_ssh_key("gpuprov-t", PUB)
+    standin.add_fault("delay", seconds=1.0, count=1, path="/launch$")  # the client gives up at 0.3 s
+    inst = launch_with_failover(api, _a10_offers(api), _spec())
+    time.sleep(1.0)  # had a second launch been sent, its twin would be visible by now
+    assert sum(r.path.endswith("/launch") for r in standin.requests()) == 1  # looked long enough: adopted
+    assert [i["id"] for i in standin.instances()] == [inst.id]
