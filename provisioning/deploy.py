@@ -117,6 +117,13 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         paths = sorted({f.path for w in shapes for f in w.files} | {sam3_remote})
         say("checking the host (one round trip)")
         facts = gather_facts(remote, target, paths, shapes[0].image_refs)
+        if target.sandbox:
+            # The sandbox shares this machine: never install anything on it, never use its GPUs.
+            facts.gpus = 0
+            if not (facts.docker and facts.compose):
+                raise ProvisioningError(
+                    "the local sandbox host has no Docker engine with Compose (it starts one only as root, with "
+                    "dockerd installed); run `make setup` as root, then `gpuprov down --cloud local` and `gpuprov up`")
         want = shapes[1] if facts.gpus else shapes[0]
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)

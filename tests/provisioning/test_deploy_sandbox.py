@@ -198,3 +198,20 @@ def test_a_supplied_sam3_checkpoint_is_uploaded_once_root_only(deployed, tmp_pat
 
     assert mode == "600" and digest == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert deploy(cfg, host, sam3_checkpoint=checkpoint).changed == []
+
+
+def test_an_opened_port_is_reachable_from_outside_and_closes_again(deployed):
+    cfg, host, _ = deployed
+    opened = load_config(None, {"stack": cfg.stack, "cloud": "local", "open_ports": [8002],
+                                "allowed_cidrs": ["10.213.0.0/16"]})
+    try:
+        result = deploy(opened, host)
+        assert [c for c in result.changed if not c.startswith(("files:", "image:"))] == ["monai_label"]
+        info = requests.get(f"http://{host.address}:8002/info/", timeout=10).json()
+        assert "segmentation" in info["models"]
+        with pytest.raises(OSError):  # the others stay behind SSH
+            socket.create_connection((host.address, 8000), timeout=2).close()
+    finally:
+        deploy(cfg, host)
+    with pytest.raises(OSError):
+        socket.create_connection((host.address, 8002), timeout=2).close()
