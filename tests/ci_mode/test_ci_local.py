@@ -151,3 +151,16 @@ def test_second_run_on_a_held_stack_is_refused(gpuprov_home: Path, tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
     nothing_left("ci-busy", gpuprov_home)
+
+
+def test_deployed_services_reach_a_local_command_through_tunnels(gpuprov_home: Path):
+    need_sandbox()
+    result = run_cli("ci", "--cloud", "local", "--on", "local", "--stack", "ci-tunnel", "--health-timeout", "120",
+                     "--json", "--", sys.executable, "-c",
+                     "import os, urllib.request; "
+                     "print(urllib.request.urlopen(os.environ['GPUPROV_URL_VLLM'] + '/health').status)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "200"  # vLLM's health route, through the SSH tunnel
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["deploy"]["ssh_round_trips"] >= 1 and {"deploy", "health"} <= set(summary["timings_s"])
+    nothing_left("ci-tunnel", gpuprov_home)
