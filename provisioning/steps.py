@@ -159,8 +159,12 @@ def images(facts: HostFacts, want: Desired) -> list[Action]:
             if build.sam3:
                 lines.append(f"$SUDO install -D -m 0600 {q(build.sam3)} {q(build.checkout)}/monai-label/checkpoints/sam3.pt")
             lines.append("echo 'building the OHIF-AI MONAI Label image (15 to 20 minutes the first time)'")
-            lines.append(f"$SUDO docker build --progress=plain --label gpuprov.label={q(label)} -t {q(build.image)} "
-                         f"{q(build.checkout)}/monai-label 2>&1 | sed -u -n 's/^#[0-9]* \\(\\[.*\\)/\\1/p'")
+            # Stream the build's step lines (progress for a 15-minute wait) without losing its exit status.
+            rc = f"{q(build.checkout)}.build-rc"
+            lines.append(f"{{ $SUDO docker build --label gpuprov.label={q(label)} -t {q(build.image)} "
+                         f"{q(build.checkout)}/monai-label 2>&1; echo $? | $SUDO tee {rc} >/dev/null; }}"
+                         f" | grep --line-buffered -E '^(Step |#[0-9]+ \\[|ERROR|error)' || true")
+            lines.append(f"exit \"$($SUDO cat {rc})\"")
             actions.append(Action(f"image:{build.image}", "\n".join(lines), [f"image:{build.image}"]))
     for ref in want.pulls:
         have = facts.images.get(ref)
