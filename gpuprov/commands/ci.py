@@ -110,8 +110,10 @@ class _Signals:
         self.mode = "defer"
         try:
             yield
-        except BaseException:
+        except BaseException as err:
             self.teardown_mode()
+            if self.pending:  # the cloud code stopped because of the signal (a launch cancels itself)
+                raise self.pending.pop(0) from err
             raise
         if self.pending:
             self.teardown_mode()
@@ -277,6 +279,8 @@ def deploy_target(config: StackConfig, host: GpuHost) -> tuple[StackConfig, GpuH
 def _record(summary: CiSummary, exc: BaseException) -> None:
     if isinstance(exc, CiSignal):
         summary.outcome, summary.error = "interrupted", f"{signal.Signals(exc.signum).name} during {summary.phase}"
+        if exc.__cause__ is not None:
+            summary.error += f" ({exc.__cause__})"
         summary.exit_code = 128 + exc.signum
     elif isinstance(exc, CiTimeout):
         summary.outcome, summary.error = "timeout", f"time limit reached during {summary.phase}"
