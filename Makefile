@@ -6,7 +6,7 @@ GPUPROV := $(VENV)/bin/gpuprov
 # What the local sandbox host needs from the system (installed only when missing, only as root).
 SYSTEM_PACKAGES := openssh-server openssh-client docker.io busybox-static iproute2 util-linux procps
 
-.PHONY: setup system venv up down test lint bench-deploy bench-idle faults
+.PHONY: setup system venv up down test lint pulumi-yaml bench-deploy bench-idle faults
 
 setup: system venv
 
@@ -35,6 +35,9 @@ down: venv
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+pulumi-yaml: venv
+	$(PY) -c 'from infra.config import render_pulumi_yaml; open("Pulumi.yaml", "w").write(render_pulumi_yaml())'
 
 lint: venv
 	$(VENV)/bin/ruff check infra provisioning cost gpuprov tests

@@ -40,6 +40,8 @@ STACKS: tuple[str, ...] = ("vllm_cxr", "monai_label")
 _LAMBDA_TYPE = re.compile(r"^gpu_[0-9]+x_[a-z0-9_]+$")
 _SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
 _HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_GCP_IMAGE = re.compile(r"^(family/[a-z][a-z0-9-]{0,62}|(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/[^/\s]+)$")
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 SERVICE_PORTS = {"vllm": 8000, "open_webui": 3000, "monai_label": 8002}
@@ -94,6 +96,9 @@ class StackConfig(BaseModel):
     budget_usd: float | None = Field(None, description="Spending cap for the stack in USD; unset: no cap.")
     owner: str = Field(default_factory=lambda: os.environ.get("USER") or getpass.getuser(), description="Owner tag.")
     host: str | None = Field(None, description="user@address[:port] of the machine (cloud: existing).")
+    image: str | None = Field(
+        None, description="Machine image: an AWS AMI id (ami-...), a GCP image link or family/<name>; "
+        "unset: the cloud's GPU image (AWS Deep Learning Base AMI, GCP Deep Learning VM).")
 
     # --- field checks: each raises ConfigError naming the key -------------------
 
@@ -211,6 +216,14 @@ class StackConfig(BaseModel):
             m = _HOST.match(self.host)
             if not m or not 1 <= int(m["port"] or 22) <= 65535:
                 raise ConfigError("host", self.host, "expected user@address[:port], such as ubuntu@192.0.2.10:22")
+        if self.image is not None:
+            patterns = {"aws": (_AMI, "an AMI id such as ami-0123456789abcdef0"),
+                        "gcp": (_GCP_IMAGE, "an image link (projects/P/global/images/NAME) or family/NAME")}
+            if self.cloud not in patterns:
+                raise ConfigError("image", self.image, f"image applies to aws and gcp, not to {self.cloud}")
+            pattern, allowed = patterns[self.cloud]
+            if not pattern.match(self.image):
+                raise ConfigError("image", self.image, f"expected {allowed}")
         if self.spot and self.cloud not in ("aws", "gcp"):
             raise ConfigError("spot", True, f"spot capacity exists on aws and gcp only, not on {self.cloud}")
         return self
@@ -367,3 +380,16 @@ def pulumi_config_block() -> dict[str, Any]:
         entry["description"] = field.description
         block[f"gpuprov:{key}"] = entry
     return block
+
+
+def render_pulumi_yaml() -> str:
+    """The whole ``Pulumi.yaml`` (``make pulumi-yaml`` writes it after a setting changes)."""
+    doc = {
+        "name": "gpuprov",
+        "description": "A GPU host serving medical-imaging AI (vLLM + MONAI-Reasoning-CXR-3B, OHIF-AI MONAI Label), "
+                       "safely and cheaply.",
+        "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}},
+        "config": pulumi_config_block(),
+    }
+    header = "# Generated from infra/config.py (StackConfig) by `make pulumi-yaml`; tests check they agree.\n"
+    return header + yaml.safe_dump(doc, sort_keys=False, width=120)

@@ -10,7 +10,15 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.config import CLOUDS, ConfigError, StackConfig, build_config, load_config, pulumi_config_block
+from infra.config import (
+    CLOUDS,
+    ConfigError,
+    StackConfig,
+    build_config,
+    load_config,
+    pulumi_config_block,
+    render_pulumi_yaml,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +49,9 @@ REPO = Path(__file__).resolve().parents[1]
         ({"ssh_public_key": "not a key"}, "ssh_public_key", "ssh-ed25519"),
         ({"vllm_image": "Bad Image!"}, "vllm_image", "registry/name:tag"),
         ({"colud": "aws"}, "colud", "not a gpuprov setting"),
+        ({"cloud": "aws", "image": "ubuntu-22.04"}, "image", "ami-0123456789abcdef0"),
+        ({"cloud": "gcp", "image": "ami-0123456789abcdef0"}, "image", "family/NAME"),
+        ({"cloud": "local", "image": "family/x"}, "image", "aws and gcp"),
     ],
 )
 def test_bad_input_names_key_value_and_what_is_allowed(values, key, fragment):
@@ -110,6 +121,7 @@ def test_bad_yaml_file_is_a_config_error(tmp_path, text):
 
 
 def test_pulumi_yaml_declares_every_setting():
+    assert (REPO / "Pulumi.yaml").read_text() == render_pulumi_yaml(), "run `make pulumi-yaml`"
     doc = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
     assert doc["name"] == "gpuprov"
     assert doc["runtime"]["options"]["virtualenv"] == ".venv"
@@ -174,3 +186,9 @@ def test_pulumi_stack_file_with_other_providers_settings(tmp_path):
     path = tmp_path / "Pulumi.prod.yaml"
     path.write_text("config:\n  aws:region: eu-west-1\n  gcp:project: my-lab\n  gpuprov:cloud: aws\n")
     assert load_config(path).cloud == "aws"  # aws:/gcp: keys belong to their providers, not refused
+
+
+def test_image_pins_per_cloud():
+    assert build_config({"cloud": "aws", "image": "ami-0123456789abcdef0"}).image == "ami-0123456789abcdef0"
+    assert build_config({"cloud": "gcp", "image": "family/common-cu128-ubuntu-2204-nvidia-570"}).image
+    assert build_config({"cloud": "gcp", "image": "projects/p/global/images/my-image"}).image

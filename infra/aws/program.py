@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from datetime import datetime, timezone
 from typing import Any, cast
 
 import pulumi
 
 from cost import catalog
-from infra.aws.sdk import AMI_ENV, DLAMI_SSM_PARAMETER
+from infra.aws.sdk import DLAMI_SSM_PARAMETER
 from infra.config import StackConfig
 from infra.host import GpuHost, utcnow
 from infra.keys import public_key
@@ -211,6 +210,6 @@ def _budget(aws: Any, name: str, config: StackConfig, tags: dict[str, str], opts
 def build_aws_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
     """Declare the stack's AWS GPU host; its ``host`` output is a GpuHost dict.
 
-    ``GPUPROV_AWS_AMI`` (an AMI id) replaces the SSM lookup of the Deep Learning Base AMI.
+    ``image: ami-...`` in the stack config replaces the SSM lookup of the Deep Learning Base AMI.
     """
-    return AwsGpuHost(f"gpuprov-{config.stack}", config, ami_id=os.environ.get(AMI_ENV) or None).host
+    return AwsGpuHost(f"gpuprov-{config.stack}", config, ami_id=config.image).host

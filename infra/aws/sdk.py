@@ -26,8 +26,6 @@ from infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 # the NVIDIA container toolkit preinstalled, so host preparation is mostly checks (FACTS §2).
 DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
-AMI_ENV = "GPUPROV_AWS_AMI"  # an AMI id that replaces the SSM lookup (a pinned or custom image)
-
 # States in which an instance still costs money or still holds its security group.
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 
@@ -40,7 +38,7 @@ class AmiNotFound(AwsError):
     def __init__(self, parameter: str, region: str, detail: str):
         super().__init__(
             f"could not resolve the GPU image from SSM parameter {parameter} in {region} ({detail}); "
-            "check the region, or pass an AMI id explicitly (GPUPROV_AWS_AMI=ami-...)"
+            "check the region, or pin an AMI id in the stack config (image: ami-...)"
         )
 
 
@@ -120,13 +118,11 @@ def check_instance_type_offered(region: str, instance_type: str) -> None:
         raise InstanceTypeNotOffered(instance_type, region)
 
 
-def preflight(region: str, instance_type: str) -> str:
+def preflight(region: str, instance_type: str, ami_id: str | None = None) -> str:
     """Before ``pulumi up``: fail fast, with a message to act on, when the type is not sold in the region
-    or the image cannot be found; returns the AMI id the program will get (``GPUPROV_AWS_AMI`` wins)."""
-    import os
-
+    or the image cannot be found; returns the AMI id the program will get (a configured ``ami_id`` wins)."""
     check_instance_type_offered(region, instance_type)
-    return os.environ.get(AMI_ENV) or resolve_ami_id(region)
+    return ami_id or resolve_ami_id(region)
 
 
 # --- finding what a stack left -------------------------------------------------------------

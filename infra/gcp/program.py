@@ -17,7 +17,6 @@ What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
 from __future__ import annotations
 
 import ipaddress
-import os
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -25,7 +24,7 @@ import pulumi
 
 from cost import catalog
 from infra.config import StackConfig
-from infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, FAMILY_ENV, IMAGE_ENV, network_tag
+from infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag, split_image
 from infra.host import GpuHost, utcnow
 from infra.keys import public_key
 from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, expires_at, stack_tags
@@ -157,8 +156,8 @@ class GcpGpuHost(pulumi.ComponentResource):
 def build_gcp_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
     """Declare the stack's GCP GPU host; its ``host`` output is a GpuHost dict.
 
-    ``GPUPROV_GCP_IMAGE`` (an image link) or ``GPUPROV_GCP_IMAGE_FAMILY`` (another Deep
-    Learning VM family) replace the default family.
+    ``image`` in the stack config (an image link, or ``family/NAME`` for another Deep
+    Learning VM family) replaces the default family.
     """
-    return GcpGpuHost(f"gpuprov-{config.stack}", config, image=os.environ.get(IMAGE_ENV) or None,
-                      image_family=os.environ.get(FAMILY_ENV) or DLVM_FAMILY).host
+    link, family = split_image(config.image)
+    return GcpGpuHost(f"gpuprov-{config.stack}", config, image=link, image_family=family).host

@@ -28,8 +28,6 @@ DLVM_PROJECT = "deeplearning-platform-release"
 DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
 NETWORK_TAG_PREFIX = "gpuprov-"
 ENDPOINT_ENV = "GPUPROV_GCP_API_ENDPOINT"
-IMAGE_ENV = "GPUPROV_GCP_IMAGE"  # an image self link that replaces the family lookup
-FAMILY_ENV = "GPUPROV_GCP_IMAGE_FAMILY"  # another Deep Learning VM family
 
 
 class GcpError(GpuprovError):
@@ -41,7 +39,7 @@ class ImageNotFound(GcpError):
         super().__init__(
             f"no image in family {family} of project {project}; Deep Learning VM families change, "
             f"list them with `gcloud compute images list --project {project} --no-standard-images` "
-            "and set GPUPROV_GCP_IMAGE_FAMILY"
+            "and set image: family/<name> in the stack config"
         )
 
 
@@ -141,11 +139,19 @@ def check_machine_offered(project: str, zone: str, machine_type: str, accelerato
         raise NotOfferedInZone("accelerator", accelerator, zone)
 
 
-def preflight(project: str, zone: str, machine_type: str, accelerator: str | None) -> str:
+def split_image(image: str | None) -> tuple[str | None, str]:
+    """The configured ``image`` as (image link or None, family): ``family/NAME`` picks a family."""
+    if image and image.startswith("family/"):
+        return None, image.removeprefix("family/")
+    return image, DLVM_FAMILY
+
+
+def preflight(project: str, zone: str, machine_type: str, accelerator: str | None, image: str | None = None) -> str:
     """Before ``pulumi up``: fail fast when the machine (or its GPU) is not in the zone or the image family
-    is gone; returns the image the program will get (``GPUPROV_GCP_IMAGE`` / ``GPUPROV_GCP_IMAGE_FAMILY`` win)."""
+    is gone; returns the image the program will get (a configured image link or family wins)."""
     check_machine_offered(project, zone, machine_type, accelerator)
-    return os.environ.get(IMAGE_ENV) or resolve_image(os.environ.get(FAMILY_ENV) or DLVM_FAMILY)
+    link, family = split_image(image)
+    return link or resolve_image(family)
 
 
 # --- finding what a stack left ----------------------------------------------------------------

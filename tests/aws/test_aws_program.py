@@ -126,9 +126,8 @@ def test_an_injected_ami_skips_the_lookup():
     assert invoked == []
 
 
-def test_the_program_entry_honours_the_ami_override(monkeypatch):
-    monkeypatch.setenv(program.AMI_ENV, "ami-0fedcba9876543210")
-    cfg = build_config({"cloud": "aws", "stack": "t1", "ssh_public_key": KEY})
+def test_the_program_entry_honours_the_configured_image():
+    cfg = build_config({"cloud": "aws", "stack": "t1", "ssh_public_key": KEY, "image": "ami-0fedcba9876543210"})
     mocks = EngineMocks(calls=PLACEHOLDER_CALLS, output_defaults=placeholder_outputs)
     run_program(lambda: {"host": program.build_aws_host(cfg)}, mocks, stack="t1")
     assert [r.inputs["ami"] for r in mocks.resources if r.type == "aws:ec2/instance:Instance"] == [

@@ -35,7 +35,7 @@ def test_ami_id_comes_from_the_ssm_parameter(aws):
 def test_missing_ami_parameter_names_it_and_the_way_out(aws):
     with pytest.raises(sdk.AmiNotFound) as caught:
         sdk.resolve_ami_id(REGION)
-    assert sdk.DLAMI_SSM_PARAMETER in str(caught.value) and "GPUPROV_AWS_AMI" in str(caught.value)
+    assert sdk.DLAMI_SSM_PARAMETER in str(caught.value) and "image: ami-" in str(caught.value)
 
 
 def test_parameter_that_is_not_an_ami_is_refused(aws):
@@ -96,5 +96,4 @@ def test_preflight_resolves_the_image_or_says_what_is_wrong(aws, monkeypatch):
         sdk.preflight(REGION, "g5.xlarge")  # moto has no Deep Learning AMI parameter: the real message
     with pytest.raises(sdk.InstanceTypeNotOffered):
         sdk.preflight(REGION, "g5.huge")
-    monkeypatch.setenv(sdk.AMI_ENV, "ami-0123456789abcdef0")
-    assert sdk.preflight(REGION, "g6.xlarge") == "ami-0123456789abcdef0"
+    assert sdk.preflight(REGION, "g6.xlarge", ami_id="ami-0123456789abcdef0") == "ami-0123456789abcdef0"

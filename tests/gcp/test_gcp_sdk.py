@@ -73,7 +73,7 @@ def test_preflight_checks_the_zone_and_resolves_the_family(compute, monkeypatch)
     compute.images[(sdk.DLVM_PROJECT, "other-family")] = {"name": "o", "selfLink": "projects/x/global/images/o"}
     with pytest.raises(sdk.ImageNotFound, match=sdk.DLVM_FAMILY):
         sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4")
-    monkeypatch.setenv(sdk.FAMILY_ENV, "other-family")
-    assert sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4") == "projects/x/global/images/o"
+    assert sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4",
+                         image="family/other-family") == "projects/x/global/images/o"
     with pytest.raises(sdk.NotOfferedInZone):
         sdk.preflight(PROJECT, "europe-west4-a", "n1-standard-4", "nvidia-tesla-t4")
