@@ -144,3 +144,16 @@ def test_a_launch_answered_too_slowly_and_carried_out_late_leaves_one_instance(s
     time.sleep(1.0)  # had a second launch been sent, its twin would be visible by now
     assert sum(r.path.endswith("/launch") for r in standin.requests()) == 1  # looked long enough: adopted
     assert [i["id"] for i in standin.instances()] == [inst.id]
+
+
+def test_quota_moves_on_and_a_bad_request_stops_at_once(standin: LambdaStandIn) -> None:
+    from infra.lambda_cloud.errors import ObjectNotFound
+
+    api = _api()
+    standin.add_fault("quota", count=1)
+    inst = launch_with_failover(api, _a10_offers(api), _spec())
+    assert inst.region == "us-south-1"  # us-east-1 answered quota-exceeded: the next offer was tried
+    bad = LaunchSpec(name_prefix="gpuprov-t", ssh_key_name="no-such-key")
+    with pytest.raises(ObjectNotFound, match="no-such-key"):
+        launch_with_failover(api, _a10_offers(api), bad)
+    assert sum(r.path.endswith("/launch") and r.status == 404 for r in standin.requests()) == 1  # not per offer
