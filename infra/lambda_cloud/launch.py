@@ -48,17 +48,29 @@ class LaunchCancelled(LambdaError):
     exit_code = 130
 
 
+_OUR_HANDLERS: set[Any] = set()
+
+
+def cancel_launches() -> None:
+    """Ask every launch running in this process to stop, clean up and raise :class:`LaunchCancelled`."""
+    _CANCEL.set()
+
+
 def install_cancel_handlers() -> None:
     """Make Ctrl-C and SIGTERM cancel launches running in any thread of this process (main thread only).
 
-    The handlers set a flag launches check at every pause, then do what the previous
-    handler did (SIGTERM, by default fatal at once, raises KeyboardInterrupt instead so
-    the process unwinds and waits for the launch's cleanup). Installed once; chains.
+    The handlers set a flag launches check at every pause, then do what the handler
+    they replace did (SIGTERM, by default fatal at once, raises KeyboardInterrupt
+    instead, so the process unwinds and waits for the launch's cleanup). Chains onto
+    whatever is installed now (e.g. ``gpuprov ci``'s handlers); a no-op when ours already is.
     """
-    if threading.current_thread() is not threading.main_thread() or getattr(install_cancel_handlers, "done", False):
+    if threading.current_thread() is not threading.main_thread():
         return
+    _CANCEL.clear()  # a new run: a cancel from an earlier one in this process does not carry over
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(signum)
+        if previous in _OUR_HANDLERS:
+            continue
 
         def handler(num: int, frame: Any, previous: Any = previous) -> None:
             _CANCEL.set()
@@ -69,8 +81,8 @@ def install_cancel_handlers() -> None:
                 return
             raise KeyboardInterrupt(signal.Signals(num).name)
 
+        _OUR_HANDLERS.add(handler)
         signal.signal(signum, handler)
-    install_cancel_handlers.done = True  # type: ignore[attr-defined]
 
 
 def _pause(seconds: float) -> None:
@@ -310,7 +322,6 @@ def launch_with_failover(api: LambdaCloud, offers: list[Offer], spec: LaunchSpec
     if not offers:
         raise LaunchFailed("no Lambda region has capacity for an instance type that meets the config right now; "
                            "try again later, or set instance_type/region to another choice", [])
-    _CANCEL.clear()  # a cancel before this launch began was for whatever ran then
     launcher = _Launcher(api, spec, progress)
     instance_id: str | None = None
     with sigterm_as_interrupt():
@@ -337,6 +348,8 @@ def launch_with_failover(api: LambdaCloud, offers: list[Offer], spec: LaunchSpec
         except BaseException as err:
             with shielded():
                 removed = launcher.cleanup()
+            if isinstance(err, KeyboardInterrupt | LaunchCancelled):
+                _CANCEL.clear()  # honoured: the next launch in this process starts afresh
             if isinstance(err, LaunchCancelled) and removed:
                 raise LaunchCancelled(f"{err}; terminated what it had launched: {', '.join(removed)}") from None
             raise

@@ -157,3 +157,27 @@ def test_quota_moves_on_and_a_bad_request_stops_at_once(standin: LambdaStandIn) 
     with pytest.raises(ObjectNotFound, match="no-such-key"):
         launch_with_failover(api, _a10_offers(api), bad)
     assert sum(r.path.endswith("/launch") and r.status == 404 for r in standin.requests()) == 1  # not per offer
+
+
+def test_a_launch_in_a_worker_thread_stops_and_cleans_up_when_cancelled(standin: LambdaStandIn) -> None:
+    from infra.lambda_cloud.launch import LaunchCancelled, cancel_launches
+
+    standin.boot_seconds = 60
+    api = _api()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            launch_with_failover(api, _a10_offers(api), _spec())
+        except BaseException as err:  # noqa: BLE001  (handed to the test thread)
+            outcome.append(err)
+
+    worker = threading.Thread(target=run)  # where the engine runs providers: no signals reach it
+    worker.start()
+    while not standin.instances():
+        time.sleep(0.02)
+    cancel_launches()
+    worker.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], LaunchCancelled)
+    assert "terminated what it had launched" in str(outcome[0])
+    assert _live(standin) == []
