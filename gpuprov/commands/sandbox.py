@@ -25,7 +25,8 @@ def lambda_api(
     terminate_seconds: Annotated[float, typer.Option(
         "--terminate-seconds", help="Seconds an instance stays terminating.")] = 2.0,
     api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="GPUPROV_STANDIN_API_KEY", help="The only key accepted (default: any).")] = None,
+        "--api-key", envvar="GPUPROV_STANDIN_API_KEY",
+        help="The only key accepted (default: any); prefer the env var, a flag shows in ps.")] = None,
 ) -> None:
     """Serve a STAND-IN of the Lambda Cloud API (not Lambda: state in memory, nothing bills).
 

@@ -8,18 +8,20 @@ import subprocess
 import sys
 from base64 import b64decode
 
+import pytest
 import requests
 
 from infra.lambda_cloud.client import LambdaCloud
-from infra.lambda_cloud.errors import InsufficientCapacity
+from infra.lambda_cloud.errors import InsufficientCapacity, InvalidApiKey
 from infra.lambda_cloud.standin import RecordedRequest
 from tests.lambda_cloud.conftest import conformance_errors
 
 
 def test_the_standin_runs_as_a_command_takes_faults_over_http_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "sandbox", "lambda-api", "--port", "0",
-                             "--boot-seconds", "0.1", "--api-key", "cli-key"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                             "--boot-seconds", "0.1"],  # the key by environment: never on a command line
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GPUPROV_STANDIN_API_KEY": "cli-key"})
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -39,6 +41,8 @@ def test_the_standin_runs_as_a_command_takes_faults_over_http_and_stops_on_sigte
                                    body=b64decode(r["body"]), at=r["at"], status=r["status"],
                                    answer=b64decode(r["answer"])) for r in recorded]
         assert conformance_errors(records) == []
+        with pytest.raises(InvalidApiKey):  # the key from the environment is the only one it accepts
+            LambdaCloud(api_key="another-key", base_url=url).list_instances()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
