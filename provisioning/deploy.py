@@ -37,7 +37,8 @@ class DeployResult:
     ssh_round_trips: int
     seconds: float
     services: list[str] = field(default_factory=list)
-    admin_credentials: dict[str, str] | None = None  # only on the deploy that generated them: show once
+    # Only on the deploy that generated them (show once); kept out of repr so a logged result leaks nothing.
+    admin_credentials: dict[str, str] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {"changed": self.changed, "ssh_round_trips": self.ssh_round_trips, "seconds": round(self.seconds, 3)}

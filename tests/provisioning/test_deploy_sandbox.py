@@ -215,3 +215,25 @@ def test_an_opened_port_is_reachable_from_outside_and_closes_again(deployed):
         deploy(cfg, host)
     with pytest.raises(OSError):
         socket.create_connection((host.address, 8002), timeout=2).close()
+
+
+def test_the_tunnel_command_prints_one_line_per_service_and_stops_on_ctrl_c(deployed):
+    import os
+    import signal
+    import sys
+
+    cfg, host, _ = deployed
+    proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "tunnel", "--stack", cfg.stack, "--cloud", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().split() for _ in range(3)]
+        urls = dict(lines)
+        assert set(urls) == {"vllm", "open_webui", "monai_label"}
+        assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
+        assert requests.get(f"{urls['monai_label']}/info/", timeout=10).json()["models"]
+        assert requests.get(f"{urls['open_webui']}/health", timeout=10).json() == {"status": True}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode in (0, 130)
