@@ -26,6 +26,12 @@ SERVER = "https://cloud.lambda.ai"  # the document's server; paths are what is c
 STANDIN_KEY = "standin-test-key"
 
 
+def busiest_window(times: list[float], window: float) -> int:
+    """The most requests that arrived within any ``window`` seconds."""
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t - start < window) for i, start in enumerate(times))
+
+
 @cache
 def _openapi():  # type: ignore[no-untyped-def]
     from openapi_core import OpenAPI

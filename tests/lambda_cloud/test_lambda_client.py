@@ -8,13 +8,7 @@ import requests
 from infra.lambda_cloud import errors
 from infra.lambda_cloud.client import FirewallRule, LambdaCloud
 from infra.lambda_cloud.standin import LambdaStandIn
-
-
-def busiest_window(times: list[float], window: float) -> int:
-    """The most requests that arrived within any ``window`` seconds."""
-    times = sorted(times)
-    return max(sum(1 for t in times[i:] if t - start < window) for i, start in enumerate(times))
-
+from tests.lambda_cloud.conftest import busiest_window
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
 

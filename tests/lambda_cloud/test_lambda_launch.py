@@ -14,6 +14,7 @@ from infra.lambda_cloud.client import LambdaCloud
 from infra.lambda_cloud.errors import InstanceFailed, LaunchFailed
 from infra.lambda_cloud.launch import LaunchSpec, launch_with_failover, matching_offers
 from infra.lambda_cloud.standin import LambdaStandIn
+from tests.lambda_cloud.conftest import busiest_window
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
 A10_REGIONS = ["us-east-1", "us-south-1", "us-west-1"]  # the stand-in's A10 capacity, in failover order
@@ -78,6 +79,8 @@ def test_a_storm_of_429s_during_launch_still_launches_once_within_the_limits(sta
     launches = [r.at for r in standin.requests() if r.path.endswith("/launch")]
     assert len(launches) == 3  # two 429s, each followed by a lookup by name, then the launch that worked
     assert min(b - a for a, b in pairwise(launches)) >= api.launch_interval_s * 0.8
+    # ... and no more than about one request per interval overall, 429s and lookups included.
+    assert busiest_window([r.at for r in standin.requests()], 10 * api.min_interval_s) <= 10 + 2
 
 
 def test_a_dropped_answer_after_an_accepted_launch_leaves_exactly_one_instance(standin: LambdaStandIn) -> None:
