@@ -39,6 +39,7 @@ def test_launch_get_terminate_and_keys_rulesets_images(standin: LambdaStandIn) -
     updated = api.update_firewall_ruleset(rs.id, rules=[])
     assert updated.rules == ()
     assert api.rename_instance(iid, "n-2").name == "n-2"
+    assert [i.id for i in api.restart([iid])] == [iid]
     assert api.terminate([iid])[0].status == "terminating"
     assert api.list_images()
     api.delete_ssh_key(key.id)

@@ -1,0 +1,54 @@
+"""The Lambda program's wiring under Pulumi's mocks (no provider called): what is declared, with which inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import infra
+from infra.config import ConfigError, build_config
+from infra.lambda_cloud.program import firewall_rules
+from infra.mock_runtime import EngineMocks, run_program
+
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
+
+
+def _declared(monkeypatch: pytest.MonkeyPatch, **values: object) -> dict[str, dict]:
+    monkeypatch.setenv("LAMBDA_API_KEY", "wiring-secret-key-value")
+    config = build_config({"cloud": "lambda", "stack": "w", "ssh_public_key": PUB, **values})
+    mocks = EngineMocks(output_defaults=lambda args: {"ids": {"us-west-1": "rs-1"}} if args.name == "firewall" else {})
+    run_program(lambda: infra.build(config), mocks, stack="w")
+    recorded = {r.name: r.inputs for r in mocks.resources}
+    assert "wiring-secret-key-value" not in json.dumps(recorded)  # credentials are never inputs
+    return recorded
+
+
+def test_key_ruleset_and_instance_are_declared_with_tags_and_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _declared(monkeypatch, allowed_cidrs=["203.0.113.7/32"], open_ports=[8002], region="us-west-1",
+                    max_lifetime_hours=2)
+    assert set(res) == {"ssh-key", "firewall", "instance"}
+    assert res["ssh-key"]["name"] == "gpuprov-w" and res["ssh-key"]["public_key"] == PUB
+    assert res["firewall"]["regions"] == ["us-west-1"]
+    assert [(r["source_network"], r["port_range"]) for r in res["firewall"]["rules"]] == [
+        ("203.0.113.7/32", [22, 22]), ("203.0.113.7/32", [8002, 8002])]
+    inst = res["instance"]
+    assert (inst["ssh_key_name"], inst["region"], inst["firewall_required"]) == ("gpuprov-w", "us-west-1", True)
+    tags = inst["tags"]
+    assert tags["gpuprov-stack"] == "w" and int(tags["gpuprov-expires-at"]) - int(tags["gpuprov-created-at"]) == 7200
+    assert all(r["provider_version"] for r in res.values())
+
+
+def test_no_allowed_cidrs_means_no_ruleset_and_lambdas_default_firewall(monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _declared(monkeypatch)
+    assert set(res) == {"ssh-key", "instance"}
+    assert res["instance"]["firewall_required"] is False
+    assert res["instance"]["min_gpu_memory_gb"] == 24  # no type pinned: any 1-GPU type with an A10's memory or more
+
+
+def test_firewall_rules_refuse_ipv6_and_more_than_twenty() -> None:
+    with pytest.raises(ConfigError, match="IPv4 ranges only"):
+        firewall_rules(build_config({"cloud": "lambda", "allowed_cidrs": ["2001:db8::/48"]}))
+    many = [f"203.0.113.{n}/32" for n in range(7)]
+    with pytest.raises(ConfigError, match="Lambda allows 20 rules"):
+        firewall_rules(build_config({"cloud": "lambda", "allowed_cidrs": many, "open_ports": [8000, 3000]}))
