@@ -86,6 +86,13 @@ def wait_until_healthy(config: StackConfig, urls: dict[str, str], timeout_s: flo
 
 def wait_healthy(config: StackConfig, host: GpuHost, timeout_s: float, *, key_path: Path | None = None,
                  progress: Progress | None = None) -> None:
-    """Open a tunnel to the stack's host and wait until every deployed service is healthy."""
+    """Open a tunnel to the stack's host, wait until every deployed service is healthy, and make
+    sure Open WebUI's admin is the stack's generated account."""
     with Tunnel(config, host, key_path=key_path, progress=progress) as tunnel:
         wait_until_healthy(config, tunnel.urls, timeout_s, progress)
+        if "open_webui" in tunnel.urls:
+            # Login is on: the generated admin must exist before anyone else can reach the UI.
+            from provisioning.webui import ensure_admin
+
+            if ensure_admin(tunnel.urls["open_webui"], stack_secrets(config.stack)[0]) == "created" and progress:
+                progress("Open WebUI admin account created")

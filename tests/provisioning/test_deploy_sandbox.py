@@ -13,7 +13,7 @@ import requests
 from infra.config import SERVICE_PORTS, load_config
 from provisioning.deploy import deploy
 from provisioning.errors import HostKeyChanged
-from provisioning.health import check_all, wait_until_healthy
+from provisioning.health import check_all, wait_healthy, wait_until_healthy
 from provisioning.secrets import stack_secrets
 from provisioning.smoke import smoke
 from provisioning.ssh import Remote, known_hosts_path, target_for
@@ -237,3 +237,21 @@ def test_the_tunnel_command_prints_one_line_per_service_and_stops_on_ctrl_c(depl
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert proc.returncode in (0, 130)
+
+
+def test_open_webui_login_is_on_with_the_generated_admin_only(deployed):
+    cfg, host, _ = deployed
+    wait_healthy(cfg, host, 60)  # creates the admin through the tunnel when there is none
+    wait_healthy(cfg, host, 60)  # and afterwards only checks it signs in
+    secrets = stack_secrets(cfg.stack)[0]
+    with Tunnel(cfg, host) as tunnel:
+        url = tunnel.urls["open_webui"]
+        ok = requests.post(f"{url}/api/v1/auths/signin", timeout=10,
+                           json={"email": secrets.webui_admin_email, "password": secrets.webui_admin_password})
+        assert ok.status_code == 200 and ok.json()["role"] == "admin"
+        wrong = requests.post(f"{url}/api/v1/auths/signin", timeout=10,
+                              json={"email": secrets.webui_admin_email, "password": "guess"})
+        assert wrong.status_code == 400
+        intruder = requests.post(f"{url}/api/v1/auths/signup", timeout=10,
+                                 json={"email": "x@example.com", "password": "x", "name": "x"})
+        assert intruder.status_code == 403
