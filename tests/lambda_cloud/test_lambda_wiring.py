@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,6 +12,16 @@ import infra
 from infra.config import ConfigError, build_config
 from infra.lambda_cloud.program import firewall_rules
 from infra.mock_runtime import EngineMocks, run_program
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """The program installs Ctrl-C/SIGTERM handlers that cancel launches; leave pytest's own as they were."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
 
