@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def main() -> int:
         return 0
     finally:
         box.destroy()
+        shutil.rmtree(work, ignore_errors=True)  # staged files held the stack's generated secrets
 
 
 if __name__ == "__main__":
