@@ -199,7 +199,10 @@ def ci_command(worker: Worker, stack: str, config: Path, cmd: str, timeout_min: 
             str(worker.home / "logs" / f"{stack}.summary.json"), "--", "sh", "-c", cmd]
 
 
-def run_logged(worker: Worker, argv: list[str], log: Path, triggers: list[tuple[str, Callable[[], None]]],
+Trigger = tuple[str, Callable[[subprocess.Popen[str]], None]]
+
+
+def run_logged(worker: Worker, argv: list[str], log: Path, triggers: list[Trigger],
                timers: list[tuple[float, Callable[[subprocess.Popen[str]], None]]],
                timeout: float = 300) -> tuple[int, str]:
     """Run ``argv``, keep its output in ``log``, fire ``triggers`` on matching stderr lines and ``timers``."""
@@ -215,7 +218,7 @@ def run_logged(worker: Worker, argv: list[str], log: Path, triggers: list[tuple[
             for i, (pattern, action) in enumerate(pending):
                 if pattern in line:
                     pending.pop(i)
-                    action()
+                    action(proc)
                     break
 
     out_chunks: list[str] = []
@@ -255,7 +258,7 @@ def run_cycle(worker: Worker, number: int, kind: str, rng: random.Random) -> Cyc
     logs = worker.home / "logs"
     config = worker.configs["firewall" if rng.random() < 0.5 else "plain"]
     cmd = "echo cycle ok; docker ps --format '{{.Names}}' | sort | tr '\\n' ' '"
-    triggers: list[tuple[str, Callable[[], None]]] = []
+    triggers: list[Trigger] = []
     timers: list[tuple[float, Callable[[subprocess.Popen[str]], None]]] = []
     timeout_min = 2.0
     if kind == "command-fails":
@@ -286,15 +289,25 @@ def run_cycle(worker: Worker, number: int, kind: str, rng: random.Random) -> Cyc
     elif kind == "ssh-drop":
         perturb_host(worker)
         point = rng.choice(["checking the host", "applying", "step files", "step compose"])
-        triggers.append((point, lambda: drop_ssh_sessions(worker) and None))
+        triggers.append((point, lambda _p: drop_ssh_sessions(worker) and None))
         cycle.detail = f"at '{point}'"
     elif kind == "health-fail":
         # The service keeps running (deploy sees nothing to fix) but its health route is gone.
         _docker(worker, "exec", "vllm", "rm", "-f", "/standin/vllm.sh")
-    elif kind in ("sigint", "sigterm", "sigkill-rerun", "sigkill-reap"):
-        delay = round(rng.uniform(0.3, 5.0), 2)
-        signum = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}.get(kind, signal.SIGKILL)
-        timers.append((delay, lambda p, s=signum: p.send_signal(s)))
+    elif kind in ("sigint", "sigterm"):
+        # At a random moment of the run: counted from when gpuprov ci holds its signal handlers (a
+        # signal during Python's own start-up, before any of gpuprov's code, simply ends the process).
+        delay = round(rng.uniform(0.0, 3.5), 2)
+        signum = signal.SIGINT if kind == "sigint" else signal.SIGTERM
+
+        def later(p: subprocess.Popen[str], delay: float = delay, signum: int = signum) -> None:
+            threading.Timer(delay, lambda: p.poll() is None and p.send_signal(signum)).start()
+
+        triggers.append(("gpuprov ci: stack", later))
+        cycle.detail = f"{delay}s into the run"
+    elif kind in ("sigkill-rerun", "sigkill-reap"):
+        delay = round(rng.uniform(0.3, 5.0), 2)  # anywhere at all, start-up included
+        timers.append((delay, lambda p: p.send_signal(signal.SIGKILL)))
         cycle.detail = f"after {delay}s"
     elif kind == "timeout":
         cmd, timeout_min = "sleep 60", 0.1
@@ -492,8 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  EXPOSED {line}")
     for c, p in problems:
         print(f"  PROBLEM cycle {c.number} ({c.kind}): {p}")
-    print(f"{len(cycles)} cycles in {time.monotonic() - started:.0f}s; logs in {root if args.keep else '(removed)'}")
-    if not args.keep and not problems and not leaks and not exposed_n:
+    clean = not problems and not leaks and not exposed_n
+    kept = args.keep or not clean  # a failed run keeps its logs for whoever looks into it
+    print(f"{len(cycles)} cycles in {time.monotonic() - started:.0f}s; logs {'in ' + str(root) if kept else 'removed'}")
+    if not kept:
         shutil.rmtree(root, ignore_errors=True)
     print(f"cycles: {len(cycles)}, leaks: {leaks}, secrets exposed: {exposed_n}", flush=True)
     return 0 if not leaks and not exposed_n and not problems and len(cycles) >= args.cycles else 1

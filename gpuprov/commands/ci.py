@@ -312,6 +312,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
     backend = backend_for(config, progress)
     signals = _Signals()
     signals.install()
+    progress(f"gpuprov ci: stack '{config.stack}' on {config.cloud}, time limit {timeout_s / 60:g} min")
     start = time.monotonic()
     deadline = start + timeout_s
     lease: CiLease | None = None
@@ -415,7 +416,6 @@ def ci(
     ttl_h = timeout / 60 + TTL_MARGIN_H
     if ttl_h < cfg.max_lifetime_hours:
         cfg = load(cloud, config, cfg.stack, max_lifetime_hours=ttl_h)
-    progress(f"gpuprov ci: stack '{cfg.stack}' on {cfg.cloud}, time limit {timeout:g} min")
     summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy, restore_signals=False,
                      health_timeout_s=health_timeout)
     text = json.dumps(summary.to_json(), indent=2)
