@@ -14,6 +14,7 @@ import typer
 from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, fail, load, out, progress
 from infra import records
 from infra.config import StackConfig
+from infra.errors import GpuprovError
 from infra.host import GpuHost
 
 Sam3Opt = Annotated[
@@ -64,10 +65,17 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
     from provisioning.deploy import deploy as run_deploy
     from provisioning.health import wait_healthy
 
-    with live_progress() as show:
-        result = run_deploy(cfg, host, show, sam3_checkpoint=sam3)
-        show("waiting until every service answers its health check (through an SSH tunnel)")
-        wait_healthy(cfg, host, timeout_s, progress=show)
+    try:
+        with live_progress() as show:
+            result = run_deploy(cfg, host, show, sam3_checkpoint=sam3)
+            show("waiting until every service answers its health check (through an SSH tunnel)")
+            wait_healthy(cfg, host, timeout_s, progress=show)
+    except (GpuprovError, KeyboardInterrupt):
+        # Say it plainly: the host outlives a failed deploy, and may be billing.
+        if host.usd_hour:
+            err.print(f"[yellow]the host is still up and billing ${host.usd_hour:.2f}/h:[/yellow] fix the cause and "
+                      f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
+        raise
     if result.admin_credentials:
         from provisioning.secrets import _path as secrets_path
 
