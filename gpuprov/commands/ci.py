@@ -276,7 +276,21 @@ def deploy_target(config: StackConfig, host: GpuHost) -> tuple[StackConfig, GpuH
     return config.model_copy(update={"stack": name, "cloud": "local"}), box
 
 
+def _signal_in_chain(exc: BaseException) -> BaseException:
+    """The CiSignal/CiTimeout behind ``exc`` when library code wrapped it (e.g. a RuntimeError from Python
+    itself when the signal landed inside a class definition), else ``exc``."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, CiSignal | CiTimeout):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return exc
+
+
 def _record(summary: CiSummary, exc: BaseException) -> None:
+    exc = _signal_in_chain(exc)
     if isinstance(exc, CiSignal):
         summary.outcome, summary.error = "interrupted", f"{signal.Signals(exc.signum).name} during {summary.phase}"
         if exc.__cause__ is not None:
@@ -308,6 +322,13 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
         # Before the try: a refused run must not tear down the stack another run is using.
         raise StackBusy(f"stack '{config.stack}' is held by a running gpuprov ci (pid {held.pid}); "
                         "pick another --stack or wait for it")
+    # Imported now, not mid-run: a signal raised inside an import can come out wrapped in another error.
+    import infra.local.sandbox  # noqa: F401
+    import provisioning.deploy
+    import provisioning.health
+    import provisioning.ssh
+    import provisioning.tunnel  # noqa: F401
+
     summary = CiSummary(stack=config.stack, cloud=config.cloud)
     backend = backend_for(config, progress)
     signals = _Signals()
