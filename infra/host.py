@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -47,6 +49,29 @@ class GpuHost(BaseModel):
     def to_outputs(self) -> dict[str, Any]:
         """JSON-ready form (datetimes as ISO 8601), the shape exported as a Pulumi output."""
         return self.model_dump(mode="json")
+
+
+def ssh_banner_error(address: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """None when an SSH server answers at ``address:port`` with its ``SSH-`` banner, else why not.
+
+    An open port is not enough: sshd may accept before it can talk, a proxy may answer.
+    """
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s) as s:
+            s.settimeout(timeout_s)
+            return None if s.recv(4).startswith(b"SSH-") else "answered without an SSH banner"
+    except OSError as err:
+        return str(err) or type(err).__name__
+
+
+def wait_for_ssh_banner(address: str, port: int, timeout_s: float, interval_s: float = 0.5) -> str | None:
+    """Probe until the SSH banner answers (None) or ``timeout_s`` passes (the last reason it did not)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reason = ssh_banner_error(address, port, timeout_s=min(5.0, max(0.5, timeout_s)))
+        if reason is None or time.monotonic() >= deadline:
+            return reason
+        time.sleep(interval_s)
 
 
 def expiry(launched_at: datetime, max_lifetime_hours: float) -> datetime:

@@ -8,7 +8,6 @@ mismatch stops with :class:`HostKeyChanged`; nothing is ever added silently to a
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from fabric import Config, Connection
 
 from infra import keys
 from infra.config import StackConfig
-from infra.host import GpuHost
+from infra.host import GpuHost, wait_for_ssh_banner
 from infra.paths import state_root
 from provisioning.errors import HostKeyChanged, HostUnreachable, ProvisioningError
 
@@ -81,18 +80,9 @@ def target_for(config: StackConfig, host: GpuHost, key_path: Path | None = None)
 
 def wait_for_ssh(host: GpuHost, timeout_s: float = 300.0) -> None:
     """Return once the host's sshd answers with its banner; a freshly booted cloud host takes a while."""
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host.address, host.ssh_port), timeout=5) as s:
-                s.settimeout(5)
-                if s.recv(4).startswith(b"SSH-"):
-                    return
-                last = "answered without an SSH banner"
-        except OSError as err:
-            last = str(err)
-        time.sleep(1.0)
+    last = wait_for_ssh_banner(host.address, host.ssh_port, timeout_s, interval_s=1.0)
+    if last is None:
+        return
     raise HostUnreachable(
         f"SSH on {host.address}:{host.ssh_port} did not answer within {timeout_s:.0f}s ({last}); "
         "check that the host is running and that your address may reach port 22"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
 from infra import records
-from infra.host import utcnow
+from infra.host import ssh_banner_error, utcnow
 from infra.stacks import backend_for
 
 LOCAL_HINT = (
@@ -49,14 +48,6 @@ def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = Non
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
 
 
-def _reachable(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=2) as s:
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 def _fmt_uptime(delta: timedelta | None) -> str:
     if delta is None:
         return "-"
@@ -77,7 +68,7 @@ def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
 
             state = "running" if LocalSandbox(rec.stack).is_running() else "gone"
         else:
-            state = "reachable" if _reachable(host.address, host.ssh_port) else "unreachable"
+            state = "unreachable" if ssh_banner_error(host.address, host.ssh_port) else "reachable"
         rows.append({
             "stack": rec.stack, "cloud": rec.cloud, "address": host.address, "ssh_port": host.ssh_port,
             "ssh_user": host.ssh_user, "state": state, "instance_type": host.instance_type, "gpu": host.gpu,

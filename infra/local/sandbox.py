@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from infra.host import GpuHost, expiry, utcnow
+from infra.host import GpuHost, expiry, utcnow, wait_for_ssh_banner
 from infra.paths import state_root
 
 Progress = Callable[[str], None]
@@ -96,22 +96,6 @@ def _free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
-
-
-def wait_for_ssh_banner(address: str, port: int, timeout: float = 30.0) -> None:
-    """Return once an SSH server answers with its ``SSH-`` banner (an open port is not enough)."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((address, port), timeout=2) as s:
-                if s.recv(4).startswith(b"SSH-"):
-                    return
-                last = "answered without an SSH banner"
-        except OSError as err:
-            last = str(err)
-        time.sleep(0.1)
-    raise SandboxError(f"sshd at {address}:{port} did not answer within {timeout:.0f}s ({last})")
 
 
 class LocalSandbox:
@@ -242,7 +226,9 @@ class LocalSandbox:
             self._save(st)
         st.sshd_pid = self._start_sshd(st)
         self._save(st)
-        wait_for_ssh_banner(st.address, st.ssh_port)
+        reason = wait_for_ssh_banner(st.address, st.ssh_port, timeout_s=30, interval_s=0.1)
+        if reason is not None:
+            raise SandboxError(f"the sandbox's sshd at {st.address}:{st.ssh_port} did not answer within 30s ({reason})")
         host = self.host()
         assert host is not None
         self.progress(f"local sandbox '{self.name}' is up at {st.address}:{st.ssh_port} (no GPU)")
