@@ -148,6 +148,7 @@ class ReapReport:
     found: list[Finding] = field(default_factory=list)
     removed: list[Finding] = field(default_factory=list)
     stacks_torn_down: list[str] = field(default_factory=list)
+    stacks_released: list[str] = field(default_factory=list)  # torn down and verified gone everywhere
     errors: list[str] = field(default_factory=list)
     remaining: list[Leftover] = field(default_factory=list)
     clouds: list[str] = field(default_factory=list)
@@ -498,6 +499,7 @@ def finish_abandoned(stacks: list[str], report: ReapReport) -> None:
             records.forget(stack)
             mock_state_path(stack).unlink(missing_ok=True)
             lease.release()
+            report.stacks_released.append(stack)
 
 
 def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetime | None = None,

@@ -80,3 +80,27 @@ def test_create_is_idempotent_and_destroy_removes_containers(sandbox_root: Path)
     assert "idem/sleeper" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "busybox sleep 600" not in ps
+
+
+def test_down_forgets_the_gone_host_so_the_same_stack_comes_up_again(gpuprov_home: Path):
+    """A removed host leaves no pinned key or service secrets behind: the next `up` is trusted and gets fresh ones."""
+    need_sandbox()
+    from provisioning.ssh import known_hosts_path
+
+    first = run_cli("up", "--stack", "again")
+    assert first.returncode == 0, first.stderr
+    assert "shown once" in first.stderr  # the Open WebUI admin password, printed on the deploy that made it
+    secrets_file = gpuprov_home / "secrets" / "again.json"
+    assert known_hosts_path("again").exists() and secrets_file.exists()
+    old_secrets = secrets_file.read_text()
+
+    assert run_cli("down", "--stack", "again").returncode == 0
+    assert not known_hosts_path("again").exists() and not secrets_file.exists()
+
+    second = run_cli("up", "--stack", "again")  # a new host key: no "host key changed" refusal
+    try:
+        assert second.returncode == 0, second.stderr
+        assert "shown once" in second.stderr and secrets_file.read_text() != old_secrets
+    finally:
+        assert run_cli("down", "--stack", "again").returncode == 0
+    assert LocalSandbox("again", root=gpuprov_home).leftovers() == []

@@ -1,8 +1,12 @@
-"""Each module registers its commands on :data:`gpuprov.app.app` when imported."""
+"""Each module registers its commands on :data:`gpuprov.app.app` when imported.
 
-from gpuprov.commands import stack  # noqa: F401
-from gpuprov.commands import sandbox  # noqa: F401
-from gpuprov.commands import ci  # noqa: F401
-from gpuprov.commands import reap  # noqa: F401
-from gpuprov.commands import deploy  # noqa: F401
-from gpuprov.commands import cost  # noqa: F401
+Listed in the order ``gpuprov --help`` shows them: the everyday flow first.
+"""
+# ruff: noqa: I001, F401
+
+from gpuprov.commands import stack
+from gpuprov.commands import deploy
+from gpuprov.commands import cost
+from gpuprov.commands import ci
+from gpuprov.commands import reap
+from gpuprov.commands import sandbox

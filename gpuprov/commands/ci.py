@@ -42,6 +42,7 @@ from typing import Annotated, Any
 import typer
 
 from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, progress
+from gpuprov.teardown import teardown
 from infra import records
 from infra.config import StackConfig
 from infra.errors import GpuprovError
@@ -174,40 +175,13 @@ def _has_state(stack: str) -> bool:
     return records.load(stack) is not None or mock_state_path(stack).exists()
 
 
-def _teardown(config: StackConfig, backend: StackBackend) -> None:
-    """The stack's own destroy (verified), then a tag sweep for anything no state recorded, verified again."""
-    from infra.reaper import reap
-    from infra.verify import LeftoverResources, verify_destroyed
-
-    try:
-        backend.destroy(config)
-    except LeftoverResources as err:
-        if config.cloud not in ("lambda", "aws", "gcp"):
-            raise
-        progress(f"{len(err.leftovers)} resource(s) of the stack were in no saved state; removing them by tag")
-        report = reap([config.cloud], only_stack=config.stack, progress=progress,
-                      aws_regions=[str(config.resolved_region)] if config.cloud == "aws" else None)
-        if report.errors:
-            raise GpuprovError("; ".join(report.errors)) from None
-        verify_destroyed(config, progress=progress)
-        records.forget(config.stack)
-    _forget_host_key(config.stack)
-
-
-def _forget_host_key(stack: str) -> None:
-    """The host is gone: its pinned SSH host key goes too, or the next host of this stack looks like an attack."""
-    from provisioning.ssh import known_hosts_path
-
-    known_hosts_path(stack).unlink(missing_ok=True)
-
-
 def _teardown_until_done(config: StackConfig, backend: StackBackend, summary: CiSummary, signals: _Signals) -> None:
     signals.teardown_mode()
     start = time.monotonic()
     last: BaseException | None = None
     for attempt in range(1, TEARDOWN_ATTEMPTS + 1):
         try:
-            _teardown(config, backend)
+            teardown(config, backend, progress)
             summary.teardown, last = "verified", None
             break
         except CiSignal:  # only in the instant before teardown_mode took effect
@@ -344,7 +318,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             if _has_state(config.stack) or held is not None:
                 with _timed(summary, "cleanup-previous"):
                     progress(f"an earlier run of stack '{config.stack}' left resources behind; removing them first")
-                    _teardown(config, backend)
+                    teardown(config, backend, progress)
             lease = CiLease.claim(config.stack, config.cloud, timeout_s)
             with _timed(summary, "up"), signals.deferred():
                 host = backend.up(config)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from gpuprov.app import JsonOpt, app, err, out, progress
+from gpuprov.teardown import forget_host
 from infra.reaper import CLOUDS, ReapFailed, configured_clouds, reap
 
 
@@ -31,6 +32,8 @@ def reap_command(
         err.print("no cloud credentials found (LAMBDA_API_KEY, AWS_*, GOOGLE_CLOUD_PROJECT): only local "
                   "CI leases are checked")
     report = reap(clouds, dry_run=dry_run, grace=timedelta(minutes=grace), progress=progress)
+    for stack in report.stacks_released:
+        forget_host(stack)
     if json_:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:

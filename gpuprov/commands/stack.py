@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
+from gpuprov.teardown import teardown
 from infra import records
 from infra.host import ssh_banner_error, utcnow
 from infra.stacks import backend_for
@@ -44,7 +45,7 @@ def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = Non
     record = records.load(cfg.stack)
     if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
         cfg = load(record.cloud, None, cfg.stack)  # `gpuprov down -s NAME` removes what NAME is
-    backend_for(cfg, progress).destroy(cfg)
+    teardown(cfg, backend_for(cfg, progress), progress)
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
 
 
