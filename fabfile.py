@@ -14,14 +14,14 @@ from fabric import task
 from infra import records
 from infra.config import StackConfig, load_config
 from infra.host import GpuHost
+from infra.stacks import running_host
 
 
 def _stack(stack: str, cloud: str | None, config: str | None) -> tuple[StackConfig, GpuHost]:
     record = records.load(stack)
-    if record is None:
-        raise SystemExit(f"stack '{stack}' has no host; run `gpuprov up --stack {stack}` first")
-    cfg = load_config(Path(config) if config else None, {"stack": stack, "cloud": cloud or record.cloud})
-    return cfg, record.host
+    cfg = load_config(Path(config) if config else None,
+                      {"stack": stack, "cloud": cloud or (record.cloud if record else None)})
+    return cfg, running_host(cfg)
 
 
 @task(help={"stack": "stack name", "cloud": "target cloud", "config": "YAML stack config"})

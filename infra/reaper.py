@@ -118,12 +118,17 @@ def mock_state_path(stack: str) -> Path:
     return state_root() / "mock-state" / f"{stack}.json"
 
 
+def has_local_state(stack: str) -> bool:
+    """Whether this machine keeps a record or saved Pulumi state of the stack."""
+    return records.load(stack) is not None or mock_state_path(stack).exists()
+
+
 def stack_known_here(stack: str) -> bool:
     """Whether this machine still has the stack: a record, saved state, or a live CI lease."""
     lease = CiLease.load(stack)
     if lease is not None:
         return lease.alive
-    return records.load(stack) is not None or mock_state_path(stack).exists()
+    return has_local_state(stack)
 
 
 # --- the report -------------------------------------------------------------------------------------

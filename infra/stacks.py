@@ -215,6 +215,26 @@ class MockRuntimeBackend:
         return GpuHost.model_validate(out["host"]) if out and out.get("host") else None
 
 
+class StackNotUp(GpuprovError):
+    """A command needs the stack's host and there is none running."""
+
+
+def running_host(config: StackConfig) -> GpuHost:
+    """The stack's running host, from its record (and, for the sandbox, its live state), or StackNotUp."""
+    record = records.load(config.stack)
+    if record is None:
+        raise StackNotUp(f"stack '{config.stack}' has no host; bring one up first: gpuprov up --stack {config.stack}")
+    if record.cloud != "local":
+        return record.host
+    from infra.local.sandbox import LocalSandbox
+
+    running = LocalSandbox(config.stack).host()
+    if running is None:
+        raise StackNotUp(f"the local sandbox host of stack '{config.stack}' is not running; "
+                         "`gpuprov up --cloud local` starts it")
+    return running
+
+
 def backend_for(config: StackConfig, progress: Progress | None = None) -> StackBackend:
     """The backend for ``config.cloud``. ``GPUPROV_PULUMI=mock`` picks the mock runtime for clouds."""
     if config.cloud == "local":

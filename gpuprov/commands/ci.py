@@ -43,10 +43,10 @@ import typer
 
 from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, progress
 from gpuprov.teardown import teardown
-from infra import records
 from infra.config import StackConfig
 from infra.errors import GpuprovError
 from infra.host import GpuHost, utcnow
+from infra.reaper import has_local_state
 from infra.stacks import StackBackend, backend_for
 
 EXIT_INFRA = 90
@@ -167,12 +167,6 @@ def _timed(summary: CiSummary, phase: str) -> Iterator[None]:
 
 def _left(deadline: float) -> float:
     return max(1.0, deadline - time.monotonic())
-
-
-def _has_state(stack: str) -> bool:
-    from infra.reaper import mock_state_path
-
-    return records.load(stack) is not None or mock_state_path(stack).exists()
 
 
 def _teardown_until_done(config: StackConfig, backend: StackBackend, summary: CiSummary, signals: _Signals) -> None:
@@ -315,7 +309,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
     try:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout_s)
-            if _has_state(config.stack) or held is not None:
+            if has_local_state(config.stack) or held is not None:
                 with _timed(summary, "cleanup-previous"):
                     progress(f"an earlier run of stack '{config.stack}' left resources behind; removing them first")
                     teardown(config, backend, progress)

@@ -11,11 +11,12 @@ from typing import Annotated
 
 import typer
 
-from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, fail, load, out, progress
+from gpuprov.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
 from infra import records
 from infra.config import StackConfig
 from infra.errors import GpuprovError
 from infra.host import GpuHost
+from infra.stacks import running_host
 
 Sam3Opt = Annotated[
     Path | None,
@@ -28,19 +29,9 @@ def stack_host(cloud: str | None, config: Path | None, stack: str | None) -> tup
     """The stack's config and its running host (from the stack record), or a clear error."""
     cfg = load(cloud, config, stack)
     record = records.load(cfg.stack)
-    if record is None:
-        fail(f"stack '{cfg.stack}' has no host; bring one up first: gpuprov up --stack {cfg.stack}")
-    if cloud is None and config is None and record.cloud != cfg.cloud:
-        cfg = load(record.cloud, None, cfg.stack)
-    host = record.host
-    if record.cloud == "local":
-        from infra.local.sandbox import LocalSandbox
-
-        running = LocalSandbox(cfg.stack).host()
-        if running is None:
-            fail(f"the local sandbox host of stack '{cfg.stack}' is not running; `gpuprov up --cloud local` starts it")
-        host = running
-    return cfg, host
+    if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
+        cfg = load(record.cloud, None, cfg.stack)  # `-s NAME` alone means the stack NAME is
+    return cfg, running_host(cfg)
 
 
 @contextmanager

@@ -188,23 +188,26 @@ class LambdaStandIn:
         assert self._server is not None, "start() the stand-in first"
         return f"http://{self.host}:{self._server.server_address[1]}"
 
+    def _bind(self) -> ThreadingHTTPServer:
+        self._server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
+        self._server.daemon_threads = True
+        return self._server
+
     def start(self) -> LambdaStandIn:
         """Listen and serve in a background thread; returns self."""
-        handler = _handler_for(self)
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._bind()
+        assert self._server is not None
         self._thread = threading.Thread(target=self._server.serve_forever, name="lambda-standin", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (the CLI uses this)."""
-        self._server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        self._server.daemon_threads = True
+        server = self._bind()
         try:
-            self._server.serve_forever()
+            server.serve_forever()
         finally:
-            self._server.server_close()
+            server.server_close()
 
     def stop(self) -> None:
         if self._server is not None:
