@@ -37,10 +37,10 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 pulumi-yaml: venv
-	$(PY) -c 'from infra.config import render_pulumi_yaml; open("Pulumi.yaml", "w").write(render_pulumi_yaml())'
+	$(PY) -c 'from gpuprov.infra.config import render_pulumi_yaml; open("Pulumi.yaml", "w").write(render_pulumi_yaml())'
 
 lint: venv
-	$(VENV)/bin/ruff check infra provisioning cost gpuprov tests
+	$(VENV)/bin/ruff check gpuprov tests
 	$(VENV)/bin/mypy
 
 # Deploy to a sandbox host behind a simulated 100 ms round trip: gpuprov vs Ansible, side by side (BENCH_RTT_MS=...).

@@ -2,8 +2,8 @@
 
 import pulumi
 
-import infra
-from infra.config import from_pulumi_config
+import gpuprov.infra
+from gpuprov.infra.config import from_pulumi_config
 
-for name, value in infra.build(from_pulumi_config()).items():
+for name, value in gpuprov.infra.build(from_pulumi_config()).items():
     pulumi.export(name, value)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from fabric import task
 
-from infra import records
-from infra.config import StackConfig, load_config
-from infra.host import GpuHost
-from infra.stacks import running_host
+from gpuprov.infra import records
+from gpuprov.infra.config import StackConfig, load_config
+from gpuprov.infra.host import GpuHost
+from gpuprov.infra.stacks import running_host
 
 
 def _stack(stack: str, cloud: str | None, config: str | None) -> tuple[StackConfig, GpuHost]:
@@ -27,7 +27,7 @@ def _stack(stack: str, cloud: str | None, config: str | None) -> tuple[StackConf
 @task(help={"stack": "stack name", "cloud": "target cloud", "config": "YAML stack config"})
 def deploy(c, stack="dev", cloud=None, config=None):
     """Deploy (only what differs changes) and print the JSON report."""
-    from provisioning.deploy import deploy as run
+    from gpuprov.provisioning.deploy import deploy as run
 
     cfg, host = _stack(stack, cloud, config)
     print(json.dumps(run(cfg, host, print).to_json()))
@@ -36,7 +36,7 @@ def deploy(c, stack="dev", cloud=None, config=None):
 @task(help={"only": "vllm_cxr or monai_label", "stack": "stack name"})
 def redeploy(c, only, stack="dev", cloud=None, config=None):
     """Recreate every container of one seed stack (after syncing files and images)."""
-    from provisioning.day2 import redeploy as run
+    from gpuprov.provisioning.day2 import redeploy as run
 
     cfg, host = _stack(stack, cloud, config)
     print(json.dumps(run(cfg, host, only).to_json()))
@@ -45,7 +45,7 @@ def redeploy(c, only, stack="dev", cloud=None, config=None):
 @task(help={"service": "vllm, open_webui or monai_label", "lines": "how many lines"})
 def logs(c, service, stack="dev", lines=200, cloud=None, config=None):
     """Print the last lines of one service's log."""
-    from provisioning.day2 import logs as run
+    from gpuprov.provisioning.day2 import logs as run
 
     cfg, host = _stack(stack, cloud, config)
     print(run(cfg, host, service, int(lines)), end="")
@@ -54,7 +54,7 @@ def logs(c, service, stack="dev", lines=200, cloud=None, config=None):
 @task(help={"service": "vllm, open_webui or monai_label"})
 def restart(c, service, stack="dev", cloud=None, config=None):
     """Restart one service."""
-    from provisioning.day2 import restart as run
+    from gpuprov.provisioning.day2 import restart as run
 
     cfg, host = _stack(stack, cloud, config)
     run(cfg, host, service)
@@ -64,7 +64,7 @@ def restart(c, service, stack="dev", cloud=None, config=None):
 @task
 def tunnel(c, stack="dev", cloud=None, config=None):
     """Forward every deployed service to 127.0.0.1 until Ctrl-C."""
-    from provisioning.tunnel import Tunnel
+    from gpuprov.provisioning.tunnel import Tunnel
 
     cfg, host = _stack(stack, cloud, config)
     with Tunnel(cfg, host, same_ports=True, progress=print) as t:
@@ -79,8 +79,8 @@ def tunnel(c, stack="dev", cloud=None, config=None):
 @task
 def smoke(c, stack="dev", cloud=None, config=None):
     """A chat completion to vLLM and a segmentation to MONAI Label, answers checked."""
-    from provisioning.smoke import smoke as run
-    from provisioning.tunnel import Tunnel
+    from gpuprov.provisioning.smoke import smoke as run
+    from gpuprov.provisioning.tunnel import Tunnel
 
     cfg, host = _stack(stack, cloud, config)
     with Tunnel(cfg, host) as t:
@@ -90,7 +90,7 @@ def smoke(c, stack="dev", cloud=None, config=None):
 @task(help={"dest": "local folder for the archive", "s3": "optional s3://bucket/prefix to upload it to"})
 def backup(c, stack="dev", dest="backups", s3=None, cloud=None, config=None):
     """Tar MONAI Label's predictions and studies on the host, download them (and upload to S3)."""
-    from provisioning.day2 import backup as run
+    from gpuprov.provisioning.day2 import backup as run
 
     cfg, host = _stack(stack, cloud, config)
     print(run(cfg, host, Path(dest), s3))

@@ -3,7 +3,7 @@
 Each cycle is a real ``gpuprov ci`` subprocess (so SIGINT, SIGTERM and SIGKILL are
 real signals) on the mock-runtime backend (``GPUPROV_PULUMI=mock``), whose mocks
 call the real Lambda dynamic providers against the Lambda API STAND-IN
-(:mod:`infra.lambda_cloud.standin`; Lambda itself cannot be reached here). The
+(:mod:`gpuprov.infra.lambda_cloud.standin`; Lambda itself cannot be reached here). The
 stand-in's instances report the local sandbox host's address, so deploy, health
 checks and CMD really run over SSH on a box with its own sshd and Docker engine.
 The sandbox is the "GPU box", not the paid resource: each worker keeps one for
@@ -124,8 +124,8 @@ def make_worker(index: int, root: Path, api_key: str, hf_token: str) -> Worker:
     home = root / f"w{index}"
     home.mkdir(parents=True)
     os.environ["GPUPROV_HOME"] = str(home)  # LocalSandbox places itself under the state root
-    from infra.lambda_cloud.standin import LambdaStandIn
-    from infra.local.sandbox import LocalSandbox
+    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+    from gpuprov.infra.local.sandbox import LocalSandbox
 
     box = LocalSandbox(f"faultbox{index}", root=home)
     host = box.create()

@@ -1,3 +1,3 @@
-from gpuprov.app import main
+from gpuprov.cli.app import main
 
 main()

@@ -4,7 +4,7 @@ Each ``check_*`` returns the violations it finds (an empty list: compliant); the
 ``ResourceValidationPolicy`` objects at the bottom wrap them for CrossGuard. This
 module stands alone (no import of gpuprov's own packages), because the policy
 engine runs it outside the project; a test keeps the names below in step with
-``infra.tags`` and the programs.
+``gpuprov.infra.tags`` and the programs.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-TAG_EXPIRES_AT = "gpuprov-expires-at"  # infra.tags.TAG_EXPIRES_AT
-ALLOW_PUBLIC_TAG = "gpuprov-allow-public"  # infra.aws.program.ALLOW_PUBLIC_TAG (value "true")
-ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"  # infra.gcp.program.ALLOW_PUBLIC_MARKER (in a description)
+TAG_EXPIRES_AT = "gpuprov-expires-at"  # gpuprov.infra.tags.TAG_EXPIRES_AT
+ALLOW_PUBLIC_TAG = "gpuprov-allow-public"  # gpuprov.infra.aws.program.ALLOW_PUBLIC_TAG (value "true")
+ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"  # gpuprov.infra.gcp.program.ALLOW_PUBLIC_MARKER (in a description)
 SENSITIVE_PORTS = (8002, 8000, 3000, 8080)  # MONAI Label (no auth), vLLM, Open WebUI (host and container)
 PUBLIC = ("0.0.0.0/0", "::/0")
 

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.config import (
+from gpuprov.infra.config import (
     CLOUDS,
     ConfigError,
     StackConfig,

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from infra.local.sandbox import LocalSandbox
+from gpuprov.infra.local.sandbox import LocalSandbox
 from tests.conftest import need_sandbox, run_cli
 
 
@@ -85,7 +85,7 @@ def test_create_is_idempotent_and_destroy_removes_containers(sandbox_root: Path)
 def test_down_forgets_the_gone_host_so_the_same_stack_comes_up_again(gpuprov_home: Path):
     """A removed host leaves no pinned key or service secrets behind: the next `up` is trusted and gets fresh ones."""
     need_sandbox()
-    from provisioning.ssh import known_hosts_path
+    from gpuprov.provisioning.ssh import known_hosts_path
 
     first = run_cli("up", "--stack", "again")
     assert first.returncode == 0, first.stderr

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cost import catalog
-from infra.config import build_config
-from infra.plan import exposure
+from gpuprov.cost import catalog
+from gpuprov.infra.config import build_config
+from gpuprov.infra.plan import exposure
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
 CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP")

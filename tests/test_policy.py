@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
 
-from infra import tags
-from infra.aws import program as aws_program
-from infra.config import build_config
-from infra.gcp import program as gcp_program
-from infra.plan import plan
+from gpuprov.infra import tags
+from gpuprov.infra.aws import program as aws_program
+from gpuprov.infra.config import build_config
+from gpuprov.infra.gcp import program as gcp_program
+from gpuprov.infra.plan import plan
 from policy import rules
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"

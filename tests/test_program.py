@@ -7,11 +7,11 @@ import json
 import pulumi
 import pytest
 
-from infra.config import ConfigError, from_pulumi_config
-from infra.host import GpuHost
-from infra.local.sandbox import LocalSandbox
-from infra.mock_runtime import EngineMocks, run_program
-from infra.stacks import MockRuntimeBackend, pulumi_config_values
+from gpuprov.infra.config import ConfigError, from_pulumi_config
+from gpuprov.infra.host import GpuHost
+from gpuprov.infra.local.sandbox import LocalSandbox
+from gpuprov.infra.mock_runtime import EngineMocks, run_program
+from gpuprov.infra.stacks import MockRuntimeBackend, pulumi_config_values
 from tests.conftest import need_sandbox
 
 
@@ -21,7 +21,7 @@ def _with_config(values: dict[str, str]):
 
 
 def test_pulumi_config_round_trips_through_the_model():
-    from infra.config import build_config
+    from gpuprov.infra.config import build_config
 
     cfg = build_config({"cloud": "aws", "allowed_cidrs": ["198.51.100.0/24"], "open_ports": [8002], "spot": True,
                         "budget_usd": 25.5, "idle_minutes": 15, "hf_token": "hf_secret_value"})
@@ -54,12 +54,12 @@ def test_bad_pulumi_config_names_the_key():
 
 
 def test_existing_program_exports_the_host_and_creates_nothing():
-    import infra
-    from infra.config import build_config
+    import gpuprov.infra
+    from gpuprov.infra.config import build_config
 
     cfg = build_config({"cloud": "existing", "host": "nvidia@192.0.2.10", "ssh_private_key_path": "/k"})
     mocks = EngineMocks()
-    outputs = run_program(lambda: infra.build(cfg), mocks, stack="dev")
+    outputs = run_program(lambda: gpuprov.infra.build(cfg), mocks, stack="dev")
     assert mocks.resources == []
     assert GpuHost.model_validate(outputs["host"]).address == "192.0.2.10"
 
@@ -67,7 +67,7 @@ def test_existing_program_exports_the_host_and_creates_nothing():
 def test_local_program_on_the_mock_runtime_drives_the_real_dynamic_provider(gpuprov_home):
     """The hybrid: mocks play the engine, the dynamic provider really creates and removes the sandbox."""
     need_sandbox()
-    from infra.config import build_config
+    from gpuprov.infra.config import build_config
 
     cfg = build_config({"cloud": "local", "stack": "hybrid"})
     backend = MockRuntimeBackend()

@@ -25,13 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.deploy.proxy import DelayProxy  # noqa: E402
-from infra.config import StackConfig, load_config  # noqa: E402
-from infra.host import GpuHost  # noqa: E402
-from infra.local.sandbox import LocalSandbox  # noqa: E402
-from provisioning import deploy as deploy_module  # noqa: E402
-from provisioning.desired import desired_state  # noqa: E402
-from provisioning.secrets import stack_secrets  # noqa: E402
-from provisioning.ssh import Remote, target_for  # noqa: E402
+from gpuprov.infra.config import StackConfig, load_config  # noqa: E402
+from gpuprov.infra.host import GpuHost  # noqa: E402
+from gpuprov.infra.local.sandbox import LocalSandbox  # noqa: E402
+from gpuprov.provisioning import deploy as deploy_module  # noqa: E402
+from gpuprov.provisioning.desired import desired_state  # noqa: E402
+from gpuprov.provisioning.secrets import stack_secrets  # noqa: E402
+from gpuprov.provisioning.ssh import Remote, target_for  # noqa: E402
 
 RTT_S = float(os.environ.get("BENCH_RTT_MS", "100")) / 1000
 

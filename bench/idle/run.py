@@ -1,7 +1,7 @@
 """``make bench-idle``: replay the usage traces through the REAL idle agent logic at accelerated time.
 
 Each trace is checked once a minute (the agent's timer) for its whole horizon.
-The agent's own ``decide()`` (loaded from ``ansible-free-remote/idle-agent``) gets
+The agent's own ``decide()`` (loaded from ``gpuprov/remote/idle-agent``) gets
 the signals the host would show at that minute; a jobs-and-SSH rule (how SkyPilot's
 autostop decides) and no policy at all run beside it. When a policy stops the box
 and the trace shows the person back later, the box is started again (a restart).
@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from traces import TRACES, Trace, active_at, request_times  # noqa: E402
 
-AGENT = HERE.parents[1] / "ansible-free-remote" / "idle-agent" / "gpuprov_idle.py"
+AGENT = HERE.parents[1] / "gpuprov" / "remote" / "idle-agent" / "gpuprov_idle.py"
 IDLE_MINUTES = 30
 GRACE_MINUTES = 5
 CHECK_MIN = 1.0

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from infra.aws import program
-from infra.aws.sdk import DLAMI_SSM_PARAMETER
-from infra.config import build_config
-from infra.host import GpuHost
-from infra.mock_runtime import EngineMocks, run_program
-from infra.plan import PLACEHOLDER_CALLS, placeholder_outputs
-from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_OWNER, TAG_STACK
+from gpuprov.infra.aws import program
+from gpuprov.infra.aws.sdk import DLAMI_SSM_PARAMETER
+from gpuprov.infra.config import build_config
+from gpuprov.infra.host import GpuHost
+from gpuprov.infra.mock_runtime import EngineMocks, run_program
+from gpuprov.infra.plan import PLACEHOLDER_CALLS, placeholder_outputs
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_OWNER, TAG_STACK
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
 

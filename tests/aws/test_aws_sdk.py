@@ -5,8 +5,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from infra.aws import sdk
-from infra.tags import TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
+from gpuprov.infra.aws import sdk
+from gpuprov.infra.tags import TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
 REGION = "us-east-1"
 

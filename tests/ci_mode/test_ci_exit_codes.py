@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from gpuprov.commands.ci import EXIT_INFRA, EXIT_TIMEOUT, CiSignal, CiSummary, CiTimeout, _record
-from infra.errors import GpuprovError
+from gpuprov.cli.commands.ci import EXIT_INFRA, EXIT_TIMEOUT, CiSignal, CiSummary, CiTimeout, _record
+from gpuprov.infra.errors import GpuprovError
 
 
 def recorded(exc: BaseException, phase: str = "deploy") -> CiSummary:

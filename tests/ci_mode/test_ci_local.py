@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from infra import records
-from infra.local.sandbox import LocalSandbox
-from infra.reaper import CiLease
+from gpuprov.infra import records
+from gpuprov.infra.local.sandbox import LocalSandbox
+from gpuprov.infra.reaper import CiLease
 from tests.conftest import need_sandbox, run_cli
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import boto3
 
-from infra import records
-from infra.host import GpuHost, utcnow
-from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
+from gpuprov.infra import records
+from gpuprov.infra.host import GpuHost, utcnow
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 from tests.aws.conftest import aws, moto_server  # noqa: F401  (the shared moto fixtures)
 from tests.conftest import run_cli
 

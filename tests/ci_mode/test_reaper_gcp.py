@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from infra.host import utcnow
-from infra.reaper import reap
-from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
+from gpuprov.infra.host import utcnow
+from gpuprov.infra.reaper import reap
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 from tests.gcp.compute_standin import ComputeStandIn
 from tests.gcp.conftest import compute  # noqa: F401  (the shared stand-in fixture)
 
@@ -29,8 +29,8 @@ def test_reap_deletes_the_expired_instance_and_its_firewall_rule(compute: Comput
     compute.add_instance(PROJECT, "us-central1-a", "gpuprov-live", labels("live", timedelta(hours=2)))
     compute.add_firewall(PROJECT, "gpuprov-live-ssh", ["gpuprov-live"], ["203.0.113.0/24"])
     compute.add_firewall(PROJECT, "default-allow-ssh", ["web"], ["0.0.0.0/0"])  # not ours
-    from infra import records
-    from infra.host import GpuHost
+    from gpuprov.infra import records
+    from gpuprov.infra.host import GpuHost
 
     records.save("live", "gcp", GpuHost(cloud="gcp", address="192.0.2.3", ssh_user="ubuntu"))
 
@@ -38,7 +38,7 @@ def test_reap_deletes_the_expired_instance_and_its_firewall_rule(compute: Comput
     assert report.ok, report.errors
     assert sorted((f.item.kind, f.item.id, f.reason) for f in report.removed) == [
         ("firewall", "gpuprov-old-ssh", "expired-with-instance"), ("instance", "gpuprov-old", "expired")]
-    from infra.gcp import sdk
+    from gpuprov.infra.gcp import sdk
 
     assert [i.name for i in sdk.find_labelled_instances(PROJECT)] == ["gpuprov-live"]
     assert [f.name for f in sdk.find_gpuprov_firewalls(PROJECT)] == ["gpuprov-live-ssh"]

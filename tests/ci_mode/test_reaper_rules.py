@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from infra import records
-from infra.host import GpuHost, utcnow
-from infra.reaper import CiLease, reason_for, stack_known_here
-from infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT
+from gpuprov.infra import records
+from gpuprov.infra.host import GpuHost, utcnow
+from gpuprov.infra.reaper import CiLease, reason_for, stack_known_here
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT
 
 NOW = utcnow()
 GRACE = timedelta(minutes=30)

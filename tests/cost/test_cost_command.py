@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from cost.spend import budget_state, spend_so_far
-from infra import records
-from infra.host import GpuHost, utcnow
+from gpuprov.cost.spend import budget_state, spend_so_far
+from gpuprov.infra import records
+from gpuprov.infra.host import GpuHost, utcnow
 from tests.conftest import run_cli
 from tests.cost.billing_standin import BillingCatalogStandIn
 
@@ -46,7 +46,7 @@ def test_cost_json_catalog_when_nothing_is_reachable() -> None:
 
 
 def test_cost_table_uses_live_prices_from_the_standins(billing: BillingCatalogStandIn) -> None:
-    from infra.lambda_cloud.standin import LambdaStandIn
+    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
 
     _record("demo", "lambda", 0.75, 1.0)
     with LambdaStandIn(api_key="k") as api:

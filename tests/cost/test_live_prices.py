@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from cost import catalog, live
+from gpuprov.cost import catalog, live
 from tests.cost.billing_standin import BillingCatalogStandIn
 
 
@@ -99,7 +99,7 @@ def test_gcp_unreachable_or_refused_falls_back(billing: BillingCatalogStandIn) -
 
 
 def test_lambda_prices_come_from_the_lambda_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra.lambda_cloud.standin import LambdaStandIn
+    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
 
     with LambdaStandIn(api_key="price-key") as api:
         api.set_type("gpu_1x_a10", "1x A10 (24 GB PCIe)", "A10 (24 GB PCIe)", 86, 30, 200, 1400, 1, ["us-east-1"])

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.gcp import sdk
+from gpuprov.infra.gcp import sdk
 from tests.gcp.compute_standin import ComputeStandIn
 
 

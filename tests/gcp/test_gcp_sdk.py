@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.gcp import sdk
-from infra.tags import TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
+from gpuprov.infra.gcp import sdk
+from gpuprov.infra.tags import TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
 PROJECT, ZONE = "my-project", "us-central1-a"
 

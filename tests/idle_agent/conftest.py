@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-AGENT = Path(__file__).resolve().parents[2] / "ansible-free-remote" / "idle-agent" / "gpuprov_idle.py"
+AGENT = Path(__file__).resolve().parents[2] / "gpuprov" / "remote" / "idle-agent" / "gpuprov_idle.py"
 
 
 def load_agent() -> ModuleType:

@@ -1,6 +1,6 @@
 """Drive the real idle agent on the real local sandbox host: files, config, start, log, stop.
 
-The agent runs as the plain background process :func:`provisioning.idle_agent.background_command`
+The agent runs as the plain background process :func:`gpuprov.provisioning.idle_agent.background_command`
 starts, over SSH (Fabric), so it lives in the sandbox's network namespace and sees
 that host's sockets, sshd and Docker engine. Check intervals are a fraction of a second.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 from fabric import Config, Connection
 
-from infra.config import StackConfig
-from provisioning.idle_agent import agent_config, agent_files, background_command
+from gpuprov.infra.config import StackConfig
+from gpuprov.provisioning.idle_agent import agent_config, agent_files, background_command
 
 IMAGE = "gpuprov-idle-test:busybox"  # FROM scratch + busybox: no registry is reachable here
 VLLM_METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.

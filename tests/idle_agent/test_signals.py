@@ -9,9 +9,9 @@ import stat
 import subprocess
 from types import ModuleType
 
-from infra.config import StackConfig
-from infra.host import GpuHost
-from provisioning.idle_agent import agent_config, agent_files, agent_secret, background_command
+from gpuprov.infra.config import StackConfig
+from gpuprov.infra.host import GpuHost
+from gpuprov.provisioning.idle_agent import agent_config, agent_files, agent_secret, background_command
 
 # Text as `ss -Htnp state established` prints it: one user's browser tab through an SSH tunnel to Open
 # WebUI (sshd's end and the service's end of the same loopback link), one direct MONAI Label client,

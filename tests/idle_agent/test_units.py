@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import configparser
 
-from provisioning.idle_agent import CHECK_INTERVAL_S, REMOTE_CONFIG, agent_files
+from gpuprov.provisioning.idle_agent import CHECK_INTERVAL_S, REMOTE_CONFIG, agent_files
 
 
 def _unit(name: str) -> configparser.ConfigParser:

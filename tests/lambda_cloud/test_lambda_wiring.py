@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-import infra
-from infra.config import ConfigError, build_config
-from infra.lambda_cloud.program import firewall_rules
-from infra.mock_runtime import EngineMocks, run_program
+import gpuprov.infra
+from gpuprov.infra.config import ConfigError, build_config
+from gpuprov.infra.lambda_cloud.program import firewall_rules
+from gpuprov.infra.mock_runtime import EngineMocks, run_program
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def _declared(monkeypatch: pytest.MonkeyPatch, **values: object) -> dict[str, di
     monkeypatch.setenv("LAMBDA_API_KEY", "wiring-secret-key-value")
     config = build_config({"cloud": "lambda", "stack": "w", "ssh_public_key": PUB, **values})
     mocks = EngineMocks(output_defaults=lambda args: {"ids": {"us-west-1": "rs-1"}} if args.name == "firewall" else {})
-    run_program(lambda: infra.build(config), mocks, stack="w")
+    run_program(lambda: gpuprov.infra.build(config), mocks, stack="w")
     recorded = {r.name: r.inputs for r in mocks.resources}
     assert "wiring-secret-key-value" not in json.dumps(recorded)  # credentials are never inputs
     return recorded

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from infra import records
-from infra.config import StackConfig, load_config
-from infra.host import GpuHost
+from gpuprov.infra import records
+from gpuprov.infra.config import StackConfig, load_config
+from gpuprov.infra.host import GpuHost
 
 
 @pytest.fixture

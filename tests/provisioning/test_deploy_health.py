@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from infra.config import load_config
-from provisioning.errors import ServiceUnhealthy
-from provisioning.health import check_service, wait_until_healthy
+from gpuprov.infra.config import load_config
+from gpuprov.provisioning.errors import ServiceUnhealthy
+from gpuprov.provisioning.health import check_service, wait_until_healthy
 
 
 @pytest.fixture

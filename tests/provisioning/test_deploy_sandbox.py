@@ -10,14 +10,14 @@ import subprocess
 import pytest
 import requests
 
-from infra.config import SERVICE_PORTS, load_config
-from provisioning.deploy import deploy
-from provisioning.errors import HostKeyChanged
-from provisioning.health import check_all, wait_healthy, wait_until_healthy
-from provisioning.secrets import stack_secrets
-from provisioning.smoke import smoke
-from provisioning.ssh import Remote, known_hosts_path, target_for
-from provisioning.tunnel import Tunnel
+from gpuprov.infra.config import SERVICE_PORTS, load_config
+from gpuprov.provisioning.deploy import deploy
+from gpuprov.provisioning.errors import HostKeyChanged
+from gpuprov.provisioning.health import check_all, wait_healthy, wait_until_healthy
+from gpuprov.provisioning.secrets import stack_secrets
+from gpuprov.provisioning.smoke import smoke
+from gpuprov.provisioning.ssh import Remote, known_hosts_path, target_for
+from gpuprov.provisioning.tunnel import Tunnel
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.sandbox

@@ -10,12 +10,12 @@ import subprocess
 
 import pytest
 
-from infra.config import load_config
-from provisioning import steps
-from provisioning.desired import desired_state
-from provisioning.errors import ProvisioningError
-from provisioning.facts import MARK, ContainerFact, HostFacts, ImageFact, parse_facts, probe_script
-from provisioning.secrets import StackSecrets
+from gpuprov.infra.config import load_config
+from gpuprov.provisioning import steps
+from gpuprov.provisioning.desired import desired_state
+from gpuprov.provisioning.errors import ProvisioningError
+from gpuprov.provisioning.facts import MARK, ContainerFact, HostFacts, ImageFact, parse_facts, probe_script
+from gpuprov.provisioning.secrets import StackSecrets
 
 SECRETS = StackSecrets("sk-test", "webui-secret", "admin@x", "pw-test")
 

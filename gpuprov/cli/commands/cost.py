@@ -1,0 +1,66 @@
+"""``cost``: what a GPU host costs here and elsewhere, and what the running stacks have spent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out
+from gpuprov.cost.estimate import estimate
+from gpuprov.cost.live import PricedOffer, all_offers
+from gpuprov.cost.spend import spend_so_far
+from gpuprov.infra import records
+
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use the dated catalog only; ask no cloud for prices.")]
+
+
+def _row(o: PricedOffer, configured: bool) -> dict[str, Any]:
+    e = estimate(o.usd_hour, o.source)
+    return {**asdict(o), "usd_day": e.daily_usd, "usd_month": e.monthly_usd, "configured": configured}
+
+
+@app.command("cost")
+def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: CloudOpt = None,
+                 config: ConfigOpt = None, stack: StackOpt = None) -> None:
+    """Prices per hour, day and month (configured offer and alternatives, cheapest first), and spend so far."""
+    cfg = load(cloud, config, stack)
+    itype = cfg.resolved_instance_type
+    offers = all_offers(offline=offline, aws_region=cfg.resolved_region if cfg.cloud == "aws" else None,
+                        gcp_region=cfg.resolved_region if cfg.cloud == "gcp" else None)
+    rows = [_row(o, o.cloud == cfg.cloud and o.type == itype) for o in offers]
+    configured = next((r for r in rows if r["configured"]), None)
+    spends: list[dict[str, Any]] = []
+    for rec in records.all_records():
+        s = spend_so_far(rec, budget_usd=cfg.budget_usd if rec.stack == cfg.stack else None)
+        spends.append({**asdict(s), "launched_at": s.launched_at.isoformat() if s.launched_at else None,
+                       "budget_state": s.budget_state})
+    if json_:
+        print(json.dumps({"stack": cfg.stack, "cloud": cfg.cloud, "instance_type": itype, "configured": configured,
+                          "offers": rows, "spend": spends}, indent=2))
+        return
+    if configured is None:
+        why = "no cloud bill" if cfg.cloud in ("local", "existing") else "not in the price list"
+        out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} {itype or ''} ({why}); alternatives below")
+    table = Table("", "provider", "type", "GPU", "$/hour", "$/day", "$/month", "price from")
+    for r in rows:
+        source = f"{'live' if r['live'] else 'catalog'}, {r['as_of']}"
+        table.add_row("*" if r["configured"] else "", r["cloud"], r["type"], f"{r['gpus']}x {r['gpu']}",
+                      f"{r['usd_hour']:.3f}", f"{r['usd_day']:.2f}", f"{r['usd_month']:.2f}", source)
+    out.print(table)
+    notes = sorted({f"{r['cloud']}: {r['note']}" for r in rows if r["note"] and r["note"] != "offline"})
+    for note in notes:
+        out.print(f"[dim]catalog prices for {note}[/dim]")
+    out.print("[dim]* the configured offer; $/month is 730 hours[/dim]")
+    if spends:
+        spend_table = Table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget")
+        for row in spends:
+            budget = "-" if row["budget_usd"] is None else f"${row['budget_usd']:.2f} ({row['budget_state']})"
+            spend_table.add_row(row["stack"], row["cloud"], row["instance_type"] or "-", f"{row['hours']:.1f} h",
+                                f"{row['usd_hour']:.3f}", f"${row['usd']:.2f}", budget)
+        out.print(spend_table)
+    else:
+        out.print("no running stacks: nothing spent")

@@ -1,0 +1,125 @@
+"""``up``, ``down``, ``status``, ``plan``: a stack's host comes, is looked at, and goes."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
+from gpuprov.infra import records
+from gpuprov.infra.host import ssh_banner_error, utcnow
+from gpuprov.infra.stacks import backend_for
+from gpuprov.infra.teardown import teardown
+
+LOCAL_HINT = (
+    "No cloud configured: using the local sandbox host (no GPU, no bill). "
+    "Pick a cloud with --cloud lambda|aws|gcp or `cloud:` in --config FILE."
+)
+
+
+@app.command()
+def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
+       deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the stacks once the host is up.")] = True,
+       ) -> None:
+    """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its stacks."""
+    cfg = load(cloud, config, stack)
+    if cloud is None and cfg.cloud == "local":
+        err.print(LOCAL_HINT)
+    host = backend_for(cfg, progress).up(cfg)
+    out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
+              f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
+    if deploy:  # up = host + deploy
+        from gpuprov.cli.commands.deploy import deploy_and_check
+
+        deploy_and_check(cfg, host)
+
+
+@app.command()
+def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
+    """Remove everything the stack created, and check that nothing is left."""
+    cfg = load(cloud, config, stack)
+    record = records.load(cfg.stack)
+    if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
+        cfg = load(record.cloud, None, cfg.stack)  # `gpuprov down -s NAME` removes what NAME is
+    teardown(cfg, backend_for(cfg, progress), progress)
+    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
+
+
+def _fmt_uptime(delta: timedelta | None) -> str:
+    if delta is None:
+        return "-"
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+@app.command()
+def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
+    """Show each stack: target, address, state, uptime, hourly price."""
+    rows: list[dict[str, Any]] = []
+    for rec in records.all_records():
+        if stack and rec.stack != stack:
+            continue
+        host = rec.host
+        if rec.cloud == "local":
+            from gpuprov.infra.local.sandbox import LocalSandbox
+
+            state = "running" if LocalSandbox(rec.stack).is_running() else "gone"
+        else:
+            state = "unreachable" if ssh_banner_error(host.address, host.ssh_port) else "reachable"
+        rows.append({
+            "stack": rec.stack, "cloud": rec.cloud, "address": host.address, "ssh_port": host.ssh_port,
+            "ssh_user": host.ssh_user, "state": state, "instance_type": host.instance_type, "gpu": host.gpu,
+            "uptime": host.uptime(),
+            "usd_hour": host.usd_hour, "expires_at": host.expires_at,
+            "deployed": rec.deployed,
+        })
+    if json_:
+        for r in rows:
+            r["uptime_s"] = int(r.pop("uptime").total_seconds()) if r["uptime"] else None
+            r["expires_at"] = r["expires_at"].isoformat() if r["expires_at"] else None
+        print(json.dumps({"stacks": rows}, indent=2))
+        return
+    if not rows:
+        out.print("no stacks; `gpuprov up` brings one up")
+        return
+    table = Table("stack", "target", "address", "state", "uptime", "$/hour", "expires")
+    now = utcnow()
+    for r in rows:
+        expires = "-"
+        if r["expires_at"]:
+            left = r["expires_at"] - now
+            expires = f"in {_fmt_uptime(left)}" if left.total_seconds() > 0 else "overdue"
+        table.add_row(str(r["stack"]), str(r["cloud"]), f"{r['ssh_user']}@{r['address']}:{r['ssh_port']}",
+                      str(r["state"]), _fmt_uptime(r["uptime"]), f"{r['usd_hour']:.2f}", expires)
+    out.print(table)
+
+
+@app.command()
+def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
+    """Show what `up` would create, who could reach which port, and the cost. No credentials needed."""
+    from gpuprov.infra.plan import key_settings
+    from gpuprov.infra.plan import plan as make_plan
+
+    cfg = load(cloud, config, stack)
+    result = make_plan(cfg)
+    if json_:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    out.print(f"[bold]{cfg.stack}[/bold] on {cfg.cloud}: {len(result['resources'])} resources")
+    for r in result["resources"]:
+        out.print(f"  + {r['type']}  {r['name']}")
+        for key, value in key_settings(r).items():
+            out.print(f"      {key}: {value}", markup=False)
+    out.print("exposure:")
+    for e in result["exposure"]:
+        src = ", ".join(e["from"]) or "nobody"
+        out.print(f"  {e['port']:>5} {e['service']:<12} from {src} ({e['via']})")
+    c = result["cost"]
+    out.print(f"cost: ${c['hourly_usd']:.3f}/hour, ${c['daily_usd']:.2f}/day, ${c['monthly_usd']:.2f}/month"
+              f"  [dim]({c['source']})[/dim]")
+    if c.get("note"):
+        out.print(f"      {c['note']}")

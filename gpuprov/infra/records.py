@@ -1,0 +1,63 @@
+"""The operator-side record of each stack gpuprov brought up: what ``status`` reads.
+
+Plain JSON under the state root, one file a stack, written atomically, never
+holding a secret (a GpuHost has none).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from gpuprov.infra.host import GpuHost, utcnow
+from gpuprov.infra.paths import state_root
+
+
+class StackRecord(BaseModel):
+    stack: str
+    cloud: str
+    host: GpuHost
+    created_at: datetime
+    deployed: list[str] = []  # services deployed on the host, kept by provisioning
+
+
+def _dir() -> Path:
+    d = state_root() / "stacks"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def save(stack: str, cloud: str, host: GpuHost) -> StackRecord:
+    old = load(stack)
+    record = StackRecord(
+        stack=stack, cloud=cloud, host=host,
+        created_at=old.created_at if old and old.cloud == cloud else utcnow(),
+        deployed=old.deployed if old else [],
+    )
+    write(record)
+    return record
+
+
+def write(record: StackRecord) -> None:
+    path = _dir() / f"{record.stack}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(record.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def load(stack: str) -> StackRecord | None:
+    try:
+        return StackRecord.model_validate(json.loads((_dir() / f"{stack}.json").read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def all_records() -> list[StackRecord]:
+    return [StackRecord.model_validate(json.loads(p.read_text())) for p in sorted(_dir().glob("*.json"))]
+
+
+def forget(stack: str) -> None:
+    (_dir() / f"{stack}.json").unlink(missing_ok=True)

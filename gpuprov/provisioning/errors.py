@@ -1,0 +1,55 @@
+"""What can go wrong while making a host serve; each message says what to do."""
+
+from __future__ import annotations
+
+from gpuprov.infra.errors import GpuprovError
+
+
+class ProvisioningError(GpuprovError):
+    """A deploy step failed on the host."""
+
+    exit_code = 4
+
+
+class HostUnreachable(ProvisioningError):
+    """SSH did not answer, or refused our key."""
+
+
+class HostKeyChanged(ProvisioningError):
+    """The host presented a different SSH host key than the one pinned for the stack."""
+
+    exit_code = 5
+
+    def __init__(self, stack: str, where: str, known: str, offered: str, known_hosts: str):
+        super().__init__(
+            f"the SSH host key of {where} changed (stack '{stack}'): pinned {known}, offered {offered}. "
+            "This is what a man-in-the-middle looks like; gpuprov stopped without sending anything. "
+            f"If the host was really replaced, remove its line from {known_hosts} and run again."
+        )
+
+
+class StepFailed(ProvisioningError):
+    """A batch of apply commands exited non-zero."""
+
+    def __init__(self, step: str, code: int, tail: str):
+        self.step = step
+        super().__init__(f"deploy step '{step}' failed on the host (exit {code}):\n{tail.strip()[-2000:]}")
+
+
+class ServiceUnhealthy(ProvisioningError):
+    """A deployed service did not become healthy in time."""
+
+    def __init__(self, service: str, url: str, detail: str, timeout_s: float):
+        self.service = service
+        super().__init__(
+            f"service '{service}' was not healthy after {timeout_s:.0f}s ({url}: {detail}). "
+            f"See its logs: `fab logs --service {service}` or `docker compose logs` on the host."
+        )
+
+
+class SmokeFailed(ProvisioningError):
+    """A smoke request got an answer of the wrong shape."""
+
+    def __init__(self, service: str, detail: str):
+        self.service = service
+        super().__init__(f"smoke test of '{service}' failed: {detail}")

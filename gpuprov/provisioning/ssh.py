@@ -1,0 +1,229 @@
+"""The one SSH layer (Fabric): a connection to a stack's host with its host key pinned, and a
+counter of round trips (exec channels plus sftp requests) so deploys can say what they cost.
+
+Host key pinning: one known_hosts file per stack under the state root. The first connect
+records the key (or the key the target already told us, e.g. the local sandbox's), a later
+mismatch stops with :class:`HostKeyChanged`; nothing is ever added silently to a user file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import paramiko
+from fabric import Config, Connection
+
+from gpuprov.infra import keys
+from gpuprov.infra.config import StackConfig
+from gpuprov.infra.host import GpuHost, wait_for_ssh_banner
+from gpuprov.infra.paths import state_root
+from gpuprov.provisioning.errors import HostKeyChanged, HostUnreachable, ProvisioningError
+
+Output = Callable[[str], None]
+
+
+def known_hosts_path(stack: str) -> Path:
+    """The stack's own known_hosts file (0600) under the state root."""
+    d = state_root() / "known_hosts"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d / stack
+
+
+def _host_entry(host: GpuHost) -> str:
+    return host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+
+
+class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Record an unknown host's key in the stack's file; refuse one that differs from what the target declared."""
+
+    def __init__(self, stack: str, path: Path, declared: str | None):
+        self.stack, self.path, self.declared = stack, path, declared
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        offered = f"{key.get_name()} {key.get_base64()}"
+        if self.declared and " ".join(self.declared.split()[:2]) != offered:
+            raise HostKeyChanged(self.stack, hostname, " ".join(self.declared.split()[:2]), offered, str(self.path))
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        with self.path.open("a") as fh:
+            fh.write(f"{hostname} {offered}\n")
+        self.path.chmod(0o600)
+
+
+@dataclass
+class Target:
+    """How to reach one stack's host and where gpuprov's files live on it."""
+
+    config: StackConfig
+    host: GpuHost
+    key_path: Path
+    remote_root: str  # /opt/gpuprov on real hosts; inside the sandbox's own directory on the local one
+
+    @property
+    def sandbox(self) -> bool:
+        return self.host.cloud == "local"
+
+
+def target_for(config: StackConfig, host: GpuHost, key_path: Path | None = None) -> Target:
+    """The Target of ``config``'s host. The local sandbox shares this machine's filesystem, so its
+    files go under the sandbox's own directory instead of /opt."""
+    root = "/opt/gpuprov"
+    if host.cloud == "local":
+        from gpuprov.infra.local.sandbox import LocalSandbox
+
+        root = str(LocalSandbox(config.stack).dir / "host" / "opt" / "gpuprov")
+    return Target(config, host, key_path or keys.private_key_path(config), root)
+
+
+def wait_for_ssh(host: GpuHost, timeout_s: float = 300.0) -> None:
+    """Return once the host's sshd answers with its banner; a freshly booted cloud host takes a while."""
+    last = wait_for_ssh_banner(host.address, host.ssh_port, timeout_s, interval_s=1.0)
+    if last is None:
+        return
+    raise HostUnreachable(
+        f"SSH on {host.address}:{host.ssh_port} did not answer within {timeout_s:.0f}s ({last}); "
+        "check that the host is running and that your address may reach port 22"
+    )
+
+
+def host_identity(host: GpuHost) -> str:
+    """Which machine the pins belong to: a cloud instance id is unique per launch; the local sandbox
+    reuses its id, so its launch time tells one sandbox from the next."""
+    ident = host.instance_id or f"{host.address}:{host.ssh_port}"
+    if host.cloud == "local" and host.launched_at:
+        ident += f"@{host.launched_at.isoformat()}"
+    return ident
+
+
+def _forget_pins_of_a_replaced_host(known_hosts: Path, host: GpuHost) -> None:
+    """A new instance (after down + up) legitimately has a new key: start its pins afresh.
+    The same instance presenting another key is still refused."""
+    owner = known_hosts.with_name(f"{known_hosts.name}.host")
+    ident = host_identity(host)
+    if owner.exists() and owner.read_text().strip() != ident and known_hosts.exists():
+        known_hosts.replace(known_hosts.with_name(f"{known_hosts.name}.replaced"))
+    owner.write_text(ident + "\n")
+
+
+class Remote:
+    """A pinned SSH connection (Fabric) that counts its round trips."""
+
+    def __init__(self, target: Target, connect_timeout: float = 20.0):
+        self.target = target
+        self.round_trips = 0
+        host = target.host
+        self.known_hosts = known_hosts_path(target.config.stack)
+        _forget_pins_of_a_replaced_host(self.known_hosts, host)
+        self.known_hosts.touch(mode=0o600, exist_ok=True)
+        self.conn = Connection(
+            host.address, user=host.ssh_user, port=host.ssh_port,
+            config=Config(overrides={"run": {"in_stream": False}, "load_ssh_configs": False}),
+            connect_timeout=connect_timeout,
+            connect_kwargs={"key_filename": str(target.key_path), "look_for_keys": False, "allow_agent": False},
+        )
+        # Replace Fabric's client (AutoAddPolicy + the user's known_hosts) with a pinned one.
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(self.known_hosts))
+        except (paramiko.hostkeys.InvalidHostKey, UnicodeDecodeError) as err:
+            raise ProvisioningError(f"{self.known_hosts} is damaged ({err}); remove the bad line and run again") from None
+        client.set_missing_host_key_policy(PinOnFirstUse(target.config.stack, self.known_hosts, host.host_key))
+        self.conn.client = client
+
+    def open(self) -> Remote:
+        if self.conn.is_connected:
+            return self
+        host = self.target.host
+        try:
+            self.conn.open()
+        except paramiko.BadHostKeyException as err:
+            raise HostKeyChanged(
+                self.target.config.stack, _host_entry(host),
+                f"{err.expected_key.get_name()} {err.expected_key.get_base64()}",
+                f"{err.key.get_name()} {err.key.get_base64()}", str(self.known_hosts),
+            ) from None
+        except paramiko.AuthenticationException as err:
+            raise HostUnreachable(
+                f"{host.ssh_user}@{host.address}:{host.ssh_port} refused the key {self.target.key_path} ({err})"
+            ) from None
+        except (OSError, paramiko.SSHException) as err:
+            raise HostUnreachable(f"cannot open SSH to {host.address}:{host.ssh_port}: {err}") from None
+        return self
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        self.open()
+        transport = self.conn.client.get_transport()
+        assert transport is not None
+        return transport
+
+    def script(self, text: str, on_line: Output | None = None, timeout_s: float = 3600.0) -> tuple[int, str, str]:
+        """Run a shell script on the host in ONE exec channel (one round trip).
+
+        The script travels on the channel's stdin to ``sh -s``: file contents and secrets in it
+        never appear on a command line (``ps``) or in a log.
+        """
+        chan = self.transport.open_session()
+        self.round_trips += 1
+        try:
+            chan.settimeout(timeout_s)
+            chan.exec_command("/bin/sh -s")
+            chan.sendall(text.encode())
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            pending = b""
+            while True:
+                if chan.recv_ready():
+                    chunk = chan.recv(65536)
+                    out += chunk
+                    if on_line:
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            on_line(line.decode(errors="replace"))
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                else:
+                    time.sleep(0.005)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+        except TimeoutError:
+            raise ProvisioningError(f"a command on {self.target.host.address} ran past {timeout_s:.0f}s") from None
+        finally:
+            chan.close()
+
+    def stream_to(self, command_script: str, sink: BinaryIO) -> int:
+        """Run a script in one exec channel and write its raw stdout into ``sink``; returns the exit code."""
+        chan = self.transport.open_session()
+        self.round_trips += 1
+        try:
+            chan.exec_command("/bin/sh -s")
+            chan.sendall(command_script.encode())
+            chan.shutdown_write()
+            while (chunk := chan.recv(1 << 16)):
+                sink.write(chunk)
+            return chan.recv_exit_status()
+        finally:
+            chan.close()
+
+    def get(self, remote_path: str, local_path: Path) -> None:
+        """Download one file over sftp (counted as its sftp requests: open, stat, reads, close)."""
+        sftp = self.conn.sftp()
+        size = sftp.stat(remote_path).st_size or 0
+        sftp.get(remote_path, str(local_path))
+        self.round_trips += 3 + max(1, size // 32768)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Remote:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,228 @@
+"""The deploy steps, each a check and an apply: given the host's facts and what it should hold,
+return the shell to run, or nothing when the host already matches (pyinfra's operations).
+
+Pure functions of data: tests feed them facts and read the commands they would run, which is
+how the paths that need the internet (Docker's and NVIDIA's apt repositories) are tested.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from gpuprov.provisioning.desired import Desired, RemoteFile
+from gpuprov.provisioning.errors import ProvisioningError
+from gpuprov.provisioning.facts import HostFacts
+
+q = shlex.quote
+APT = "DEBIAN_FRONTEND=noninteractive $SUDO apt-get"
+CONFLICTING_PACKAGES = ("docker.io", "docker-doc", "docker-compose", "podman-docker", "containerd", "runc")
+DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin")
+CUDA_CHECK_IMAGE = "nvidia/cuda:12.1.1-base-ubuntu22.04"
+WAIT_DOCKER = "for i in $(seq 60); do $SUDO docker info >/dev/null 2>&1 && break; sleep 1; done; $SUDO docker info >/dev/null"
+
+
+@dataclass
+class Action:
+    """One step's apply: the shell to run and what it changes (names reported as ``changed``)."""
+
+    step: str
+    script: str
+    changed: list[str] = field(default_factory=list)
+
+
+def wait_cloud_init(facts: HostFacts) -> Action | None:
+    if facts.cloud_init in ("absent", "done", "disabled", "error", ""):
+        return None
+    return Action("wait_cloud_init", "cloud-init status --wait >/dev/null 2>&1 || true")
+
+
+def wait_apt_locks(facts: HostFacts, will_use_apt: bool) -> Action | None:
+    if not will_use_apt or facts.apt_lock == "free":
+        return None
+    # Unattended upgrades hold the dpkg lock for minutes after boot: wait instead of failing.
+    return Action("wait_apt_locks", "if command -v fuser >/dev/null; then for i in $(seq 600); do "
+                  "$SUDO fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1"
+                  " || break; sleep 2; done; fi")
+
+
+def docker_engine(facts: HostFacts) -> Action | None:
+    """Docker Engine from Docker's own apt repository, only when the host has none (or lacks Compose v2)."""
+    if facts.docker and facts.compose:
+        return None
+    if facts.os_id not in ("ubuntu", "debian"):
+        raise ProvisioningError(
+            f"the host runs '{facts.os_id}' without Docker Engine + Compose v2; gpuprov installs them on Ubuntu or "
+            "Debian only. Install Docker (https://docs.docker.com/engine/install/) and run deploy again"
+        )
+    repo = f"https://download.docker.com/linux/{facts.os_id}"
+    if facts.docker:  # engine there, Compose v2 plugin missing
+        lines = [f"{APT} update -qq", f"{APT} install -y -qq docker-compose-plugin"]
+        return Action("docker_compose_plugin", "\n".join(lines), ["docker_compose_plugin"])
+    lines = [
+        f"for p in {' '.join(CONFLICTING_PACKAGES)}; do {APT} remove -y -qq $p >/dev/null 2>&1 || true; done",
+        f"{APT} update -qq",
+        f"{APT} install -y -qq ca-certificates curl",
+        "$SUDO install -m 0755 -d /etc/apt/keyrings",
+        f"$SUDO curl -fsSL {repo}/gpg -o /etc/apt/keyrings/docker.asc",
+        "$SUDO chmod a+r /etc/apt/keyrings/docker.asc",
+        f'echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] {repo} '
+        f'{facts.os_codename} stable" | $SUDO tee /etc/apt/sources.list.d/docker.list >/dev/null',
+        f"{APT} update -qq",
+        f"{APT} install -y -qq {' '.join(DOCKER_PACKAGES)}",
+        "$SUDO systemctl enable --now docker 2>/dev/null || true",
+        WAIT_DOCKER,
+    ]
+    return Action("docker_engine", "\n".join(lines), ["docker_engine"])
+
+
+def nvidia_toolkit(facts: HostFacts) -> Action | None:
+    """NVIDIA Container Toolkit (never the deprecated nvidia-docker2) and the Docker runtime, on GPU hosts only."""
+    if facts.gpus == 0:
+        return None
+    lines: list[str] = []
+    if not facts.nvidia_toolkit:
+        keyring = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+        lines += [
+            f"curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | $SUDO gpg --batch --yes --dearmor -o {keyring}",
+            "curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list"
+            f" | sed 's#deb https://#deb [signed-by={keyring}] https://#g'"
+            " | $SUDO tee /etc/apt/sources.list.d/nvidia-container-toolkit.list >/dev/null",
+            f"{APT} update -qq",
+            f"{APT} install -y -qq nvidia-container-toolkit",
+        ]
+    if not facts.nvidia_toolkit or "nvidia" not in facts.docker_runtimes:
+        lines += ["$SUDO nvidia-ctk runtime configure --runtime=docker", "$SUDO systemctl restart docker", WAIT_DOCKER]
+    return Action("nvidia_toolkit", "\n".join(lines), ["nvidia_toolkit"]) if lines else None
+
+
+def gpu_in_container(facts: HostFacts, root: str, toolkit_changed: bool) -> Action | None:
+    """Prove the GPU is visible inside a container, once (and again after the toolkit changed)."""
+    if facts.gpus == 0 or ("gpu-verified" in facts.markers and not toolkit_changed):
+        return None
+    return Action("gpu_check", "\n".join([
+        f"$SUDO docker run --rm --gpus all {CUDA_CHECK_IMAGE} nvidia-smi -L",
+        f"$SUDO install -d -m 0700 {q(root)}/.markers && $SUDO touch {q(root)}/.markers/gpu-verified",
+    ]), ["gpu_check"])
+
+
+def _write(f: RemoteFile) -> str:
+    data = base64.encodebytes(f.content).decode()
+    tmp = f"{f.path}.gpuprov-tmp"
+    # umask 077 first: a secret file is never readable by others, not even for an instant.
+    return (f"$SUDO mkdir -p {q(str(PurePosixPath(f.path).parent))}\n"
+            f"base64 -d <<'GPUPROV_EOF' | $SUDO tee {q(tmp)} >/dev/null\n{data}GPUPROV_EOF\n"
+            f"$SUDO chmod {f.mode:o} {q(tmp)}\n$SUDO mv -f {q(tmp)} {q(f.path)}")
+
+
+def files(facts: HostFacts, want: Desired) -> list[Action]:
+    """Upload only the files whose content differs, one action per project directory touched."""
+    stale = [f for f in want.files if facts.files.get(f.path) != f.sha256]
+    if not stale:
+        return []
+    dirs = "\n".join(f"$SUDO install -d -m 0700 {q(d)}" for d in want.directories)
+    by_dir: dict[str, list[RemoteFile]] = {}
+    for f in stale:
+        rel = f.path[len(want.root) + 1:] if f.path.startswith(want.root + "/") else f.path
+        by_dir.setdefault(rel.split("/")[0] if rel != f.path else "system", []).append(f)
+    actions = [Action("directories", dirs)]
+    for group, group_files in by_dir.items():
+        actions.append(Action(f"files:{group}", "\n".join(_write(f) for f in group_files), [f"files:{group}"]))
+    return actions
+
+
+def images(facts: HostFacts, want: Desired) -> list[Action]:
+    """Build stand-ins (sandbox), build MONAI Label from the pinned commit, pull the rest: only what is missing."""
+    actions: list[Action] = []
+    for ref, (service, label) in want.standins.items():
+        have = facts.images.get(ref)
+        if have and have.present and have.label == label:
+            continue
+        ctx = f"{want.root}/standins"
+        actions.append(Action(f"image:{ref}", "\n".join([
+            f'cp "$(command -v busybox)" {q(ctx)}/busybox',
+            f"DOCKER_BUILDKIT=0 $SUDO docker build -q --build-arg SERVICE={service} --label gpuprov.label={q(label)}"
+            f" -t {q(ref)} {q(ctx)} >/dev/null",
+        ]), [f"image:{ref}"]))
+    build = want.monai_build
+    if build is not None:
+        label = build.label
+        have = facts.images.get(build.image)
+        if not (have and have.present and have.label == label):
+            lines = [
+                f"if [ ! -d {q(build.checkout)}/.git ]; then $SUDO git clone -q {q(build.repo)} {q(build.checkout)}; fi",
+                f"cd {q(build.checkout)} && ($SUDO git cat-file -e {q(build.ref)}^{{commit}} 2>/dev/null || $SUDO git fetch -q origin)",
+                f"$SUDO git -C {q(build.checkout)} checkout -q --force {q(build.ref)}",
+            ]
+            if build.sam3:
+                lines.append(f"$SUDO install -D -m 0600 {q(build.sam3)} {q(build.checkout)}/monai-label/checkpoints/sam3.pt")
+            lines.append("echo 'building the OHIF-AI MONAI Label image (15 to 20 minutes the first time)'")
+            # Stream the build's step lines (progress for a 15-minute wait) without losing its exit status.
+            rc = f"{q(build.checkout)}.build-rc"
+            lines.append(f"{{ $SUDO docker build --label gpuprov.label={q(label)} -t {q(build.image)} "
+                         f"{q(build.checkout)}/monai-label 2>&1; echo $? | $SUDO tee {rc} >/dev/null; }}"
+                         f" | grep --line-buffered -E '^(Step |#[0-9]+ \\[|ERROR|error)' || true")
+            lines.append(f"exit \"$($SUDO cat {rc})\"")
+            actions.append(Action(f"image:{build.image}", "\n".join(lines), [f"image:{build.image}"]))
+    for ref in want.pulls:
+        have = facts.images.get(ref)
+        if have and have.present:
+            continue
+        actions.append(Action(f"image:{ref}", f"$SUDO docker pull {q(ref)}", [f"image:{ref}"]))
+    return actions
+
+
+def services(facts: HostFacts, want: Desired, rebuilt: set[str] | None = None) -> list[Action]:
+    """Start (or recreate) only the services whose container is missing, stopped, runs another
+    config, or whose image was just rebuilt under the same tag (``rebuilt``: image references)."""
+    running = {(c.project, c.service): c for c in facts.containers}
+    rebuilt = rebuilt or set()
+    actions: list[Action] = []
+    for project in want.projects:
+        stale = [s for s, config in project.services.items()
+                 if (c := running.get((project.name, s))) is None or c.state != "running" or c.config != config
+                 or project.images[s] in rebuilt]
+        if not stale:
+            continue
+        files_args = " ".join(f"-f {q(name)}" for name in project.compose_files)
+        pull = "--pull never" if want.sandbox else "--pull missing"
+        force = "--force-recreate " if any(project.images[s] in rebuilt for s in stale) else ""
+        actions.append(Action(f"compose:{project.stack}", (
+            f"cd {q(project.directory)} && $SUDO docker compose -p {project.name} {files_args} up -d --no-deps "
+            f"{pull} {force}--remove-orphans {' '.join(stale)}"
+        ), stale))
+    wanted = {p.name for p in want.projects}
+    for gone in sorted({c.project for c in facts.containers if c.project.startswith("gpuprov-")} - wanted):
+        actions.append(Action(f"remove:{gone}", f"$SUDO docker compose -p {gone} down", [f"removed:{gone}"]))
+    return actions
+
+
+def plan(facts: HostFacts, want: Desired, extra: list[Action] | None = None,
+         before_images: list[Action] | None = None) -> list[Action]:
+    """Every action the host needs, in order; empty when it already serves what ``want`` says.
+    ``before_images``: uploads an image build needs (sam3.pt); ``extra``: more steps (the idle agent)."""
+    engine = docker_engine(facts)
+    toolkit = nvidia_toolkit(facts)
+    actions = [a for a in (wait_cloud_init(facts), wait_apt_locks(facts, bool(engine or toolkit)), engine, toolkit,
+                           gpu_in_container(facts, want.root, toolkit is not None)) if a]
+    actions += files(facts, want)
+    actions += list(before_images or [])
+    image_actions = images(facts, want)
+    actions += image_actions
+    actions += list(extra or [])
+    actions += services(facts, want, {a.step.removeprefix("image:") for a in image_actions})
+    return actions
+
+
+def batch_script(actions: list[Action]) -> str:
+    """All actions as ONE script (one round trip). Each runs in its own subshell with ``set -e``;
+    the first failure stops the batch and names its step. (The status is read on the next line:
+    a subshell inside ``a || b`` would run with ``set -e`` silently ignored.)"""
+    head = ('umask 077\nif [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\nexport SUDO\n')
+    body = []
+    for a in actions:
+        body.append(f"echo '@@gpuprov-step {a.step}'\n(\nset -e\n{a.script}\n)\nrc=$?\n"
+                    f"if [ $rc -ne 0 ]; then echo '@@gpuprov-failed {a.step}' \"$rc\"; exit $rc; fi")
+    return head + "\n".join(body) + "\necho '@@gpuprov-done'\n"

@@ -1,1 +1,0 @@
-"""AWS GPU hosts: the Pulumi component (:mod:`infra.aws.program`) and boto3 helpers (:mod:`infra.aws.sdk`)."""

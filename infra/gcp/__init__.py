@@ -1,1 +1,0 @@
-"""GCP GPU hosts: the Pulumi component (:mod:`infra.gcp.program`) and Compute Engine helpers (:mod:`infra.gcp.sdk`)."""
