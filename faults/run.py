@@ -3,7 +3,7 @@
 Each cycle is a real ``gpuprov ci`` subprocess (so SIGINT, SIGTERM and SIGKILL are
 real signals) on the mock-runtime backend (``GPUPROV_PULUMI=mock``), whose mocks
 call the real Lambda dynamic providers against the Lambda API STAND-IN
-(:mod:`gpuprov.infra.lambda_cloud.standin`; Lambda itself cannot be reached here). The
+(:mod:`gpuprov.testing.lambda_api`; Lambda itself cannot be reached here). The
 stand-in's instances report the local sandbox host's address, so deploy, health
 checks and CMD really run over SSH on a box with its own sshd and Docker engine.
 The sandbox is the "GPU box", not the paid resource: each worker keeps one for
@@ -124,18 +124,19 @@ def make_worker(index: int, root: Path, api_key: str, hf_token: str) -> Worker:
     home = root / f"w{index}"
     home.mkdir(parents=True)
     os.environ["GPUPROV_HOME"] = str(home)  # LocalSandbox places itself under the state root
-    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
-    from gpuprov.infra.local.sandbox import LocalSandbox
+    from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+    from gpuprov.testing.lambda_api import LambdaStandIn
 
-    box = LocalSandbox(f"faultbox{index}", root=home)
-    host = box.create()
-    standin = LambdaStandIn(instance_ip=host.address, boot_seconds=0.2, terminate_seconds=0.1,
+    # The stand-in's instances ARE this box: it lets in each launch's key, as a Lambda host would.
+    box = LocalSandbox(f"faultbox{index}", root=home, login_user="ubuntu")
+    box.create()
+    standin = LambdaStandIn(box=box, boot_seconds=0.2, terminate_seconds=0.1,
                             terminated_linger_seconds=2.0, api_key=api_key).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "CLOUDSDK_"))}
     env.update({
         "GPUPROV_HOME": str(home), "GPUPROV_PULUMI": "mock", "LAMBDA_API_URL": standin.url,
         "LAMBDA_API_KEY": api_key, "HF_TOKEN": hf_token, "GPUPROV_LAMBDA_RATE_SCALE": "0.01",
-        "GPUPROV_STANDIN_SANDBOX": box.name, "GPUPROV_VERIFY_POLL_S": "0.05", "GPUPROV_VERIFY_TIMEOUT_S": "30",
+        "GPUPROV_VERIFY_POLL_S": "0.05", "GPUPROV_VERIFY_TIMEOUT_S": "30",
         "PYTHONUNBUFFERED": "1",
     })
     configs = {}

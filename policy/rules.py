@@ -17,8 +17,8 @@ from typing import Any
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 TAG_EXPIRES_AT = "gpuprov-expires-at"  # gpuprov.infra.tags.TAG_EXPIRES_AT
-ALLOW_PUBLIC_TAG = "gpuprov-allow-public"  # gpuprov.infra.aws.program.ALLOW_PUBLIC_TAG (value "true")
-ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"  # gpuprov.infra.gcp.program.ALLOW_PUBLIC_MARKER (in a description)
+ALLOW_PUBLIC_TAG = "gpuprov-allow-public"  # gpuprov.infra.clouds.aws.program.ALLOW_PUBLIC_TAG (value "true")
+ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"  # gpuprov.infra.clouds.gcp.program.ALLOW_PUBLIC_MARKER (in a description)
 SENSITIVE_PORTS = (8002, 8000, 3000, 8080)  # MONAI Label (no auth), vLLM, Open WebUI (host and container)
 PUBLIC = ("0.0.0.0/0", "::/0")
 

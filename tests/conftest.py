@@ -56,7 +56,7 @@ def sandbox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sandbox(sandbox_root: Path) -> Iterator:
     """One local sandbox host shared by the session's deploy tests; removed at the end, checked empty."""
     need_sandbox()
-    from gpuprov.infra.local.sandbox import LocalSandbox
+    from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 
     box = LocalSandbox(f"t-{uuid.uuid4().hex[:6]}", root=sandbox_root)
     box.create()

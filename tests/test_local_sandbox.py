@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from gpuprov.infra.local.sandbox import LocalSandbox
+from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 from tests.conftest import need_sandbox, run_cli
 
 

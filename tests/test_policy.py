@@ -12,9 +12,9 @@ import pytest
 from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
 
 from gpuprov.infra import tags
-from gpuprov.infra.aws import program as aws_program
+from gpuprov.infra.clouds.aws import program as aws_program
+from gpuprov.infra.clouds.gcp import program as gcp_program
 from gpuprov.infra.config import build_config
-from gpuprov.infra.gcp import program as gcp_program
 from gpuprov.infra.plan import plan
 from policy import rules
 

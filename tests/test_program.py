@@ -7,10 +7,11 @@ import json
 import pulumi
 import pytest
 
+from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 from gpuprov.infra.config import ConfigError, from_pulumi_config
 from gpuprov.infra.host import GpuHost
-from gpuprov.infra.local.sandbox import LocalSandbox
 from gpuprov.infra.mock_runtime import EngineMocks, run_program
+from gpuprov.infra.settings import Settings
 from gpuprov.infra.stacks import MockRuntimeBackend, pulumi_config_values
 from tests.conftest import need_sandbox
 
@@ -70,7 +71,7 @@ def test_local_program_on_the_mock_runtime_drives_the_real_dynamic_provider(gpup
     from gpuprov.infra.config import build_config
 
     cfg = build_config({"cloud": "local", "stack": "hybrid"})
-    backend = MockRuntimeBackend()
+    backend = MockRuntimeBackend(Settings.from_env())
     host = backend.up(cfg)
     box = LocalSandbox("hybrid")
     try:

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.deploy.proxy import DelayProxy  # noqa: E402
+from gpuprov.infra.clouds.local.sandbox import LocalSandbox  # noqa: E402
 from gpuprov.infra.config import StackConfig, load_config  # noqa: E402
 from gpuprov.infra.host import GpuHost  # noqa: E402
-from gpuprov.infra.local.sandbox import LocalSandbox  # noqa: E402
 from gpuprov.provisioning import deploy as deploy_module  # noqa: E402
 from gpuprov.provisioning.desired import desired_state  # noqa: E402
 from gpuprov.provisioning.secrets import stack_secrets  # noqa: E402

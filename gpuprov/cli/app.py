@@ -1,17 +1,29 @@
-"""The typer app every command registers on, and what commands share: options, config, output."""
+"""The typer app every command registers on, and what commands share: options, config, settings, output.
+
+Failures reach the user as one line on stderr with a documented exit code, never a
+traceback: gpuprov's own errors (:class:`GpuprovError`, each with its ``exit_code``),
+usage errors (2, with the command's usage line), Ctrl-C (130), and as a last resort
+anything unexpected (70, with the full report written to a 0600 file under the state root).
+"""
 
 from __future__ import annotations
 
 import sys
+import traceback
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 
-from gpuprov.infra.config import CLOUDS, ConfigError, StackConfig, load_config
+from gpuprov.infra.config import CLOUDS, StackConfig, load_config, or_list
 from gpuprov.infra.errors import GpuprovError
+from gpuprov.infra.settings import Settings
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug in gpuprov; the report says where the details are
 
 app = typer.Typer(
     name="gpuprov",
@@ -28,13 +40,19 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 CloudOpt = Annotated[
-    str | None, typer.Option("--cloud", help=f"Target: {', '.join(CLOUDS)} (overrides the config file).")
+    str | None, typer.Option("--cloud", help=f"Target: {or_list(CLOUDS)} (overrides the config file).")
 ]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML stack config (bare keys or a Pulumi.<stack>.yaml).")
 ]
 StackOpt = Annotated[str | None, typer.Option("--stack", "-s", help="Stack name (default: dev).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+@cache
+def settings() -> Settings:
+    """This run's settings, read once from the environment (the command line is an edge)."""
+    return Settings.from_env()
 
 
 def load(cloud: str | None, config: Path | None, stack: str | None, **overrides: Any) -> StackConfig:
@@ -51,25 +69,78 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def main() -> None:
-    """Console-script entry: user errors become one line on stderr and an exit code, never a traceback."""
-    from gpuprov.cli import commands  # noqa: F401  (registers every command on the app)
+def _error_line(message: str) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
+
+
+def _usage_error(exc: Exception) -> int:
+    """A usage error from whichever click typer runs on: one line, then the command's usage."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        err.print(ctx.get_help(), markup=False, highlight=False)  # a bare group: its help is the answer
+        return EXIT_USAGE
+    _error_line(message.replace("[", r"\["))
+    if ctx is not None:
+        err.print(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.", markup=False, highlight=False)
+    return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """Click's usage errors, whether typer brought its own copy of click or uses the installed one."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__) and hasattr(exc, "exit_code")
+
+
+def _is_click_abort(exc: BaseException) -> bool:
+    return any(cls.__name__ == "Abort" and cls.__module__.endswith("exceptions") for cls in type(exc).__mro__)
+
+
+def _internal_error(exc: BaseException) -> int:
+    """Last resort: one line, and the full report in a private file for a bug report."""
+    from datetime import datetime, timezone
+
+    from gpuprov.infra.paths import state_root
 
     try:
-        code = app(standalone_mode=False)
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/bold red] {e}")
-        sys.exit(e.exit_code)
-    except GpuprovError as e:
-        err.print(f"[bold red]error:[/bold red] {e}")
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("interrupted")
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        logs = state_root() / "logs"
+        logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        report = logs / f"error-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.log"
+        report.touch(mode=0o600)
+        report.write_text(f"gpuprov {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+        where = f"the full report is in {report}"
+    except OSError as write_err:
+        where = f"the report could not be written ({write_err})"
+    _error_line(f"gpuprov failed unexpectedly ({type(exc).__name__}: {exc}); {where}. This is a bug: please "
+                "report it with that file")
+    return EXIT_INTERNAL
+
+
+def run(command: Any, args: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Run a typer/click ``command`` and turn every failure into one line and an exit code."""
+    try:
+        code = command(args=args, prog_name=prog_name, standalone_mode=False)
+    except GpuprovError as exc:
+        _error_line(str(exc))
+        return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # noqa: BLE001  the last resort: classified below, never a traceback
+        if _is_click_abort(exc):
+            err.print("interrupted")
+            return EXIT_INTERRUPTED
+        if _is_click_error(exc):
+            return _usage_error(exc)
+        if type(exc).__name__ == "Exit" and hasattr(exc, "exit_code"):
+            return int(exc.exit_code)
+        return _internal_error(exc)
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Console-script entry."""
+    from gpuprov.cli import commands  # noqa: F401  (registers every command on the app)
+
+    sys.exit(run(app))

@@ -14,7 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,24 +27,28 @@ from pydantic import (
     model_validator,
 )
 
-from gpuprov.cost import catalog
 from gpuprov.infra.errors import GpuprovError
 
-Cloud = Literal["lambda", "aws", "gcp", "existing", "local"]
-CLOUDS: tuple[str, ...] = ("lambda", "aws", "gcp", "existing", "local")
+if TYPE_CHECKING:
+    from gpuprov.infra.clouds.base import CloudDriver
+
+from gpuprov.infra import clouds as _clouds
+
+CLOUDS: tuple[str, ...] = _clouds.names()
 StackName = Literal["vllm_cxr", "monai_label"]
 STACKS: tuple[str, ...] = ("vllm_cxr", "monai_label")
 
-# Lambda adds instance types often; any name of its scheme is accepted and the
-# API is the judge. AWS and GCP types must be in the catalog (it prices them).
-_LAMBDA_TYPE = re.compile(r"^gpu_[0-9]+x_[a-z0-9_]+$")
 _SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
 _HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
-_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
-_GCP_IMAGE = re.compile(r"^(family/[a-z][a-z0-9-]{0,62}|(https://[a-z.]+/compute/v1/)?projects/[^/\s]+/global/images/[^/\s]+)$")
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 SERVICE_PORTS = {"vllm": 8000, "open_webui": 3000, "monai_label": 8002}
+
+
+def or_list(items: tuple[str, ...] | list[str]) -> str:
+    """``a, b or c``: a choice as a message says it."""
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 class ConfigError(GpuprovError, ValueError):
@@ -71,7 +75,7 @@ class StackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stack: str = Field("dev", description="Stack name: lower-case letters, digits and dashes.")
-    cloud: Cloud = Field("local", description="Where the GPU host comes from: lambda, aws, gcp, existing or local.")
+    cloud: str = Field("local", description=f"Where the GPU host comes from: {or_list(CLOUDS)}.")
     region: str | None = Field(None, description="Cloud region; the cloud's default when unset (Lambda: any with capacity).")
     zone: str | None = Field(None, description="Zone (GCP); the region's default zone when unset.")
     instance_type: str | None = Field(None, description="Instance type; the cloud's default when unset.")
@@ -107,6 +111,13 @@ class StackConfig(BaseModel):
     def _stack(cls, v: str) -> str:
         if not _STACK_NAME.match(v):
             raise ConfigError("stack", v, "use 1-40 lower-case letters, digits or dashes, starting with a letter or digit")
+        return v
+
+    @field_validator("cloud")
+    @classmethod
+    def _cloud(cls, v: str) -> str:
+        if v not in CLOUDS:
+            raise ConfigError("cloud", v, f"expected one of: {or_list(CLOUDS)}")
         return v
 
     @field_validator("allowed_cidrs", mode="before")
@@ -201,61 +212,52 @@ class StackConfig(BaseModel):
                 "opening ports to the whole internet needs allow_public: true; list your own ranges instead "
                 "(MONAI Label has no authentication)",
             )
-        if self.instance_type is not None and self.cloud in catalog.CLOUDS_WITH_CATALOG:
-            offered = self.instance_type_offered()
-            if not offered:
-                known = ", ".join(o.type for o in catalog.offers(self.cloud))
-                extra = " or any gpu_<N>x_<model> name Lambda lists" if self.cloud == "lambda" else ""
-                raise ConfigError("instance_type", self.instance_type, f"{self.cloud} offers: {known}{extra}")
-        if self.cloud == "existing":
-            if self.host is None:
-                raise ConfigError("host", None, "cloud 'existing' needs host: user@address[:port]")
-            if self.ssh_private_key_path is None:
-                raise ConfigError("ssh_private_key_path", None, "cloud 'existing' needs the path of a private key it accepts")
+        driver = self._driver
+        if self.instance_type is not None:
+            allowed = driver.instance_type_allowed(self.instance_type)
+            if allowed is not None:
+                raise ConfigError("instance_type", self.instance_type, allowed)
         if self.host is not None:
             m = _HOST.match(self.host)
             if not m or not 1 <= int(m["port"] or 22) <= 65535:
                 raise ConfigError("host", self.host, "expected user@address[:port], such as ubuntu@192.0.2.10:22")
         if self.image is not None:
-            patterns = {"aws": (_AMI, "an AMI id such as ami-0123456789abcdef0"),
-                        "gcp": (_GCP_IMAGE, "an image link (projects/P/global/images/NAME) or family/NAME")}
-            if self.cloud not in patterns:
-                raise ConfigError("image", self.image, f"image applies to aws and gcp, not to {self.cloud}")
-            pattern, allowed = patterns[self.cloud]
+            if driver.image_grammar is None:
+                where = [n for n in CLOUDS if _clouds.driver_class(n).image_grammar is not None]
+                raise ConfigError("image", self.image, f"image applies to {or_list(where).replace(' or ', ' and ')}, "
+                                                       f"not to {self.cloud}")
+            pattern, allowed = driver.image_grammar
             if not pattern.match(self.image):
                 raise ConfigError("image", self.image, f"expected {allowed}")
-        if self.spot and self.cloud not in ("aws", "gcp"):
-            raise ConfigError("spot", True, f"spot capacity exists on aws and gcp only, not on {self.cloud}")
+        if self.spot and not driver.supports_spot:
+            where = [n for n in CLOUDS if _clouds.driver_class(n).supports_spot]
+            raise ConfigError("spot", True, f"spot capacity exists on {or_list(where).replace(' or ', ' and ')} only, "
+                                            f"not on {self.cloud}")
+        driver.check_config(self)
         return self
 
-    def instance_type_offered(self) -> bool:
-        assert self.instance_type is not None
-        if catalog.find_offer(self.cloud, self.instance_type):
-            return True
-        return self.cloud == "lambda" and bool(_LAMBDA_TYPE.match(self.instance_type))
+    @property
+    def _driver(self) -> CloudDriver:
+        """The stack's cloud driver, for what the config itself needs (rules, defaults). Code that calls
+        the cloud gets its driver from the registry with the edge's settings."""
+        from gpuprov.infra.settings import Settings
+
+        return _clouds.driver_class(self.cloud)(Settings())
 
     # --- derived values -------------------------------------------------------------
 
     @property
     def resolved_instance_type(self) -> str | None:
         """The instance type to launch: the configured one or the cloud's default."""
-        if self.instance_type or self.cloud not in catalog.CLOUDS_WITH_CATALOG:
-            return self.instance_type
-        return catalog.defaults(self.cloud).instance_type
+        return self.instance_type or self._driver.default_instance_type()
 
     @property
     def resolved_region(self) -> str | None:
-        if self.region or self.cloud not in catalog.CLOUDS_WITH_CATALOG:
-            return self.region
-        return catalog.defaults(self.cloud).region
+        return self.region or self._driver.default_region()
 
     @property
     def resolved_zone(self) -> str | None:
-        if self.zone or self.cloud != "gcp":
-            return self.zone
-        region = self.resolved_region
-        default = catalog.defaults("gcp")
-        return default.zone if region == default.region else f"{region}-a"
+        return self.zone or self._driver.default_zone(self.resolved_region)
 
     @property
     def existing_host(self) -> ExistingHost | None:

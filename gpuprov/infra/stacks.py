@@ -1,11 +1,13 @@
-"""The one small interface the command line uses to reach a stack: up, destroy, outputs.
+"""The one small interface every command uses to reach a stack: up, destroy, outputs, the running host.
 
-- :class:`LocalBackend` and :class:`ExistingBackend` need no cloud and no Pulumi.
+Each cloud's driver picks its backend (:meth:`CloudDriver.backend`). Clouds with paid
+resources keep their state in Pulumi:
 - :class:`AutomationBackend` runs the Pulumi program through the Automation API
   (the Pulumi CLI), with a local file state backend and passphrase secrets.
 - :class:`MockRuntimeBackend` runs the same program on Pulumi's mock runtime,
   with the mocks calling the real dynamic providers (against stand-ins in tests);
-  it serves ``plan`` and whole-flow tests where the Pulumi CLI cannot run.
+  it serves whole-flow tests where the Pulumi CLI cannot run.
+The local sandbox and existing machines have backends of their own, in their folders.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from gpuprov.infra import records
@@ -21,8 +24,13 @@ from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError, PulumiCliMissing
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.paths import REPO_ROOT, state_root
+from gpuprov.infra.settings import Settings
 
 Progress = Callable[[str], None]
+
+
+class StackNotUp(GpuprovError):
+    """A command needs the stack's host and there is none running."""
 
 
 class StackBackend(Protocol):
@@ -34,55 +42,31 @@ class StackBackend(Protocol):
 
     def outputs(self, config: StackConfig) -> GpuHost | None: ...
 
+    def running_host(self, config: StackConfig) -> GpuHost:
+        """The stack's host, ready to be reached, or :class:`StackNotUp` saying how to get one."""
+        ...
+
 
 def _quiet(_msg: str) -> None:
     return None
 
 
-class LocalBackend:
-    """``cloud: local``: the local sandbox host, straight from :mod:`gpuprov.infra.local.sandbox`."""
-
-    def __init__(self, progress: Progress | None = None):
-        self.progress = progress or _quiet
-
-    def _sandbox(self, config: StackConfig):  # type: ignore[no-untyped-def]
-        from gpuprov.infra.local.sandbox import LocalSandbox
-
-        return LocalSandbox(config.stack, progress=self.progress)
-
-    def up(self, config: StackConfig) -> GpuHost:
-        host = self._sandbox(config).create(max_lifetime_hours=config.max_lifetime_hours)
-        records.save(config.stack, "local", host)
-        return host
-
-    def destroy(self, config: StackConfig) -> None:
-        self._sandbox(config).destroy()
-        records.forget(config.stack)
-
-    def outputs(self, config: StackConfig) -> GpuHost | None:
-        return self._sandbox(config).host()
+def mock_state_path(stack: str) -> Path:
+    """Where the mock-runtime backend keeps a stack's state (resource ids, outputs, providers)."""
+    return state_root() / "mock-state" / f"{stack}.json"
 
 
-class ExistingBackend:
-    """``cloud: existing``: nothing to create or remove; the record only remembers the host."""
+def has_local_state(stack: str) -> bool:
+    """Whether this machine keeps a record or saved Pulumi state of the stack."""
+    return records.load(stack) is not None or mock_state_path(stack).exists()
 
-    def __init__(self, progress: Progress | None = None):
-        self.progress = progress or _quiet
 
-    def up(self, config: StackConfig) -> GpuHost:
-        from gpuprov.infra.existing import existing_host
-
-        host = existing_host(config)
-        records.save(config.stack, "existing", host)
-        return host
-
-    def destroy(self, config: StackConfig) -> None:
-        self.progress(f"existing host {config.host}: nothing to remove (gpuprov did not create it)")
-        records.forget(config.stack)
-
-    def outputs(self, config: StackConfig) -> GpuHost | None:
-        record = records.load(config.stack)
-        return record.host if record else None
+def recorded_host(config: StackConfig) -> GpuHost:
+    """The host the stack's record on this machine names, or :class:`StackNotUp`."""
+    record = records.load(config.stack)
+    if record is None:
+        raise StackNotUp(f"stack '{config.stack}' has no host; bring one up first: gpuprov up --stack {config.stack}")
+    return record.host
 
 
 def pulumi_config_values(config: StackConfig) -> dict[str, tuple[str, bool]]:
@@ -105,7 +89,8 @@ def pulumi_config_values(config: StackConfig) -> dict[str, tuple[str, bool]]:
 class AutomationBackend:
     """Lambda, AWS and GCP for users: the real Pulumi engine through the Automation API."""
 
-    def __init__(self, progress: Progress | None = None):
+    def __init__(self, settings: Settings, progress: Progress | None = None):
+        self.settings = settings
         self.progress = progress or _quiet
 
     def _env(self) -> dict[str, str]:
@@ -146,12 +131,15 @@ class AutomationBackend:
 
         stack = self._stack(config)
         stack.destroy(on_output=self.progress)
-        verify_destroyed(config, progress=self.progress)  # the cloud, asked again, must list nothing
+        verify_destroyed(config, self.settings, progress=self.progress)  # the cloud, asked again, must list nothing
         records.forget(config.stack)
 
     def outputs(self, config: StackConfig) -> GpuHost | None:
         out = self._stack(config).outputs().get("host")
         return GpuHost.model_validate(out.value) if out else None
+
+    def running_host(self, config: StackConfig) -> GpuHost:
+        return recorded_host(config)
 
 
 class MockRuntimeBackend:
@@ -161,14 +149,15 @@ class MockRuntimeBackend:
     what tests and the fault suite use to run whole flows without the Pulumi CLI.
     """
 
-    def __init__(self, progress: Progress | None = None, calls: dict[str, Any] | None = None):
+    def __init__(self, settings: Settings, progress: Progress | None = None, calls: dict[str, Any] | None = None):
+        self.settings = settings
         self.progress = progress or _quiet
         self.calls = calls
 
     def _state(self, config: StackConfig):  # type: ignore[no-untyped-def]
         from gpuprov.infra.mock_runtime import MockStateFile
 
-        return MockStateFile(state_root() / "mock-state" / f"{config.stack}.json")
+        return MockStateFile(mock_state_path(config.stack))
 
     def up(self, config: StackConfig) -> GpuHost:
         import gpuprov.infra
@@ -207,43 +196,31 @@ class MockRuntimeBackend:
         state.remove()
         from gpuprov.infra.verify import verify_destroyed
 
-        verify_destroyed(config, progress=self.progress)  # the cloud, asked again, must list nothing
+        verify_destroyed(config, self.settings, progress=self.progress)  # the cloud, asked again, must list nothing
         records.forget(config.stack)
 
     def outputs(self, config: StackConfig) -> GpuHost | None:
         out = self._state(config).outputs()
         return GpuHost.model_validate(out["host"]) if out and out.get("host") else None
 
-
-class StackNotUp(GpuprovError):
-    """A command needs the stack's host and there is none running."""
-
-
-def running_host(config: StackConfig) -> GpuHost:
-    """The stack's running host, from its record (and, for the sandbox, its live state), or StackNotUp."""
-    record = records.load(config.stack)
-    if record is None:
-        raise StackNotUp(f"stack '{config.stack}' has no host; bring one up first: gpuprov up --stack {config.stack}")
-    if record.cloud != "local":
-        return record.host
-    from gpuprov.infra.local.sandbox import LocalSandbox
-
-    running = LocalSandbox(config.stack).host()
-    if running is None:
-        raise StackNotUp(f"the local sandbox host of stack '{config.stack}' is not running; "
-                         "`gpuprov up --cloud local` starts it")
-    return running
+    def running_host(self, config: StackConfig) -> GpuHost:
+        return recorded_host(config)
 
 
-def backend_for(config: StackConfig, progress: Progress | None = None) -> StackBackend:
-    """The backend for ``config.cloud``. ``GPUPROV_PULUMI=mock`` picks the mock runtime for clouds."""
-    if config.cloud == "local":
-        return LocalBackend(progress)
-    if config.cloud == "existing":
-        return ExistingBackend(progress)
-    mode = os.environ.get("GPUPROV_PULUMI", "automation")
-    if mode == "mock":
-        return MockRuntimeBackend(progress)
-    if mode != "automation":
-        raise GpuprovError(f"GPUPROV_PULUMI={mode!r} is not understood; use 'automation' (default) or 'mock'")
-    return AutomationBackend(progress)
+def pulumi_backend(settings: Settings, progress: Progress | None = None) -> StackBackend:
+    """The Pulumi engine the settings name: the CLI through the Automation API, or the mock runtime."""
+    if settings.pulumi == "mock":
+        return MockRuntimeBackend(settings, progress)
+    return AutomationBackend(settings, progress)
+
+
+def backend_for(config: StackConfig, progress: Progress | None = None, settings: Settings | None = None) -> StackBackend:
+    """The backend of ``config``'s cloud (its driver decides)."""
+    from gpuprov.infra.clouds import driver_for
+
+    return driver_for(config.cloud, settings).backend(progress)
+
+
+def running_host(config: StackConfig, settings: Settings | None = None) -> GpuHost:
+    """The stack's running host, or :class:`StackNotUp` saying how to bring one up."""
+    return backend_for(config, settings=settings).running_host(config)

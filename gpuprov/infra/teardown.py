@@ -1,44 +1,55 @@
-"""Removing a stack: the one path ``down``, ``ci`` and a re-run after a crash all take."""
+"""Removing a stack: the one path ``down``, ``ci``, the reaper and a re-run after a crash all take."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from gpuprov.infra import records
+from gpuprov.infra.clouds import driver_for
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
-from gpuprov.infra.stacks import StackBackend
+from gpuprov.infra.settings import Settings
 
 
-def teardown(config: StackConfig, backend: StackBackend, progress: Callable[[str], None]) -> None:
-    """The stack's own destroy (verified), then a tag sweep for anything no state recorded, verified again.
+class TeardownFailed(GpuprovError):
+    """The stack's resources could not all be removed; they may still bill. Says which and what to do."""
+
+    exit_code = 5
+
+
+def teardown(config: StackConfig, progress: Callable[[str], None], settings: Settings | None = None) -> None:
+    """The stack's own destroy (verified), then a sweep by tag for anything no state recorded, verified again.
 
     Once the cloud lists nothing of the stack, what this machine kept about its host goes too:
     the stack record, the pinned SSH host key (or the next host of this stack would look like an
-    attack) and the generated service secrets (they guarded a host that no longer exists).
+    attack), the generated service secrets (they guarded a host that no longer exists) and the
+    stack's own SSH key pair.
     """
     from gpuprov.infra.reaper import reap
     from gpuprov.infra.verify import LeftoverResources, verify_destroyed
 
+    settings = settings or Settings.from_env()
+    driver = driver_for(config.cloud, settings)
     try:
-        backend.destroy(config)
+        driver.backend(progress).destroy(config)
     except LeftoverResources as err:
-        if config.cloud not in ("lambda", "aws", "gcp"):
+        if not driver.creates_cloud_resources:
             raise
         progress(f"{len(err.leftovers)} resource(s) of the stack were in no saved state; removing them by tag")
-        report = reap([config.cloud], only_stack=config.stack, progress=progress,
-                      aws_regions=[str(config.resolved_region)] if config.cloud == "aws" else None)
+        report = reap([config.cloud], only_stack=config.stack, progress=progress, settings=settings, config=config)
         if report.errors:
-            raise GpuprovError("; ".join(report.errors)) from None
-        verify_destroyed(config, progress=progress)
+            raise TeardownFailed(f"stack '{config.stack}': " + "; ".join(report.errors)) from None
+        verify_destroyed(config, settings, progress=progress)
         records.forget(config.stack)
     forget_host(config.stack)
 
 
 def forget_host(stack: str) -> None:
-    """Drop the operator-side traces of a stack's removed host: pinned host key and service secrets."""
+    """Drop the operator-side traces of a stack's removed host: pinned host key, service secrets, key pair."""
+    from gpuprov.infra.keys import forget_keypair
     from gpuprov.provisioning import secrets
     from gpuprov.provisioning.ssh import known_hosts_path
 
     known_hosts_path(stack).unlink(missing_ok=True)
     secrets.forget(stack)
+    forget_keypair(stack)

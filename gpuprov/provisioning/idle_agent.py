@@ -75,7 +75,7 @@ def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str | No
         "postpone_file": f"{root}/run/gpuprov/postpone",
     }
     if config.cloud == "lambda":
-        # The API the operator's own client uses (LAMBDA_API_URL, as in gpuprov.infra.lambda_cloud.client).
+        # The API the operator's own client uses (LAMBDA_API_URL, as in gpuprov.infra.clouds.lambda_cloud.client).
         cfg["lambda_api_url"] = lambda_api_url or os.environ.get("LAMBDA_API_URL") or LAMBDA_API_URL
     cfg.update(overrides)
     return cfg

@@ -72,7 +72,7 @@ def target_for(config: StackConfig, host: GpuHost, key_path: Path | None = None)
     files go under the sandbox's own directory instead of /opt."""
     root = "/opt/gpuprov"
     if host.cloud == "local":
-        from gpuprov.infra.local.sandbox import LocalSandbox
+        from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 
         root = str(LocalSandbox(config.stack).dir / "host" / "opt" / "gpuprov")
     return Target(config, host, key_path or keys.private_key_path(config), root)

@@ -6,13 +6,15 @@ from typing import Any
 
 import pytest
 
-from gpuprov.infra.aws import program
-from gpuprov.infra.aws.sdk import DLAMI_SSM_PARAMETER
+from gpuprov.infra.clouds.aws import program
+from gpuprov.infra.clouds.aws.sdk import DLAMI_SSM_PARAMETER
 from gpuprov.infra.config import build_config
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.mock_runtime import EngineMocks, run_program
-from gpuprov.infra.plan import PLACEHOLDER_CALLS, placeholder_outputs
+from gpuprov.infra.plan import placeholders
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_OWNER, TAG_STACK
+
+PLACEHOLDER_CALLS, placeholder_outputs = placeholders("aws")
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from gpuprov.infra.aws import sdk
+from gpuprov.infra.clouds.aws import sdk
 from gpuprov.infra.tags import TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
 REGION = "us-east-1"

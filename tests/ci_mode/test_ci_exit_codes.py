@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from gpuprov.cli.commands.ci import EXIT_INFRA, EXIT_TIMEOUT, CiSignal, CiSummary, CiTimeout, _record
+from gpuprov.ci.signals import CiSignal, CiTimeout
+from gpuprov.ci.summary import EXIT_INFRA, EXIT_TIMEOUT, CiSummary
+from gpuprov.ci.summary import record as _record
 from gpuprov.infra.errors import GpuprovError
 
 

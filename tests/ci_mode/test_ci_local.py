@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from gpuprov.infra import records
-from gpuprov.infra.local.sandbox import LocalSandbox
-from gpuprov.infra.reaper import CiLease
+from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+from gpuprov.infra.lease import CiLease
 from tests.conftest import need_sandbox, run_cli
 
 

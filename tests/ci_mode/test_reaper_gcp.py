@@ -9,7 +9,7 @@ import pytest
 from gpuprov.infra.host import utcnow
 from gpuprov.infra.reaper import reap
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
-from tests.gcp.compute_standin import ComputeStandIn
+from gpuprov.testing.compute_api import ComputeStandIn
 from tests.gcp.conftest import compute  # noqa: F401  (the shared stand-in fixture)
 
 PROJECT = "gpuprov-test"
@@ -38,7 +38,7 @@ def test_reap_deletes_the_expired_instance_and_its_firewall_rule(compute: Comput
     assert report.ok, report.errors
     assert sorted((f.item.kind, f.item.id, f.reason) for f in report.removed) == [
         ("firewall", "gpuprov-old-ssh", "expired-with-instance"), ("instance", "gpuprov-old", "expired")]
-    from gpuprov.infra.gcp import sdk
+    from gpuprov.infra.clouds.gcp import sdk
 
-    assert [i.name for i in sdk.find_labelled_instances(PROJECT)] == ["gpuprov-live"]
-    assert [f.name for f in sdk.find_gpuprov_firewalls(PROJECT)] == ["gpuprov-live-ssh"]
+    assert [i.name for i in sdk.ComputeApi(compute.url).find_labelled_instances(PROJECT)] == ["gpuprov-live"]
+    assert [f.name for f in sdk.ComputeApi(compute.url).find_gpuprov_firewalls(PROJECT)] == ["gpuprov-live-ssh"]

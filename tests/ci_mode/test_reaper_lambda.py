@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from gpuprov.infra import records
+from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
 from gpuprov.infra.config import load_config
 from gpuprov.infra.host import GpuHost, utcnow
-from gpuprov.infra.lambda_cloud.client import LambdaCloud
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
 from gpuprov.infra.reaper import reap
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 from gpuprov.infra.verify import LeftoverResources, verify_destroyed
+from gpuprov.testing.lambda_api import LambdaStandIn
 from tests.conftest import need_sandbox, run_cli
 
 KEY = "standin-reaper-key"
@@ -61,7 +61,7 @@ def live_names(standin: LambdaStandIn) -> dict[str, list[str]]:
 
 def test_reap_removes_expired_and_orphaned_and_keeps_the_rest(standin: LambdaStandIn):
     api = LambdaCloud()
-    from gpuprov.infra.lambda_cloud.client import FirewallRule
+    from gpuprov.infra.clouds.lambda_cloud.client import FirewallRule
 
     rs = api.create_firewall_ruleset("gpuprov-old", "us-east-1",
                                      [FirewallRule(protocol="tcp", source_network="203.0.113.0/24", port_range=(22, 22))])
@@ -127,15 +127,14 @@ def test_ci_on_lambda_without_capacity_fails_clearly_and_leaves_nothing(standin:
 
 def test_ci_on_lambda_runs_the_command_on_the_instance(standin: LambdaStandIn, gpuprov_home: Path):
     need_sandbox()
-    from gpuprov.infra.local.sandbox import LocalSandbox
+    from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 
-    box = LocalSandbox("lambdabox", root=gpuprov_home)
+    box = LocalSandbox("lambdabox", root=gpuprov_home, login_user="ubuntu")
     host = box.create()
     try:
-        standin.instance_ip = host.address
+        standin.attach(box)
         result = run_cli("ci", "--cloud", "lambda", "--stack", "onbox", "--no-deploy", "--json",
-                         "--", "sh", "-c", "echo on the box; exit 4",
-                         env={"GPUPROV_PULUMI": "mock", "GPUPROV_STANDIN_SANDBOX": "lambdabox"})
+                         "--", "sh", "-c", "echo on the box; exit 4", env={"GPUPROV_PULUMI": "mock"})
     finally:
         box.destroy()
     assert result.returncode == 4, result.stderr

@@ -11,7 +11,8 @@ import pytest
 
 from gpuprov.infra import records
 from gpuprov.infra.host import GpuHost, utcnow
-from gpuprov.infra.reaper import CiLease, reason_for, stack_known_here
+from gpuprov.infra.lease import CiLease
+from gpuprov.infra.reaper import reason_for, stack_known_here
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT
 
 NOW = utcnow()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cost.billing_standin import BillingCatalogStandIn
+from gpuprov.testing.billing_api import BillingCatalogStandIn
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from gpuprov.cost.spend import budget_state, spend_so_far
 from gpuprov.infra import records
 from gpuprov.infra.host import GpuHost, utcnow
+from gpuprov.testing.billing_api import BillingCatalogStandIn
 from tests.conftest import run_cli
-from tests.cost.billing_standin import BillingCatalogStandIn
 
 CLEAN_ENV = {"LAMBDA_API_KEY": "", "AWS_ACCESS_KEY_ID": "", "AWS_PROFILE": "", "GPUPROV_GCP_BILLING_API_KEY": ""}
 
@@ -28,7 +28,8 @@ def test_spend_so_far_counts_from_launch() -> None:
     _record("demo", "lambda", 0.75, 2.0)
     rec = records.load("demo")
     assert rec is not None
-    s = spend_so_far(rec, budget_usd=1.6)
+    s = spend_so_far(rec.stack, rec.cloud, rec.host.instance_type, rec.host.usd_hour, rec.host.launched_at or rec.created_at,
+                     budget_usd=1.6)
     assert s.usd == pytest.approx(1.50, abs=0.01) and s.budget_state == "warn"
     assert budget_state(2.0, 1.6) == "over" and budget_state(0.1, 1.6) == "ok" and budget_state(5, None) == "none"
 
@@ -46,7 +47,7 @@ def test_cost_json_catalog_when_nothing_is_reachable() -> None:
 
 
 def test_cost_table_uses_live_prices_from_the_standins(billing: BillingCatalogStandIn) -> None:
-    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+    from gpuprov.testing.lambda_api import LambdaStandIn
 
     _record("demo", "lambda", 0.75, 1.0)
     with LambdaStandIn(api_key="k") as api:

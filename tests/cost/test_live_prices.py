@@ -10,8 +10,14 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from gpuprov.cost import catalog, live
-from tests.cost.billing_standin import BillingCatalogStandIn
+from gpuprov.cost import catalog
+from gpuprov.infra.clouds.aws import prices as aws_prices
+from gpuprov.infra.clouds.aws.driver import AwsDriver
+from gpuprov.infra.clouds.gcp import prices as gcp_prices
+from gpuprov.infra.clouds.lambda_cloud.driver import LambdaDriver
+from gpuprov.infra.prices import all_offers
+from gpuprov.infra.settings import Settings
+from gpuprov.testing.billing_api import BillingCatalogStandIn
 
 
 def aws_product(instance_type: str, usd: str, region: str = "us-east-1") -> str:
@@ -51,8 +57,8 @@ def test_aws_prices_come_from_the_pricing_api(pricing: Any) -> None:
         for offer in catalog.offers("aws"):
             stub.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": [aws_product(
                 offer.type, live_prices[offer.type])]}, {"ServiceCode": "AmazonEC2", "MaxResults": 10,
-                                                         "Filters": live._aws_filters(offer.type, "us-east-1")})
-        offers = live.aws_offers("us-east-1", client=pricing)
+                                                         "Filters": aws_prices._aws_filters(offer.type, "us-east-1")})
+        offers = aws_prices.aws_offers("us-east-1", client=pricing)
         stub.assert_no_pending_responses()
     g5 = next(o for o in offers if o.type == "g5.xlarge")
     assert (g5.usd_hour, g5.live, g5.source) == (1.1, True, "AWS Pricing API, us-east-1")
@@ -63,19 +69,19 @@ def test_aws_falls_back_to_the_catalog_and_says_why(pricing: Any) -> None:
     with Stubber(pricing) as stub:
         for _ in catalog.offers("aws"):
             stub.add_client_error("get_products", "AccessDeniedException", "not authorized to perform pricing:GetProducts")
-        offers = live.aws_offers("us-east-1", client=pricing)
+        offers = aws_prices.aws_offers("us-east-1", client=pricing)
     assert all(not o.live and o.source.startswith("catalog:") for o in offers)
     assert "pricing:GetProducts" in (offers[0].note or "")
     assert offers[0].as_of == catalog.offers("aws")[0].as_of  # the catalog's own date, not today
 
 
 def test_no_aws_credentials_means_catalog_without_asking() -> None:
-    offers = live.aws_offers()
+    offers = AwsDriver(Settings()).live_offers()
     assert {o.live for o in offers} == {False} and offers[0].note == "no AWS credentials in the environment"
 
 
 def test_gcp_prices_come_from_the_billing_catalog(billing: BillingCatalogStandIn) -> None:
-    offers = live.gcp_offers("us-central1", api_key=billing.api_key, base_url=billing.url)
+    offers = gcp_prices.gcp_offers("us-central1", api_key=billing.api_key, base_url=billing.url)
     n1 = next(o for o in offers if o.type == "n1-standard-4")
     # 4 vCPU x 0.031611 + 15 GiB x 0.004237 + 1 T4 x 0.35, on-demand (the spot SKUs are not mixed in)
     assert n1.live and n1.usd_hour == pytest.approx(4 * 0.031611 + 15 * 0.004237 + 0.35, abs=1e-6)
@@ -86,26 +92,26 @@ def test_gcp_prices_come_from_the_billing_catalog(billing: BillingCatalogStandIn
 
 
 def test_gcp_region_without_skus_falls_back_per_offer(billing: BillingCatalogStandIn) -> None:
-    offers = live.gcp_offers("europe-west4", api_key=billing.api_key, base_url=billing.url)
+    offers = gcp_prices.gcp_offers("europe-west4", api_key=billing.api_key, base_url=billing.url)
     assert all(not o.live for o in offers) and "europe-west4" in (offers[0].note or "")
 
 
 def test_gcp_unreachable_or_refused_falls_back(billing: BillingCatalogStandIn) -> None:
-    refused = live.gcp_offers(api_key="wrong", base_url=billing.url)
+    refused = gcp_prices.gcp_offers(api_key="wrong", base_url=billing.url)
     assert not refused[0].live and "403" in (refused[0].note or "")
     billing.stop()
-    gone = live.gcp_offers(api_key=billing.api_key, base_url="http://127.0.0.1:9")
+    gone = gcp_prices.gcp_offers(api_key=billing.api_key, base_url="http://127.0.0.1:9")
     assert not gone[0].live and "ConnectionError" in (gone[0].note or "")
 
 
 def test_lambda_prices_come_from_the_lambda_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+    from gpuprov.testing.lambda_api import LambdaStandIn
 
     with LambdaStandIn(api_key="price-key") as api:
         api.set_type("gpu_1x_a10", "1x A10 (24 GB PCIe)", "A10 (24 GB PCIe)", 86, 30, 200, 1400, 1, ["us-east-1"])
         monkeypatch.setenv("LAMBDA_API_URL", api.url)
         monkeypatch.setenv("LAMBDA_API_KEY", "price-key")
-        offers = live.lambda_offers()
+        offers = LambdaDriver(Settings.from_env()).live_offers()
     a10 = next(o for o in offers if o.type == "gpu_1x_a10")
     assert (a10.usd_hour, a10.live, a10.gpu) == (0.86, True, "A10")  # the API's price, not the catalog's 0.75
     assert {o.type for o in offers} >= {"gpu_1x_a6000", "gpu_1x_h100_pcie"}
@@ -115,12 +121,12 @@ def test_lambda_unreachable_falls_back_to_the_catalog(monkeypatch: pytest.Monkey
     monkeypatch.setenv("LAMBDA_API_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("LAMBDA_API_KEY", "k")
     monkeypatch.setenv("GPUPROV_LAMBDA_RATE_SCALE", "0.01")
-    offers = live.lambda_offers()
+    offers = LambdaDriver(Settings.from_env()).live_offers()
     assert offers and all(not o.live for o in offers) and "Lambda API" in (offers[0].note or "")
     assert offers[0].as_of == "2025-10"  # says how old the fallback price is
 
 
 def test_all_offers_cheapest_first_offline() -> None:
-    offers = live.all_offers(offline=True)
+    offers = all_offers(Settings(), offline=True)
     assert [o.usd_hour for o in offers] == sorted(o.usd_hour for o in offers)
     assert {o.cloud for o in offers} == {"lambda", "aws", "gcp"}

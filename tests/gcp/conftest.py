@@ -6,15 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from gpuprov.infra.gcp import sdk
-from tests.gcp.compute_standin import ComputeStandIn
+from gpuprov.testing.compute_api import ComputeStandIn
 
 
 @pytest.fixture
 def compute(monkeypatch: pytest.MonkeyPatch) -> Iterator[ComputeStandIn]:
     standin = ComputeStandIn()
     url = standin.start()
-    monkeypatch.setenv(sdk.ENDPOINT_ENV, url)
+    monkeypatch.setenv("GPUPROV_GCP_API_ENDPOINT", url)  # the setting the GCP driver reads
     for key in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"):
         monkeypatch.delenv(key, raising=False)
     try:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuprov.infra.clouds.gcp import program
+from gpuprov.infra.clouds.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT
 from gpuprov.infra.config import build_config
-from gpuprov.infra.gcp import program
-from gpuprov.infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.mock_runtime import EngineMocks, run_program
-from gpuprov.infra.plan import PLACEHOLDER_CALLS, placeholder_outputs
+from gpuprov.infra.plan import placeholders
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
+
+PLACEHOLDER_CALLS, placeholder_outputs = placeholders("gcp")
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
 FIREWALL = "gcp:compute/firewall:Firewall"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprov.infra.gcp import sdk
+from gpuprov.infra.clouds.gcp import sdk
 from gpuprov.infra.tags import TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
 PROJECT, ZONE = "my-project", "us-central1-a"
@@ -18,25 +18,25 @@ def test_image_family_resolves_to_the_current_image(compute):
     link = f"https://www.googleapis.com/compute/v1/projects/{sdk.DLVM_PROJECT}/global/images/dlvm-20261101"
     compute.images[(sdk.DLVM_PROJECT, sdk.DLVM_FAMILY)] = {"kind": "compute#image", "name": "dlvm-20261101",
                                                           "family": sdk.DLVM_FAMILY, "selfLink": link}
-    assert sdk.resolve_image() == link
+    assert sdk.ComputeApi(compute.url).resolve_image() == link
     assert ("GET", f"/compute/v1/projects/{sdk.DLVM_PROJECT}/global/images/family/{sdk.DLVM_FAMILY}") in compute.requests
 
 
 def test_gone_image_family_says_how_to_find_a_current_one(compute):
     with pytest.raises(sdk.ImageNotFound, match="common-cu121-debian-11.*gcloud compute images list"):
-        sdk.resolve_image("common-cu121-debian-11")
+        sdk.ComputeApi(compute.url).resolve_image("common-cu121-debian-11")
 
 
 def test_machine_and_gpu_offer_checks(compute):
     compute.machine_types.add((ZONE, "n1-standard-4"))
     compute.accelerators.add((ZONE, "nvidia-tesla-t4"))
-    assert sdk.machine_type_offered(PROJECT, ZONE, "n1-standard-4")
-    assert not sdk.machine_type_offered(PROJECT, ZONE, "g2-standard-4")
-    sdk.check_machine_offered(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4")
+    assert sdk.ComputeApi(compute.url).machine_type_offered(PROJECT, ZONE, "n1-standard-4")
+    assert not sdk.ComputeApi(compute.url).machine_type_offered(PROJECT, ZONE, "g2-standard-4")
+    sdk.ComputeApi(compute.url).check_machine_offered(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4")
     with pytest.raises(sdk.NotOfferedInZone, match="accelerator nvidia-l4 is not offered in zone us-central1-a"):
-        sdk.check_machine_offered(PROJECT, ZONE, "n1-standard-4", "nvidia-l4")
+        sdk.ComputeApi(compute.url).check_machine_offered(PROJECT, ZONE, "n1-standard-4", "nvidia-l4")
     with pytest.raises(sdk.NotOfferedInZone, match="machine type g2-standard-4"):
-        sdk.check_machine_offered(PROJECT, ZONE, "g2-standard-4", None)
+        sdk.ComputeApi(compute.url).check_machine_offered(PROJECT, ZONE, "g2-standard-4", None)
 
 
 def test_finds_only_gpuprov_instances_and_firewalls_of_the_stack_and_deletes_them(compute):
@@ -47,22 +47,22 @@ def test_finds_only_gpuprov_instances_and_firewalls_of_the_stack_and_deletes_the
     compute.add_firewall(PROJECT, "gpuprov-b-ssh-5678", [sdk.network_tag("b")], ["198.51.100.0/24"])
     compute.add_firewall(PROJECT, "default-allow-ssh", [], ["0.0.0.0/0"])
 
-    mine = sdk.find_labelled_instances(PROJECT, stack="a")
+    mine = sdk.ComputeApi(compute.url).find_labelled_instances(PROJECT, stack="a")
     assert [(i.name, i.zone, i.status, i.stack) for i in mine] == [("gpuprov-a-vm", ZONE, "RUNNING", "a")]
     assert mine[0].expires_at is not None and int(mine[0].expires_at.timestamp()) == 1800000000
-    everyone = sdk.find_labelled_instances(PROJECT)
+    everyone = sdk.ComputeApi(compute.url).find_labelled_instances(PROJECT)
     assert {(i.name, i.zone) for i in everyone} == {("gpuprov-a-vm", ZONE), ("gpuprov-b-vm", "europe-west4-a")}
-    rules = sdk.find_gpuprov_firewalls(PROJECT, stack="a")
+    rules = sdk.ComputeApi(compute.url).find_gpuprov_firewalls(PROJECT, stack="a")
     assert [(r.name, r.stack) for r in rules] == [("gpuprov-a-ssh-1234", "a")]
-    assert {r.name for r in sdk.find_gpuprov_firewalls(PROJECT)} == {"gpuprov-a-ssh-1234", "gpuprov-b-ssh-5678"}
+    assert {r.name for r in sdk.ComputeApi(compute.url).find_gpuprov_firewalls(PROJECT)} == {"gpuprov-a-ssh-1234", "gpuprov-b-ssh-5678"}
 
-    sdk.delete_all([*mine, *rules])
-    assert sdk.find_labelled_instances(PROJECT, stack="a") == []
-    assert sdk.find_gpuprov_firewalls(PROJECT, stack="a") == []
+    sdk.ComputeApi(compute.url).delete_all([*mine, *rules])
+    assert sdk.ComputeApi(compute.url).find_labelled_instances(PROJECT, stack="a") == []
+    assert sdk.ComputeApi(compute.url).find_gpuprov_firewalls(PROJECT, stack="a") == []
     assert ("DELETE", f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/gpuprov-a-vm") in compute.requests
     # again, as a reaper re-running after a partial pass: nothing left, no error
-    sdk.delete_instance(PROJECT, ZONE, "gpuprov-a-vm")
-    sdk.delete_firewall(PROJECT, "gpuprov-a-ssh-1234")
+    sdk.ComputeApi(compute.url).delete_instance(PROJECT, ZONE, "gpuprov-a-vm")
+    sdk.ComputeApi(compute.url).delete_firewall(PROJECT, "gpuprov-a-ssh-1234")
     assert set(compute.instances) == {("europe-west4-a", "gpuprov-b-vm"), (ZONE, "someone-elses")}
     assert set(compute.firewalls) == {"gpuprov-b-ssh-5678", "default-allow-ssh"}
 
@@ -72,8 +72,8 @@ def test_preflight_checks_the_zone_and_resolves_the_family(compute, monkeypatch)
     compute.accelerators.add((ZONE, "nvidia-tesla-t4"))
     compute.images[(sdk.DLVM_PROJECT, "other-family")] = {"name": "o", "selfLink": "projects/x/global/images/o"}
     with pytest.raises(sdk.ImageNotFound, match=sdk.DLVM_FAMILY):
-        sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4")
-    assert sdk.preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4",
+        sdk.ComputeApi(compute.url).preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4")
+    assert sdk.ComputeApi(compute.url).preflight(PROJECT, ZONE, "n1-standard-4", "nvidia-tesla-t4",
                          image="family/other-family") == "projects/x/global/images/o"
     with pytest.raises(sdk.NotOfferedInZone):
-        sdk.preflight(PROJECT, "europe-west4-a", "n1-standard-4", "nvidia-tesla-t4")
+        sdk.ComputeApi(compute.url).preflight(PROJECT, "europe-west4-a", "n1-standard-4", "nvidia-tesla-t4")

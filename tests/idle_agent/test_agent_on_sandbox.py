@@ -185,8 +185,8 @@ def test_budget_guard_acts(sandbox: Any) -> None:
 
 
 def test_agent_terminates_a_lambda_host_through_the_standin(sandbox: Any) -> None:
-    from gpuprov.infra.lambda_cloud.client import LambdaCloud
-    from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+    from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
+    from gpuprov.testing.lambda_api import LambdaStandIn
     from tests.lambda_cloud.conftest import conformance_errors
 
     key = "standin-idle-key-" + os.urandom(6).hex()

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn, RecordedRequest
+from gpuprov.testing.lambda_api import LambdaStandIn, RecordedRequest
 from tests.conftest import need
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn  # noqa: E402
+from gpuprov.testing.lambda_api import LambdaStandIn  # noqa: E402
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from gpuprov.infra.lambda_cloud import errors
-from gpuprov.infra.lambda_cloud.client import FirewallRule, LambdaCloud
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+from gpuprov.infra.clouds.lambda_cloud import errors
+from gpuprov.infra.clouds.lambda_cloud.client import FirewallRule, LambdaCloud
+from gpuprov.testing.lambda_api import LambdaStandIn
 from tests.lambda_cloud.conftest import busiest_window
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"

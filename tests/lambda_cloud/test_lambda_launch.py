@@ -10,10 +10,10 @@ from itertools import pairwise
 
 import pytest
 
-from gpuprov.infra.lambda_cloud.client import LambdaCloud
-from gpuprov.infra.lambda_cloud.errors import InstanceFailed, LaunchFailed
-from gpuprov.infra.lambda_cloud.launch import LaunchSpec, launch_with_failover, matching_offers
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.errors import InstanceFailed, LaunchFailed
+from gpuprov.infra.clouds.lambda_cloud.launch import LaunchSpec, launch_with_failover, matching_offers
+from gpuprov.testing.lambda_api import LambdaStandIn
 from tests.lambda_cloud.conftest import busiest_window
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
@@ -150,7 +150,7 @@ def test_a_launch_answered_too_slowly_and_carried_out_late_leaves_one_instance(s
 
 
 def test_quota_moves_on_and_a_bad_request_stops_at_once(standin: LambdaStandIn) -> None:
-    from gpuprov.infra.lambda_cloud.errors import ObjectNotFound
+    from gpuprov.infra.clouds.lambda_cloud.errors import ObjectNotFound
 
     api = _api()
     standin.add_fault("quota", count=1)
@@ -163,7 +163,7 @@ def test_quota_moves_on_and_a_bad_request_stops_at_once(standin: LambdaStandIn) 
 
 
 def test_a_launch_in_a_worker_thread_stops_and_cleans_up_when_cancelled(standin: LambdaStandIn) -> None:
-    from gpuprov.infra.lambda_cloud.launch import LaunchCancelled, cancel_launches
+    from gpuprov.infra.clouds.lambda_cloud.launch import LaunchCancelled, cancel_launches
 
     standin.boot_seconds = 60
     api = _api()

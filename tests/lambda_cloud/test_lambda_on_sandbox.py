@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprov.infra.lambda_cloud.client import LambdaCloud
-from gpuprov.infra.lambda_cloud.launch import LaunchSpec, launch_with_failover, matching_offers, terminate_and_confirm
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.launch import (
+    LaunchSpec,
+    launch_with_failover,
+    matching_offers,
+    terminate_and_confirm,
+)
+from gpuprov.testing.lambda_api import LambdaStandIn
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
 

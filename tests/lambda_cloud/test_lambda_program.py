@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+from gpuprov.testing.lambda_api import LambdaStandIn
 from tests.conftest import run_cli
 
 MOCK = {"GPUPROV_PULUMI": "mock", "GPUPROV_VERIFY_POLL_S": "0.1", "GPUPROV_VERIFY_TIMEOUT_S": "30"}

@@ -8,13 +8,13 @@ import dill
 import pytest
 from pulumi.dynamic import Config, ConfigureRequest
 
-from gpuprov.infra.lambda_cloud.errors import LambdaError
-from gpuprov.infra.lambda_cloud.provider import (
+from gpuprov.infra.clouds.lambda_cloud.errors import LambdaError
+from gpuprov.infra.clouds.lambda_cloud.provider import (
     LambdaFirewallRulesetProvider,
     LambdaInstanceProvider,
     LambdaSshKeyProvider,
 )
-from gpuprov.infra.lambda_cloud.standin import LambdaStandIn
+from gpuprov.testing.lambda_api import LambdaStandIn
 from tests.lambda_cloud.conftest import STANDIN_KEY
 
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"

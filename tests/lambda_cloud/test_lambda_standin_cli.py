@@ -11,9 +11,9 @@ from base64 import b64decode
 import pytest
 import requests
 
-from gpuprov.infra.lambda_cloud.client import LambdaCloud
-from gpuprov.infra.lambda_cloud.errors import InsufficientCapacity, InvalidApiKey
-from gpuprov.infra.lambda_cloud.standin import RecordedRequest
+from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.errors import InsufficientCapacity, InvalidApiKey
+from gpuprov.testing.lambda_api import RecordedRequest
 from tests.lambda_cloud.conftest import conformance_errors
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 import gpuprov.infra
+from gpuprov.infra.clouds.lambda_cloud.program import firewall_rules
 from gpuprov.infra.config import ConfigError, build_config
-from gpuprov.infra.lambda_cloud.program import firewall_rules
 from gpuprov.infra.mock_runtime import EngineMocks, run_program
 
 

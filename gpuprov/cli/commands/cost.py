@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out, settings
 from gpuprov.cost.estimate import estimate
-from gpuprov.cost.live import PricedOffer, all_offers
+from gpuprov.cost.live import PricedOffer
 from gpuprov.cost.spend import spend_so_far
 from gpuprov.infra import records
+from gpuprov.infra.clouds import driver_for
+from gpuprov.infra.prices import all_offers
 
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use the dated catalog only; ask no cloud for prices.")]
 
@@ -29,13 +31,15 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     """Prices per hour, day and month (configured offer and alternatives, cheapest first), and spend so far."""
     cfg = load(cloud, config, stack)
     itype = cfg.resolved_instance_type
-    offers = all_offers(offline=offline, aws_region=cfg.resolved_region if cfg.cloud == "aws" else None,
-                        gcp_region=cfg.resolved_region if cfg.cloud == "gcp" else None)
+    offers = all_offers(settings(), offline=offline,
+                        region_of=lambda name: cfg.resolved_region if name == cfg.cloud else None)
     rows = [_row(o, o.cloud == cfg.cloud and o.type == itype) for o in offers]
     configured = next((r for r in rows if r["configured"]), None)
     spends: list[dict[str, Any]] = []
     for rec in records.all_records():
-        s = spend_so_far(rec, budget_usd=cfg.budget_usd if rec.stack == cfg.stack else None)
+        host = rec.host
+        s = spend_so_far(rec.stack, rec.cloud, host.instance_type, host.usd_hour, host.launched_at or rec.created_at,
+                         budget_usd=cfg.budget_usd if rec.stack == cfg.stack else None)
         spends.append({**asdict(s), "launched_at": s.launched_at.isoformat() if s.launched_at else None,
                        "budget_state": s.budget_state})
     if json_:
@@ -43,7 +47,7 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
                           "offers": rows, "spend": spends}, indent=2))
         return
     if configured is None:
-        why = "no cloud bill" if cfg.cloud in ("local", "existing") else "not in the price list"
+        why = "not in the price list" if driver_for(cfg.cloud, settings()).creates_cloud_resources else "no cloud bill"
         out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} {itype or ''} ({why}); alternatives below")
     table = Table("", "provider", "type", "GPU", "$/hour", "$/day", "$/month", "price from")
     for r in rows:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
 from gpuprov.infra import records
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
@@ -31,7 +31,7 @@ def stack_host(cloud: str | None, config: Path | None, stack: str | None) -> tup
     record = records.load(cfg.stack)
     if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
         cfg = load(record.cloud, None, cfg.stack)  # `-s NAME` alone means the stack NAME is
-    return cfg, running_host(cfg)
+    return cfg, running_host(cfg, settings())
 
 
 @contextmanager

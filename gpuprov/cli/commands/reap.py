@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from gpuprov.cli.app import JsonOpt, app, err, out, progress
-from gpuprov.infra.reaper import CLOUDS, ReapFailed, configured_clouds, reap
-from gpuprov.infra.teardown import forget_host
+from gpuprov.cli.app import JsonOpt, app, err, out, progress, settings
+from gpuprov.infra.clouds import all_drivers
+from gpuprov.infra.reaper import ReapFailed, reap, reapable_clouds
 
 
 @app.command("reap")
@@ -24,16 +24,16 @@ def reap_command(
 ) -> None:
     """Terminate gpuprov instances whose expiry passed or whose stack is gone; remove their keys,
     firewall rulesets and security groups; list the clouds again and report."""
-    clouds = list(cloud or configured_clouds())
+    sweepable = [d for d in all_drivers(settings()) if d.creates_cloud_resources]
+    names = [d.name for d in sweepable]
+    clouds = list(cloud or reapable_clouds(settings()))
     for c in clouds:
-        if c not in CLOUDS:
-            raise typer.BadParameter(f"{c!r}: expected one of {', '.join(CLOUDS)}", param_hint="--cloud")
+        if c not in names:
+            raise typer.BadParameter(f"{c!r}: expected one of {', '.join(names)}", param_hint="--cloud")
     if not clouds:
-        err.print("no cloud credentials found (LAMBDA_API_KEY, AWS_*, GOOGLE_CLOUD_PROJECT): only local "
-                  "CI leases are checked")
-    report = reap(clouds, dry_run=dry_run, grace=timedelta(minutes=grace), progress=progress)
-    for stack in report.stacks_released:
-        forget_host(stack)
+        hints = ", ".join(d.credential_hint for d in sweepable)
+        err.print(f"no cloud credentials found ({hints}): only local CI leases are checked")
+    report = reap(clouds, dry_run=dry_run, grace=timedelta(minutes=grace), progress=progress, settings=settings())
     if json_:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
 from gpuprov.infra import records
-from gpuprov.infra.host import ssh_banner_error, utcnow
-from gpuprov.infra.stacks import backend_for
+from gpuprov.infra.clouds import driver_for
+from gpuprov.infra.host import utcnow
 from gpuprov.infra.teardown import teardown
 
 LOCAL_HINT = (
@@ -27,9 +27,12 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
        ) -> None:
     """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its stacks."""
     cfg = load(cloud, config, stack)
-    if cloud is None and cfg.cloud == "local":
+    if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)
-    host = backend_for(cfg, progress).up(cfg)
+    driver = driver_for(cfg.cloud, settings())
+    if driver.has_credentials():
+        driver.preflight(cfg, progress)
+    host = driver.backend(progress).up(cfg)
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
     if deploy:  # up = host + deploy
@@ -45,7 +48,7 @@ def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = Non
     record = records.load(cfg.stack)
     if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
         cfg = load(record.cloud, None, cfg.stack)  # `gpuprov down -s NAME` removes what NAME is
-    teardown(cfg, backend_for(cfg, progress), progress)
+    teardown(cfg, progress, settings())
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
 
 
@@ -64,12 +67,7 @@ def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
         if stack and rec.stack != stack:
             continue
         host = rec.host
-        if rec.cloud == "local":
-            from gpuprov.infra.local.sandbox import LocalSandbox
-
-            state = "running" if LocalSandbox(rec.stack).is_running() else "gone"
-        else:
-            state = "unreachable" if ssh_banner_error(host.address, host.ssh_port) else "reachable"
+        state = driver_for(rec.cloud, settings()).host_state(rec.stack, host)
         rows.append({
             "stack": rec.stack, "cloud": rec.cloud, "address": host.address, "ssh_port": host.ssh_port,
             "ssh_user": host.ssh_user, "state": state, "instance_type": host.instance_type, "gpu": host.gpu,
@@ -112,7 +110,7 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     out.print(f"[bold]{cfg.stack}[/bold] on {cfg.cloud}: {len(result['resources'])} resources")
     for r in result["resources"]:
         out.print(f"  + {r['type']}  {r['name']}")
-        for key, value in key_settings(r).items():
+        for key, value in key_settings(cfg, r).items():
             out.print(f"      {key}: {value}", markup=False)
     out.print("exposure:")
     for e in result["exposure"]:

@@ -2,11 +2,11 @@
 
 Requests and answers follow the document exactly: Bearer auth, ``{"data": ...}``
 success bodies, ``{"error": {"code", ...}}`` errors turned into the types of
-:mod:`gpuprov.infra.lambda_cloud.errors`. The client keeps to Lambda's rate limits (about
+:mod:`gpuprov.infra.clouds.lambda_cloud.errors`. The client keeps to Lambda's rate limits (about
 one request a second, one launch every 12 seconds), shared by every client in
 the process that talks to the same URL, and backs off on 429, 5xx and
 ``provider/*`` answers. A launch is never repeated here: the caller
-(:mod:`gpuprov.infra.lambda_cloud.launch`) first looks for the instance by its unique name.
+(:mod:`gpuprov.infra.clouds.lambda_cloud.launch`) first looks for the instance by its unique name.
 """
 
 from __future__ import annotations
@@ -21,10 +21,16 @@ import requests
 from pydantic import BaseModel, ConfigDict
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from gpuprov.infra.lambda_cloud.errors import LambdaApiError, LambdaError, LambdaUnreachable, RateLimited, error_for
+from gpuprov.infra.clouds.lambda_cloud.errors import (
+    LambdaApiError,
+    LambdaError,
+    LambdaUnreachable,
+    RateLimited,
+    error_for,
+)
+from gpuprov.infra.settings import LAMBDA_DEFAULT_URL, Settings
 
-DEFAULT_URL = "https://cloud.lambda.ai"
-RATE_SCALE_ENV = "GPUPROV_LAMBDA_RATE_SCALE"  # multiplies every pause: 0.01 lets a test suite run in seconds
+DEFAULT_URL = LAMBDA_DEFAULT_URL
 USER_AGENT = "gpuprov-lambda/1"
 
 
@@ -184,20 +190,6 @@ def _limiters(base_url: str) -> tuple[RateLimiter, RateLimiter]:
         return _LIMITERS.setdefault(base_url, (RateLimiter(), RateLimiter()))
 
 
-def rate_scale() -> float:
-    """The factor ``GPUPROV_LAMBDA_RATE_SCALE`` puts on every pause (1 when unset)."""
-    raw = os.environ.get(RATE_SCALE_ENV, "").strip()
-    if not raw:
-        return 1.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise LambdaError(f"{RATE_SCALE_ENV}={raw!r} is not a number; use e.g. 0.01, or unset it") from None
-    if not 0 <= value <= 100:
-        raise LambdaError(f"{RATE_SCALE_ENV}={raw!r} must be between 0 and 100")
-    return value
-
-
 def _retryable(err: BaseException) -> bool:
     return bool(getattr(err, "retryable", False))
 
@@ -205,14 +197,16 @@ def _retryable(err: BaseException) -> bool:
 class LambdaCloud:
     """The Lambda Cloud API.
 
-    ``api_key`` and ``base_url`` default to ``LAMBDA_API_KEY`` and ``LAMBDA_API_URL``
-    (else ``https://cloud.lambda.ai``). ``min_interval_s`` and ``launch_interval_s`` are
-    Lambda's documented limits; ``GPUPROV_LAMBDA_RATE_SCALE`` multiplies them (and the
-    back-off) so tests against the stand-in run fast. ``retry_for_s`` bounds how long
-    one call keeps retrying 429/5xx/``provider/*`` answers.
+    ``api_key`` defaults to ``LAMBDA_API_KEY`` (a credential, from the environment only).
+    ``settings`` give the API's URL (``LAMBDA_API_URL``) and the rate scale
+    (``GPUPROV_LAMBDA_RATE_SCALE``), read from the environment when not given; ``base_url``
+    overrides the URL. ``min_interval_s`` and ``launch_interval_s`` are Lambda's documented
+    limits; the rate scale multiplies them (and the back-off) so tests against the stand-in
+    run fast. ``retry_for_s`` bounds how long one call keeps retrying 429/5xx/``provider/*``.
     """
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
+                 settings: Settings | None = None,
                  min_interval_s: float = 1.0, launch_interval_s: float = 12.0,
                  retry_for_s: float = 300.0, max_attempts: int = 30,
                  timeout_s: tuple[float, float] = (10.0, 60.0)):
@@ -222,8 +216,9 @@ class LambdaCloud:
                 "no Lambda API key: set LAMBDA_API_KEY (create one at https://cloud.lambda.ai/api-keys), "
                 "or try the flow with the stand-in: `gpuprov sandbox lambda-api` and LAMBDA_API_URL"
             )
-        self.base_url = (base_url or os.environ.get("LAMBDA_API_URL") or DEFAULT_URL).rstrip("/")
-        scale = rate_scale()
+        settings = settings or Settings.from_env()
+        self.base_url = (base_url or settings.lambda_api_url).rstrip("/")
+        scale = settings.lambda_rate_scale
         self.min_interval_s = min_interval_s * scale
         self.launch_interval_s = launch_interval_s * scale
         self.backoff_scale = scale
@@ -305,7 +300,7 @@ class LambdaCloud:
                image_family: str | None = None, image_id: str | None = None, hostname: str | None = None,
                user_data: str | None = None) -> str:
         """Launch one instance and return its id. Sent once, never retried here: on any error the
-        caller must look for ``name`` before launching again (see :mod:`gpuprov.infra.lambda_cloud.launch`)."""
+        caller must look for ``name`` before launching again (see :mod:`gpuprov.infra.clouds.lambda_cloud.launch`)."""
         body: dict[str, Any] = {"region_name": region, "instance_type_name": instance_type,
                                 "ssh_key_names": [ssh_key_name], "name": name}
         if tags:

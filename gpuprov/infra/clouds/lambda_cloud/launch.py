@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuprov.infra.lambda_cloud.client import Instance, InstanceType, LambdaCloud
-from gpuprov.infra.lambda_cloud.errors import (
+from gpuprov.infra.clouds.lambda_cloud.client import Instance, InstanceType, LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.errors import (
     InstanceFailed,
     InsufficientCapacity,
     LambdaApiError,

@@ -20,15 +20,14 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from gpuprov.infra.host import GpuHost
-from gpuprov.infra.lambda_cloud.client import FirewallRule, Instance, LambdaCloud
-from gpuprov.infra.lambda_cloud.errors import (
+from gpuprov.infra.clouds.lambda_cloud.client import FirewallRule, Instance, LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.errors import (
     FirewallRulesetInUse,
     InvalidParameters,
     LambdaError,
     ObjectNotFound,
 )
-from gpuprov.infra.lambda_cloud.launch import (
+from gpuprov.infra.clouds.lambda_cloud.launch import (
     LaunchSpec,
     Progress,
     launch_with_failover,
@@ -36,6 +35,8 @@ from gpuprov.infra.lambda_cloud.launch import (
     terminate_and_confirm,
     wait_until_active,
 )
+from gpuprov.infra.host import GpuHost
+from gpuprov.infra.settings import Settings
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_OWNER, TAG_STACK
 
 PROVIDER_VERSION = "1"
@@ -68,8 +69,9 @@ class _LambdaProvider(ResourceProvider):
         self._api_key = self._api_url = None
 
     def client(self) -> LambdaCloud:
+        # A provider runs in the engine's process: this is an edge, so the settings are read here.
         return LambdaCloud(api_key=getattr(self, "_api_key", None) or os.environ.get("LAMBDA_API_KEY"),
-                           base_url=getattr(self, "_api_url", None) or os.environ.get("LAMBDA_API_URL"))
+                           base_url=getattr(self, "_api_url", None), settings=Settings.from_env())
 
 
 # --- SSH key ----------------------------------------------------------------------

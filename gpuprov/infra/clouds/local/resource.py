@@ -11,10 +11,10 @@ from gpuprov.infra.config import StackConfig
 
 
 class LocalSandboxProvider(ResourceProvider):
-    """Creates and removes a :class:`~gpuprov.infra.local.sandbox.LocalSandbox` on the machine running Pulumi."""
+    """Creates and removes a :class:`~gpuprov.infra.clouds.local.sandbox.LocalSandbox` on the machine running Pulumi."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        from gpuprov.infra.local.sandbox import LocalSandbox
+        from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 
         host = LocalSandbox(props["stack"]).create(max_lifetime_hours=props.get("max_lifetime_hours"))
         return CreateResult(id_=str(host.instance_id), outs={**props, "host": host.to_outputs()})
@@ -24,7 +24,7 @@ class LocalSandboxProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        from gpuprov.infra.local.sandbox import LocalSandbox
+        from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 
         LocalSandbox(props["stack"]).destroy()
 

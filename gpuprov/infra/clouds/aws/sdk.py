@@ -12,14 +12,16 @@ tests point at moto in server mode).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
-from gpuprov.infra.errors import GpuprovError
+from gpuprov.infra.clouds.base import CloudError
 from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 
 # The Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): drivers, Docker and
@@ -30,8 +32,63 @@ DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driv
 LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 
 
-class AwsError(GpuprovError):
+class AwsError(CloudError):
     """An AWS call gpuprov needs failed; the message says which and what to do."""
+
+
+# What to do about the usual error codes (botocore's ``Error.Code``).
+_HINTS = {
+    "AuthFailure": "check your AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+    "UnrecognizedClientException": "check your AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID...)",
+    "InvalidClientTokenId": "check your AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID...)",
+    "ExpiredToken": "your AWS session expired: log in again (aws sso login, or refresh the keys)",
+    "RequestExpired": "your AWS session expired: log in again (aws sso login, or refresh the keys)",
+    "UnauthorizedOperation": "the credentials lack the EC2 permission for this; ask your AWS admin",
+    "AccessDenied": "the credentials lack the permission for this; ask your AWS admin",
+    "AccessDeniedException": "the credentials lack the permission for this; ask your AWS admin",
+    "RequestLimitExceeded": "AWS is throttling this account; wait a minute and run again",
+    "Throttling": "AWS is throttling this account; wait a minute and run again",
+    "OptInRequired": "the region is not enabled for this account; enable it or pick another region",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def boundary(what: str) -> Iterator[None]:
+    """Turn botocore's errors into one :class:`AwsError` line: what failed, AWS's code, what to do."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
+
+    try:
+        yield
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "?")
+        message = err.response.get("Error", {}).get("Message", "")
+        hint = _HINTS.get(code, "see the AWS console or CloudTrail for more")
+        raise AwsError(f"AWS: {what} failed ({code}: {message}); {hint}") from None
+    except NoCredentialsError:
+        raise AwsError(f"AWS: {what} needs credentials and none were found; set AWS_PROFILE, or "
+                       "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+    except WaiterError as err:
+        raise AwsError(f"AWS: {what} did not finish in time ({err.last_response and err.reason}); "
+                       "check the instances in the EC2 console and run again") from None
+    except BotoCoreError as err:
+        raise AwsError(f"AWS: {what} failed ({type(err).__name__}: {err}); check the network and the region") from None
+
+
+def aws_call(what: str) -> Callable[[F], F]:
+    """Decorate an SDK helper with :func:`boundary`; ``what`` may name the helper's arguments."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            import inspect
+
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            with boundary(what.format(**bound.arguments)):
+                return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 class AmiNotFound(AwsError):
@@ -91,6 +148,7 @@ class Tagged:
 # --- before up ------------------------------------------------------------------------
 
 
+@aws_call("resolving the GPU image in {region}")
 def resolve_ami_id(region: str, parameter: str = DLAMI_SSM_PARAMETER) -> str:
     """The AMI id the SSM public parameter ``parameter`` names today in ``region``."""
     from botocore.exceptions import ClientError
@@ -104,6 +162,7 @@ def resolve_ami_id(region: str, parameter: str = DLAMI_SSM_PARAMETER) -> str:
     return str(value)
 
 
+@aws_call("checking whether {instance_type} is sold in {region}")
 def instance_type_offered(region: str, instance_type: str) -> bool:
     """Whether ``instance_type`` is sold in ``region`` at all (capacity is another matter)."""
     answer = client("ec2", region).describe_instance_type_offerings(
@@ -128,6 +187,7 @@ def preflight(region: str, instance_type: str, ami_id: str | None = None) -> str
 # --- finding what a stack left -------------------------------------------------------------
 
 
+@aws_call("listing gpuprov EC2 instances in {region}")
 def find_tagged_instances(region: str, stack: str | None = None, states: Iterable[str] = LIVE_STATES) -> list[Tagged]:
     """gpuprov instances in ``region`` (of one stack when named) in ``states``: the ones that bill or block."""
     ec2 = client("ec2", region)
@@ -141,12 +201,14 @@ def find_tagged_instances(region: str, stack: str | None = None, states: Iterabl
     return found
 
 
+@aws_call("listing gpuprov security groups in {region}")
 def find_tagged_security_groups(region: str, stack: str | None = None) -> list[Tagged]:
     """gpuprov security groups in ``region`` (of one stack when named)."""
     answer = client("ec2", region).describe_security_groups(Filters=_tag_filters(stack))
     return [Tagged(id=g["GroupId"], region=region, tags=_tag_dict(g.get("Tags"))) for g in answer["SecurityGroups"]]
 
 
+@aws_call("listing gpuprov key pairs in {region}")
 def find_tagged_key_pairs(region: str, stack: str | None = None) -> list[Tagged]:
     """gpuprov key pairs in ``region`` (of one stack when named)."""
     answer = client("ec2", region).describe_key_pairs(Filters=_tag_filters(stack))
@@ -157,6 +219,7 @@ def find_tagged_key_pairs(region: str, stack: str | None = None) -> list[Tagged]
 # --- removing it ------------------------------------------------------------------------------
 
 
+@aws_call("terminating instances {instance_ids} in {region}")
 def terminate_instances(region: str, instance_ids: Iterable[str], wait: bool = True) -> list[str]:
     """Terminate ``instance_ids`` (idempotent: already-gone ids are fine); wait until terminated when asked.
 
@@ -179,6 +242,7 @@ def _dependency_violation(err: BaseException) -> bool:
     return isinstance(err, ClientError) and err.response["Error"]["Code"] == "DependencyViolation"
 
 
+@aws_call("deleting security group {group_id} in {region}")
 @retry(retry=retry_if_exception(_dependency_violation), stop=stop_after_delay(300),
        wait=wait_exponential(multiplier=1, max=15), reraise=True)
 def delete_security_group(region: str, group_id: str) -> None:
@@ -192,6 +256,7 @@ def delete_security_group(region: str, group_id: str) -> None:
             raise
 
 
+@aws_call("deleting key pair {key_name} in {region}")
 def delete_key_pair(region: str, key_name: str) -> None:
     """Delete a key pair by name (``Tagged.name``); EC2 answers success for an unknown name too.
 

@@ -8,45 +8,34 @@ in SSH and each of ``open_ports`` from those ranges only; it is deleted on destr
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import pulumi
 
 from gpuprov.cost import catalog
-from gpuprov.infra.config import ConfigError, StackConfig
+from gpuprov.infra.clouds.lambda_cloud.driver import resource_name
+from gpuprov.infra.clouds.lambda_cloud.launch import install_cancel_handlers
+from gpuprov.infra.clouds.lambda_cloud.provider import LambdaFirewallRuleset, LambdaInstance, LambdaSshKey
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.keys import public_key
-from gpuprov.infra.lambda_cloud.launch import install_cancel_handlers
-from gpuprov.infra.lambda_cloud.provider import LambdaFirewallRuleset, LambdaInstance, LambdaSshKey
 from gpuprov.infra.tags import stack_tags
-
-MAX_RULES = 20  # Lambda's limit per ruleset
 
 
 def resource_prefix(config: StackConfig) -> str:
     """``gpuprov-<stack>``: the name of the stack's SSH key and rulesets; instances add ``-<random>``.
 
-    The reaper and destroy verification (``gpuprov/infra/verify.py``) recognise untagged Lambda
-    resources (keys, rulesets) by exactly this name.
+    The driver's inventory (reaper, destroy verification) recognises untagged Lambda resources
+    (keys, rulesets) by exactly this name.
     """
-    return f"gpuprov-{config.stack}"
+    return resource_name(config.stack)
 
 
 def firewall_rules(config: StackConfig) -> list[dict[str, Any]]:
-    """Inbound rules from ``allowed_cidrs`` only: SSH and each of ``open_ports``."""
-    rules = []
-    for cidr in config.allowed_cidrs:
-        if ipaddress.ip_network(cidr).version != 4:
-            raise ConfigError("allowed_cidrs", cidr, "Lambda firewall rules take IPv4 ranges only")
-        for port in (22, *config.open_ports):
-            what = "SSH" if port == 22 else f"port {port}"
-            rules.append({"protocol": "tcp", "port_range": [port, port], "source_network": cidr,
-                          "description": f"gpuprov {config.stack}: {what}"})
-    if len(rules) > MAX_RULES:
-        raise ConfigError("allowed_cidrs", list(config.allowed_cidrs),
-                          f"Lambda allows {MAX_RULES} rules per ruleset and (ranges x ports) makes {len(rules)}; "
-                          "list fewer ranges or ports")
-    return rules
+    """Inbound rules from ``allowed_cidrs`` only: SSH and each of ``open_ports`` (IPv4 and at most 20 rules:
+    the config refuses anything else, see the driver's ``check_config``)."""
+    return [{"protocol": "tcp", "port_range": [port, port], "source_network": cidr,
+             "description": f"gpuprov {config.stack}: {'SSH' if port == 22 else f'port {port}'}"}
+            for cidr in config.allowed_cidrs for port in (22, *config.open_ports)]
 
 
 def min_gpu_memory_gb(config: StackConfig) -> int | None:

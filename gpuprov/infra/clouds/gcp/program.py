@@ -23,8 +23,8 @@ from typing import Any, cast
 import pulumi
 
 from gpuprov.cost import catalog
+from gpuprov.infra.clouds.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag, split_image
 from gpuprov.infra.config import StackConfig
-from gpuprov.infra.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag, split_image
 from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.keys import public_key
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, expires_at, stack_tags

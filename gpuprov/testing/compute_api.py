@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,6 +32,7 @@ class ComputeStandIn:
         self._ops = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.url = ""  # set by start()
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> str:
@@ -38,7 +40,8 @@ class ComputeStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
 
     def stop(self) -> None:
         if self._server is not None:
@@ -77,7 +80,7 @@ class ComputeStandIn:
     # --- routing ----------------------------------------------------------------------
     def handle(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         self.requests.append((method, path))
-        routes = [
+        routes: list[tuple[str, str, Callable[..., tuple[int, dict[str, Any]]]]] = [
             ("GET", BASE + "/global/images/family/(?P<family>[^/]+)", self._image_from_family),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/machineTypes/(?P<name>[^/]+)", self._machine_type),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/acceleratorTypes/(?P<name>[^/]+)", self._accelerator),

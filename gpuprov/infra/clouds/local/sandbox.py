@@ -28,14 +28,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost, expiry, utcnow, wait_for_ssh_banner
+from gpuprov.infra.keys import stack_keypair
 from gpuprov.infra.paths import state_root
 
 Progress = Callable[[str], None]
 SUBNET_PREFIX = "10.213"  # ours alone: only inside namespaces this module creates
 
 
-class SandboxError(RuntimeError):
+class SandboxError(GpuprovError):
     """The sandbox host could not be created, reached or removed; the message says what to do."""
 
 
@@ -101,9 +103,14 @@ def _free_port(address: str = "127.0.0.1") -> int:
 class LocalSandbox:
     """The local sandbox host of one stack. ``create`` and ``destroy`` are idempotent."""
 
-    def __init__(self, name: str, root: Path | None = None, progress: Progress | None = None):
+    def __init__(self, name: str, root: Path | None = None, progress: Progress | None = None,
+                 login_user: str | None = None):
+        """``login_user``: the user SSH logs in as (default: whoever runs gpuprov). Another name (``ubuntu``,
+        as on a cloud image) is an alias of root inside the sandbox's own user database; it needs root."""
         self.name = name
-        self.dir = (root or state_root()) / "sandbox" / name
+        self.root = root or state_root()
+        self.dir = self.root / "sandbox" / name
+        self.login_user = login_user
         self.progress = progress or (lambda _msg: None)
         tag = hashlib.sha256(f"{self.dir}".encode()).hexdigest()[:7]
         # Interface names are limited to 15 characters; socket paths to 108: keep both short.
@@ -115,8 +122,34 @@ class LocalSandbox:
 
     @property
     def client_key(self) -> Path:
-        """Private key that logs in to the sandbox (the stack's SSH identity)."""
-        return self.dir / "id_ed25519"
+        """Private key that logs in to the sandbox: the stack's own key pair (the same one a cloud host gets)."""
+        return stack_keypair(self.name, self.root)[0]
+
+    @property
+    def _authorized_keys(self) -> Path:
+        return self.dir / "authorized_keys"
+
+    def authorize(self, public_key: str) -> None:
+        """Let ``public_key`` log in too (what a cloud does with the key a launch names)."""
+        line = " ".join(public_key.split()[:2])
+        keys = self._authorized_keys.read_text().splitlines() if self._authorized_keys.exists() else []
+        if line not in (" ".join(k.split()[:2]) for k in keys):
+            self._write_keys([*keys, line])
+
+    def revoke(self, public_key: str) -> None:
+        """Stop ``public_key`` from logging in (its instance is gone); the stack's own key stays."""
+        if not self._authorized_keys.exists():
+            return
+        line = " ".join(public_key.split()[:2])
+        own = " ".join(stack_keypair(self.name, self.root)[1].split()[:2])
+        keys = self._authorized_keys.read_text().splitlines()
+        self._write_keys([k for k in keys if " ".join(k.split()[:2]) != line or line == own])
+
+    def _write_keys(self, keys: list[str]) -> None:
+        tmp = self._authorized_keys.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}\n" for k in keys))
+        tmp.chmod(0o600)
+        tmp.replace(self._authorized_keys)
 
     @property
     def docker_socket(self) -> Path:
@@ -206,14 +239,16 @@ class LocalSandbox:
 
     def _create(self) -> GpuHost:
         self.dir.mkdir(parents=True, mode=0o700)
-        self.progress("generating the sandbox's host key and your key pair")
+        self.progress("generating the sandbox's host key; the stack's key pair logs in")
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuprov-sandbox-{self.name}", "-f",
              str(self.dir / "host_ed25519"))
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuprov-{self.name}", "-f", str(self.client_key))
-        (self.dir / "authorized_keys").write_text((self.dir / "id_ed25519.pub").read_text())
+        self._write_keys([stack_keypair(self.name, self.root)[1]])
         Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
 
-        user = _current_user()
+        user = self.login_user or _current_user()
+        if user != _current_user() and os.geteuid() != 0:
+            raise SandboxError(f"a sandbox that logs in as {user!r} needs root (its own user database); "
+                               "run as root, or leave login_user unset")
         if os.geteuid() == 0 and shutil.which("ip") and shutil.which("nsenter"):
             st = self._create_namespace(user)
         else:
@@ -306,15 +341,28 @@ class LocalSandbox:
             "Subsystem sftp internal-sftp\n"
             f"{env_line}"
         )
-        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        sshd = [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(self.dir / "sshd.log")]
         proc = subprocess.Popen(
-            [*self._in_netns(st), sshd, "-D", "-f", str(config), "-E", str(self.dir / "sshd.log")],
+            [*self._in_netns(st), *self._with_own_users(st.ssh_user), *sshd],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         time.sleep(0.05)
         if proc.poll() is not None:
             raise SandboxError(f"the sandbox's sshd exited with {proc.returncode}; see {self.dir / 'sshd.log'}")
         return proc.pid
+
+    def _with_own_users(self, user: str) -> list[str]:
+        """The command prefix that gives sshd (and only sshd and its sessions) a user database in which
+        ``user`` is an alias of root: a private mount namespace with our own /etc/passwd bound over the
+        machine's. Nothing changes on this machine; the namespace dies with sshd. Empty when ``user``
+        already exists."""
+        if user == _current_user():
+            return []
+        passwd = self.dir / "passwd"
+        passwd.write_text(Path("/etc/passwd").read_text() + f"{user}:x:0:0:gpuprov sandbox login:/root:/bin/sh\n")
+        # unshare and sh exec in place: the process started is sshd's own pid.
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                'mount --bind "$1" /etc/passwd && shift && exec "$@"', "sh", str(passwd)]
 
     def destroy(self) -> None:
         """Remove everything the sandbox is made of, then check that nothing is left."""

@@ -25,7 +25,7 @@ from typing import Any, cast
 import pulumi
 
 from gpuprov.cost import catalog
-from gpuprov.infra.aws.sdk import DLAMI_SSM_PARAMETER
+from gpuprov.infra.clouds.aws.sdk import DLAMI_SSM_PARAMETER
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.keys import public_key

@@ -166,11 +166,17 @@ class LambdaStandIn:
     ``api_key``: the key it accepts (None: any non-empty key). ``boot_seconds`` /
     ``terminate_seconds``: how long instances stay ``booting`` / ``terminating``.
     ``terminated_linger_seconds``: how long a terminated instance is still listed.
+    ``box``: a local sandbox host (:class:`~gpuprov.infra.clouds.local.sandbox.LocalSandbox`, made with
+    ``login_user="ubuntu"`` as on Lambda's image) that *is* every instance: instances report its address,
+    and the public key a launch names may log in to it while the instance lives, as on a real Lambda host.
+    Without a box, instances report ``instance_ip`` and nobody can log in.
     """
 
     def __init__(self, port: int = 0, *, host: str = "127.0.0.1", instance_ip: str = "127.0.0.1",
                  boot_seconds: float = 1.0, terminate_seconds: float = 0.5, terminated_linger_seconds: float = 60.0,
-                 api_key: str | None = None):
+                 api_key: str | None = None, box: Any = None):
+        self.box: Any = None
+        self._box_keys: set[str] = set()
         self.port, self.host, self.instance_ip = port, host, instance_ip
         self.boot_seconds, self.terminate_seconds = boot_seconds, terminate_seconds
         self.terminated_linger_seconds = terminated_linger_seconds
@@ -180,6 +186,17 @@ class LambdaStandIn:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.reset()
+        if box is not None:
+            self.attach(box)
+
+    def attach(self, box: Any) -> None:
+        """Make every instance the running sandbox ``box`` (see the class docstring)."""
+        running = box.host()
+        if running is None:
+            raise ValueError(f"the sandbox {box.name!r} is not running; create() it first")
+        with self._lock:
+            self.box, self.instance_ip = box, running.address
+            self._sync_box()
 
     # --- life -------------------------------------------------------------------------
 
@@ -231,6 +248,7 @@ class LambdaStandIn:
             self._state = _State()
             for name, desc, gpu, cents, vcpus, mem, disk, gpus, regions in DEFAULT_TYPES:
                 self.set_type(name, desc, gpu, cents, vcpus, mem, disk, gpus, list(regions))
+            self._sync_box()
 
     def set_type(self, name: str, description: str, gpu_description: str, price_cents_per_hour: int,
                  vcpus: int, memory_gib: int, storage_gib: int, gpus: int, regions: list[str]) -> None:
@@ -343,6 +361,7 @@ class LambdaStandIn:
         parts = route.split("/")
         with self._lock:
             self._expire_terminated()
+            self._sync_box()
             if route == "instance-types" and method == "GET":
                 return {n: {"instance_type": t["instance_type"],
                             "regions_with_capacity_available": [_region(r) for r in t["regions"]]}
@@ -427,6 +446,21 @@ class LambdaStandIn:
         for iid in gone:
             del self._state.instances[iid]
 
+    def _sync_box(self) -> None:
+        """The box lets in exactly the keys of the instances that have not terminated (what Lambda's
+        hosts would: each has its launch's key, and a terminated one is gone)."""
+        if self.box is None:
+            return
+        now = time.time()
+        by_name = {k["name"]: k["public_key"] for k in self._state.keys.values()}
+        wanted = {by_name[n] for i in self._state.instances.values() if self._status(i, now) != "terminated"
+                  for n in i.ssh_key_names if n in by_name}
+        for key in wanted - self._box_keys:
+            self.box.authorize(key)
+        for key in self._box_keys - wanted:
+            self.box.revoke(key)
+        self._box_keys = wanted
+
     def _launch(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise _invalid("Expected a JSON object.")
@@ -467,6 +501,7 @@ class LambdaStandIn:
                          hostname=body.get("hostname"), launched_at=time.time(),
                          goes_unhealthy=self._take_fault("unhealthy") is not None)
         self._state.instances[inst.id] = inst
+        self._sync_box()
         if self._take_fault("drop_after_launch"):
             raise _Drop()
         return {"instance_ids": [inst.id]}

@@ -1,0 +1,180 @@
+"""``gpuprov ci``'s run: up -> deploy -> healthy -> CMD -> teardown (verified), whatever happens.
+
+Teardown runs on success, on failure, on the time limit, on SIGINT and on SIGTERM
+(:mod:`gpuprov.ci.signals` says which signal may stop what). Exit codes and their order
+of precedence are :mod:`gpuprov.ci.summary`'s. A ``kill -9`` cannot be caught: the stack's
+CI lease (:mod:`gpuprov.infra.lease`), its saved state and its expiry tags let a re-run of
+the same stack or ``gpuprov reap`` remove what it left.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from gpuprov.ci.signals import CiSignal, CiTimeout, RunSignals
+from gpuprov.ci.summary import EXIT_INFRA, EXIT_TEARDOWN, CiSummary, record, timed
+from gpuprov.infra.config import StackConfig
+from gpuprov.infra.errors import GpuprovError
+from gpuprov.infra.host import GpuHost, utcnow
+from gpuprov.infra.lease import CiLease
+from gpuprov.infra.settings import Settings
+from gpuprov.infra.stacks import backend_for, has_local_state
+from gpuprov.infra.teardown import teardown
+
+Progress = Callable[[str], None]
+TEARDOWN_ATTEMPTS = 3
+
+
+class StackBusy(GpuprovError):
+    """Another live ``gpuprov ci`` holds the stack."""
+
+    exit_code = EXIT_INFRA
+
+
+def _left(deadline: float) -> float:
+    return max(1.0, deadline - time.monotonic())
+
+
+def _teardown_until_done(config: StackConfig, settings: Settings, summary: CiSummary, signals: RunSignals,
+                         progress: Progress) -> None:
+    signals.teardown_mode()
+    start = time.monotonic()
+    last: BaseException | None = None
+    for attempt in range(1, TEARDOWN_ATTEMPTS + 1):
+        try:
+            teardown(config, progress, settings)
+            summary.teardown, last = "verified", None
+            break
+        except CiSignal:  # only in the instant before teardown_mode took effect
+            continue
+        except Exception as exc:  # noqa: BLE001  reported below and in the exit code; never swallowed
+            last = exc
+            progress(f"teardown attempt {attempt}/{TEARDOWN_ATTEMPTS} failed: {exc}")
+            time.sleep(min(5.0, 0.5 * attempt))
+    if last is not None:
+        summary.teardown, summary.teardown_error = "failed", f"{type(last).__name__}: {last}"
+    summary.timings_s["teardown"] = round(time.monotonic() - start, 3)
+    summary.signals_during_teardown = list(signals.noted)
+
+
+def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, timeout_s: float) -> int:
+    """Run CMD on the host over SSH, or here with the services' tunnel URLs in the environment."""
+    if on == "host":
+        from gpuprov.provisioning.ssh import Remote, target_for
+
+        with Remote(target_for(config, host)) as remote:
+            code, _out, stderr = remote.script(shlex.join(cmd) + "\n", on_line=print, timeout_s=timeout_s)
+        if stderr:
+            sys.stderr.write(stderr)
+        return code
+    from gpuprov.provisioning.tunnel import Tunnel
+
+    with Tunnel(config, host) as tunnel:
+        env = {**os.environ, "GPUPROV_HOST": host.address, "GPUPROV_STACK": config.stack}
+        for service, url in tunnel.urls.items():
+            env[f"GPUPROV_URL_{service.upper()}"] = url
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CiTimeout() from None
+        finally:
+            if proc.poll() is None:  # interrupted: the command goes too, before the host does
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: float = 3600.0,
+           deploy: bool = True, restore_signals: bool = True, health_timeout_s: float = 1800.0, *,
+           progress: Progress, settings: Settings | None = None) -> CiSummary:
+    """The whole run; teardown always happens. Returns the summary with its exit code set.
+
+    ``restore_signals=False`` (the command line) keeps signals noted-only until the process
+    exits, so a CI runner that keeps signalling cannot change the exit code after teardown.
+    """
+    settings = settings or Settings.from_env()
+    held = CiLease.load(config.stack)
+    if held is not None and held.alive and held.pid != os.getpid():
+        # Before the try: a refused run must not tear down the stack another run is using.
+        raise StackBusy(f"stack '{config.stack}' is held by a running gpuprov ci (pid {held.pid}); "
+                        "pick another --stack or wait for it")
+    # Imported now, not mid-run: a signal raised inside an import can come out wrapped in another error.
+    import gpuprov.infra.clouds.local.sandbox  # noqa: F401
+    import gpuprov.provisioning.deploy
+    import gpuprov.provisioning.health
+    import gpuprov.provisioning.ssh
+    import gpuprov.provisioning.tunnel  # noqa: F401
+
+    summary = CiSummary(stack=config.stack, cloud=config.cloud)
+    backend = backend_for(config, progress, settings)
+    signals = RunSignals(progress)
+    signals.install()
+    progress(f"gpuprov ci: stack '{config.stack}' on {config.cloud}, time limit {timeout_s / 60:g} min")
+    start = time.monotonic()
+    deadline = start + timeout_s
+    lease: CiLease | None = None
+    host: GpuHost | None = None
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout_s)
+            if has_local_state(config.stack) or held is not None:
+                with timed(summary, "cleanup-previous"):
+                    progress(f"an earlier run of stack '{config.stack}' left resources behind; removing them first")
+                    teardown(config, progress, settings)
+            lease = CiLease.claim(config.stack, config.cloud, timeout_s)
+            with timed(summary, "up"), signals.deferred():
+                host = backend.up(config)
+            summary.instance_id, summary.region = host.instance_id, host.region
+            summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
+            progress(f"{config.stack}: {host.cloud} host {host.instance_id} up at {host.address}")
+            if deploy:
+                from gpuprov.provisioning.deploy import deploy as deploy_stack
+                from gpuprov.provisioning.health import wait_healthy
+
+                with timed(summary, "deploy"):
+                    result = deploy_stack(config, host, progress=progress)
+                    summary.deploy = {"changed": list(result.changed), "ssh_round_trips": result.ssh_round_trips}
+                with timed(summary, "health"):
+                    wait_healthy(config, host, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress)
+            with timed(summary, "command"):
+                code = _run_command(config, host, cmd, on, _left(deadline))
+            summary.command_exit_code = code
+            summary.outcome = "passed" if code == 0 else "command-failed"
+            if code != 0:
+                summary.error = f"the command exited {code} (the host was fine; its exit code is passed on)"
+            summary.exit_code = code
+            signals.teardown_mode()  # still inside the try: from here on a signal can only be noted
+        except BaseException as exc:  # recorded in the summary and the exit code, then teardown
+            signals.teardown_mode()
+            record(summary, exc)
+    except BaseException as exc:  # a signal that arrived while the first one was being recorded
+        if summary.exit_code is None:
+            record(summary, exc)
+    finally:
+        _teardown_until_done(config, settings, summary, signals, progress)
+        if restore_signals:
+            signals.restore()
+        if summary.teardown == "verified" and lease is not None:
+            lease.release()
+        elif summary.teardown == "verified":
+            stale = CiLease.load(config.stack)
+            if stale is not None and not stale.alive:
+                stale.release()
+    total = time.monotonic() - start
+    summary.timings_s["total"] = round(total, 3)
+    if host is not None:
+        summary.cost_usd = round(host.usd_hour * total / 3600, 4)
+    if summary.teardown != "verified":
+        summary.outcome, summary.exit_code = "teardown-failed", EXIT_TEARDOWN
+    summary.finished_at = utcnow().isoformat()
+    return summary

@@ -1,0 +1,263 @@
+"""Compute Engine outside Pulumi, on google-cloud-compute: resolve the GPU image, check types, find and remove leftovers.
+
+The program uses :func:`resolve_image` and :func:`check_machine_offered` before
+``up``; the reaper uses :func:`find_labelled_instances` / :func:`delete_instance`
+and :func:`find_gpuprov_firewalls` / :func:`delete_firewall`. Instances are found
+by the labels in :mod:`gpuprov.infra.tags`; firewall rules carry no labels in Compute
+Engine, so they are found by the network tag they target (``gpuprov-<stack>``).
+
+google-cloud-compute is imported lazily and always uses its REST transport.
+Credentials come from Application Default Credentials. :class:`ComputeApi` takes the
+endpoint from the settings (``GPUPROV_GCP_API_ENDPOINT``: another endpoint, e.g. a
+local stand-in of the API). Every error of the SDK becomes a :class:`GcpError` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from gpuprov.infra.clouds.base import CloudError
+from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
+
+# Deep Learning VM images: drivers, Docker and the NVIDIA toolkit preinstalled (FACTS §2).
+# Families come and go (the cu121 ones are gone), so the family is resolved at run time.
+DLVM_PROJECT = "deeplearning-platform-release"
+DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
+NETWORK_TAG_PREFIX = "gpuprov-"
+
+
+class GcpError(CloudError):
+    """A Compute Engine call gpuprov needs failed; the message says which and what to do."""
+
+
+class ImageNotFound(GcpError):
+    def __init__(self, family: str, project: str):
+        super().__init__(
+            f"no image in family {family} of project {project}; Deep Learning VM families change, "
+            f"list them with `gcloud compute images list --project {project} --no-standard-images` "
+            "and set image: family/<name> in the stack config"
+        )
+
+
+class NotOfferedInZone(GcpError):
+    def __init__(self, kind: str, name: str, zone: str):
+        super().__init__(f"{kind} {name} is not offered in zone {zone}; pick another zone or instance_type")
+
+
+def network_tag(stack: str) -> str:
+    """The network tag a stack's instance carries and its firewall rules target."""
+    return f"{NETWORK_TAG_PREFIX}{stack}"
+
+
+def _not_found(err: BaseException) -> bool:
+    from google.api_core.exceptions import NotFound
+
+    return isinstance(err, NotFound)
+
+
+@contextlib.contextmanager
+def boundary(what: str) -> Iterator[None]:
+    """Turn google-api-core and google-auth errors into one :class:`GcpError` line: what failed, why, what to do."""
+    from google.api_core.exceptions import Forbidden, GoogleAPIError, PermissionDenied, Unauthenticated
+    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+
+    try:
+        yield
+    except GcpError:
+        raise
+    except DefaultCredentialsError:
+        raise GcpError(f"GCP: {what} needs credentials and none were found; run `gcloud auth application-default "
+                       "login` or set GOOGLE_APPLICATION_CREDENTIALS") from None
+    except (Unauthenticated, GoogleAuthError) as err:
+        raise GcpError(f"GCP: {what} was refused ({err}); log in again (gcloud auth application-default login)") \
+            from None
+    except (PermissionDenied, Forbidden) as err:
+        raise GcpError(f"GCP: {what} is not permitted ({err}); the account needs Compute Engine rights in the "
+                       "project (roles/compute.instanceAdmin.v1, roles/compute.securityAdmin)") from None
+    except GoogleAPIError as err:
+        raise GcpError(f"GCP: {what} failed ({type(err).__name__}: {err}); check the project, the zone and the "
+                       "network") from None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One gpuprov instance or firewall rule: where it is and what marks it as ours."""
+
+    name: str
+    project: str
+    zone: str | None = None  # instances only
+    status: str | None = None  # instances only
+    labels: dict[str, str] = field(default_factory=dict)
+    target_tags: tuple[str, ...] = ()  # firewall rules only
+
+    @property
+    def stack(self) -> str | None:
+        if TAG_STACK in self.labels:
+            return self.labels[TAG_STACK]
+        tags = [t for t in self.target_tags if t.startswith(NETWORK_TAG_PREFIX)]
+        return tags[0].removeprefix(NETWORK_TAG_PREFIX) if tags else None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return expires_at(self.labels)
+
+
+def split_image(image: str | None) -> tuple[str | None, str]:
+    """The configured ``image`` as (image link or None, family): ``family/NAME`` picks a family."""
+    if image and image.startswith("family/"):
+        return None, image.removeprefix("family/")
+    return image, DLVM_FAMILY
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def gcp_call(what: str) -> Callable[[F], F]:
+    """Run an API method inside :func:`boundary`; ``what`` may name the method's arguments."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            with boundary(what.format(**bound.arguments)):
+                return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+class ComputeApi:
+    """Compute Engine calls gpuprov makes outside Pulumi (REST transport; ``endpoint``: another API endpoint)."""
+
+    def __init__(self, endpoint: str | None = None):
+        self.endpoint = endpoint
+
+    def _client(self, kind: str) -> Any:
+        """A google-cloud-compute client of class ``kind`` on the REST transport (imported only here)."""
+        from google.cloud import compute_v1
+
+        cls = getattr(compute_v1, kind)
+        if self.endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            return cls(transport="rest", credentials=AnonymousCredentials(),
+                       client_options={"api_endpoint": self.endpoint})
+        return cls(transport="rest")
+
+    # --- before up ------------------------------------------------------------------------------
+
+    @gcp_call("resolving the newest image of family {family} in project {project}")
+    def resolve_image(self, family: str = DLVM_FAMILY, project: str = DLVM_PROJECT) -> str:
+        """The self link of the newest non-deprecated image in ``family`` today."""
+        try:
+            image = self._client("ImagesClient").get_from_family(project=project, family=family)
+        except Exception as err:
+            if _not_found(err):
+                raise ImageNotFound(family, project) from None
+            raise
+        return str(image.self_link)
+
+    @gcp_call("checking machine type {machine_type} in zone {zone}")
+    def machine_type_offered(self, project: str, zone: str, machine_type: str) -> bool:
+        """Whether ``machine_type`` exists in ``zone``."""
+        try:
+            self._client("MachineTypesClient").get(project=project, zone=zone, machine_type=machine_type)
+        except Exception as err:
+            if _not_found(err):
+                return False
+            raise
+        return True
+
+    @gcp_call("checking accelerator {accelerator} in zone {zone}")
+    def accelerator_offered(self, project: str, zone: str, accelerator: str) -> bool:
+        """Whether the GPU ``accelerator`` (e.g. ``nvidia-tesla-t4``) exists in ``zone``."""
+        try:
+            self._client("AcceleratorTypesClient").get(project=project, zone=zone, accelerator_type=accelerator)
+        except Exception as err:
+            if _not_found(err):
+                return False
+            raise
+        return True
+
+    def check_machine_offered(self, project: str, zone: str, machine_type: str, accelerator: str | None) -> None:
+        """Raise :class:`NotOfferedInZone` unless the machine type (and its GPU, when separate) exist in ``zone``."""
+        if not self.machine_type_offered(project, zone, machine_type):
+            raise NotOfferedInZone("machine type", machine_type, zone)
+        if accelerator and not self.accelerator_offered(project, zone, accelerator):
+            raise NotOfferedInZone("accelerator", accelerator, zone)
+
+    def preflight(self, project: str, zone: str, machine_type: str, accelerator: str | None,
+                  image: str | None = None) -> str:
+        """Before ``pulumi up``: fail fast when the machine (or its GPU) is not in the zone or the image family
+        is gone; returns the image the program will get (a configured image link or family wins)."""
+        self.check_machine_offered(project, zone, machine_type, accelerator)
+        link, family = split_image(image)
+        return link or self.resolve_image(family)
+
+    # --- finding what a stack left ----------------------------------------------------------------
+
+    @gcp_call("listing gpuprov instances in project {project}")
+    def find_labelled_instances(self, project: str, stack: str | None = None) -> list[Labelled]:
+        """gpuprov instances in every zone of ``project`` (of one stack when named), in any state."""
+        found: list[Labelled] = []
+        for scope, scoped in self._client("InstancesClient").aggregated_list(project=project):
+            for inst in scoped.instances:
+                labels = dict(inst.labels)
+                # filtered here, not with the API's filter syntax: one rule, and it reads plainly
+                if labels.get(TAG_MANAGED) != "true" or (stack is not None and labels.get(TAG_STACK) != stack):
+                    continue
+                zone = str(inst.zone).rsplit("/", 1)[-1] if inst.zone else scope.removeprefix("zones/")
+                found.append(Labelled(name=inst.name, project=project, zone=zone, status=inst.status, labels=labels))
+        return found
+
+    @gcp_call("listing gpuprov firewall rules in project {project}")
+    def find_gpuprov_firewalls(self, project: str, stack: str | None = None) -> list[Labelled]:
+        """gpuprov firewall rules of ``project``: those targeting ``gpuprov-<stack>`` (any stack when None)."""
+        found: list[Labelled] = []
+        for rule in self._client("FirewallsClient").list(project=project):
+            tags = tuple(rule.target_tags)
+            wanted = [network_tag(stack)] if stack else [t for t in tags if t.startswith(NETWORK_TAG_PREFIX)]
+            if any(t in tags for t in wanted):
+                found.append(Labelled(name=rule.name, project=project, target_tags=tags))
+        return found
+
+    # --- removing it --------------------------------------------------------------------------------
+
+    @gcp_call("deleting instance {name} in {zone}")
+    def delete_instance(self, project: str, zone: str, name: str, wait: bool = True) -> None:
+        """Delete an instance (its auto-delete boot disk goes with it); gone already is fine."""
+        try:
+            operation = self._client("InstancesClient").delete(project=project, zone=zone, instance=name)
+        except Exception as err:
+            if _not_found(err):
+                return
+            raise
+        if wait:
+            operation.result(timeout=600)
+
+    @gcp_call("deleting firewall rule {name}")
+    def delete_firewall(self, project: str, name: str, wait: bool = True) -> None:
+        """Delete a firewall rule; gone already is fine."""
+        try:
+            operation = self._client("FirewallsClient").delete(project=project, firewall=name)
+        except Exception as err:
+            if _not_found(err):
+                return
+            raise
+        if wait:
+            operation.result(timeout=300)
+
+    def delete_all(self, items: Iterable[Labelled]) -> None:
+        """Delete each instance, then each firewall rule, of ``items`` (as the find_* helpers return them)."""
+        items = list(items)
+        for item in items:
+            if item.zone is not None:
+                self.delete_instance(item.project, item.zone, item.name)
+        for item in items:
+            if item.zone is None:
+                self.delete_firewall(item.project, item.name)

@@ -1,0 +1,250 @@
+"""Lambda Cloud as a gpuprov cloud: its REST API through gpuprov's own client and Pulumi dynamic providers."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from gpuprov.infra.clouds.base import (
+    CloudDriver,
+    ExposureRow,
+    Finding,
+    IdleAction,
+    Leftover,
+    Progress,
+    ReapPolicy,
+    catalog_defaults,
+)
+
+if TYPE_CHECKING:
+    import pulumi
+
+    from gpuprov.cost.live import PricedOffer
+    from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
+    from gpuprov.infra.config import StackConfig
+    from gpuprov.infra.host import GpuHost
+
+# Lambda adds instance types often; any name of its scheme is accepted and the API is the judge.
+INSTANCE_TYPE = re.compile(r"^gpu_[0-9]+x_[a-z0-9_]+\Z")
+NAME_PREFIX = "gpuprov-"  # keys and rulesets are named gpuprov-<stack>; instances gpuprov-<stack>-<8 hex>
+MAX_RULES = 20  # Lambda's limit per ruleset
+GONE = frozenset({"terminated"})  # instance states that no longer bill nor exist for our purposes
+SSH_VIA_DEFAULT = "direct, from anywhere (Lambda's default firewall; SSH key login only)"
+
+
+def resource_name(stack: str) -> str:
+    """``gpuprov-<stack>``: the name of the stack's SSH key and rulesets; instances add ``-<random>``."""
+    return f"{NAME_PREFIX}{stack}"
+
+
+def named_stack(name: str | None) -> str | None:
+    """The stack of a key or ruleset gpuprov named (exactly ``gpuprov-<stack>``), else None."""
+    m = re.match(rf"^{NAME_PREFIX}([a-z0-9][a-z0-9-]{{0,39}})\Z", name or "")
+    return m.group(1) if m else None
+
+
+class LambdaDriver(CloudDriver):
+    name = "lambda"
+    title = "Lambda Cloud"
+    credential_hint = "LAMBDA_API_KEY"
+
+    # --- config ----------------------------------------------------------------------------------
+
+    def default_instance_type(self) -> str | None:
+        return catalog_defaults(self.name)[0]
+
+    def instance_type_allowed(self, instance_type: str) -> str | None:
+        from gpuprov.cost import catalog
+
+        if catalog.find_offer(self.name, instance_type) or INSTANCE_TYPE.match(instance_type):
+            return None
+        known = ", ".join(o.type for o in catalog.offers(self.name))
+        return f"lambda offers: {known} or any gpu_<N>x_<model> name Lambda lists"
+
+    def check_config(self, config: StackConfig) -> None:
+        from gpuprov.infra.config import ConfigError
+
+        for cidr in config.allowed_cidrs:
+            if ipaddress.ip_network(cidr).version != 4:
+                raise ConfigError("allowed_cidrs", cidr, "Lambda firewall rules take IPv4 ranges only")
+        rules = len(config.allowed_cidrs) * (1 + len(config.open_ports))
+        if rules > MAX_RULES:
+            raise ConfigError("allowed_cidrs", list(config.allowed_cidrs),
+                              f"Lambda allows {MAX_RULES} rules per ruleset and (ranges x ports) makes {rules}; "
+                              "list fewer ranges or ports")
+
+    def client(self, **kw: Any) -> LambdaCloud:
+        from gpuprov.infra.clouds.lambda_cloud.client import LambdaCloud
+
+        return LambdaCloud(settings=self.settings, **kw)
+
+    # --- program and plan ------------------------------------------------------------------------
+
+    def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
+        from gpuprov.infra.clouds.lambda_cloud.program import build_lambda_host
+
+        return build_lambda_host(config)
+
+    def exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> list[ExposureRow]:
+        from gpuprov.infra.exposure import Opened, rows, rows_from_config
+
+        opened = Opened()
+        for r in resources:
+            rules = r["inputs"].get("rules")
+            if r["type"] != "pulumi-python:dynamic:Resource" or not isinstance(rules, list) or not all(
+                    isinstance(x, dict) and {"port_range", "source_network"} <= set(x) for x in rules):
+                continue  # not the firewall ruleset: its rules are port_range + source_network
+            opened.found = True
+            for rule in rules:
+                low, high = rule["port_range"]
+                opened.add(int(low), int(high), {str(rule["source_network"])})
+        if not opened.found:
+            return rows_from_config(config, ["0.0.0.0/0"], SSH_VIA_DEFAULT)
+        return rows(opened, "see Lambda's firewall")
+
+    # --- before up -------------------------------------------------------------------------------
+
+    def has_credentials(self) -> bool:
+        return bool(os.environ.get("LAMBDA_API_KEY"))
+
+    def preflight(self, config: StackConfig, progress: Progress | None = None) -> None:
+        from gpuprov.infra.clouds.lambda_cloud.errors import LambdaError
+        from gpuprov.infra.clouds.lambda_cloud.launch import matching_offers
+        from gpuprov.infra.clouds.lambda_cloud.program import min_gpu_memory_gb
+
+        if progress:
+            progress("lambda: checking the instance types and regions Lambda lists")
+        types = self.client(retry_for_s=60.0).instance_types()
+        names = {t.name for t in types}
+        if config.instance_type and config.instance_type not in names:
+            raise LambdaError(f"Lambda lists no instance type {config.instance_type!r}; it lists: "
+                              f"{', '.join(sorted(names))}")
+        if not matching_offers(types, instance_type=config.instance_type, region=config.region,
+                               min_gpu_memory_gb=min_gpu_memory_gb(config)) and progress:
+            # Capacity comes and goes by the minute: say so, and let the launch's failover try.
+            progress("lambda: no region has capacity for this right now; the launch will try every offer")
+
+    # --- what a stack left; the reaper -----------------------------------------------------------
+
+    def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
+        from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK
+
+        api = self.client()
+        found: list[Leftover] = []
+        for inst in api.list_instances():
+            if inst.status in GONE or inst.tags.get(TAG_MANAGED) != "true":
+                continue
+            if stack is None or inst.tags.get(TAG_STACK) == stack:
+                found.append(Leftover(self.name, "instance", inst.id, inst.tags.get(TAG_STACK), inst.name,
+                                      inst.region, inst.status, dict(inst.tags)))
+        # Keys and rulesets carry no tags in Lambda's API: gpuprov names them gpuprov-<stack>, exactly.
+        for key in api.list_ssh_keys():
+            owner = named_stack(key.name)
+            if owner and (stack is None or owner == stack):
+                found.append(Leftover(self.name, "ssh-key", key.id, owner, key.name))
+        for rs in api.list_firewall_rulesets():
+            owner = named_stack(rs.name)
+            if owner and (stack is None or owner == stack):
+                found.append(Leftover(self.name, "firewall-ruleset", rs.id, owner, rs.name, rs.region))
+        return found
+
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """As every cloud, and never a key or ruleset that an instance which stays still uses."""
+        found = super().reap_findings(policy, only_stack, config)
+        going = {f.item.id for f in found if f.item.bills}
+        in_use_keys: set[str] = set()
+        in_use_rulesets: set[str] = set()
+        for inst in self.client().list_instances():
+            if inst.status not in GONE and inst.id not in going:
+                in_use_keys.update(inst.ssh_key_names)
+                in_use_rulesets.update(inst.firewall_ruleset_ids)
+        return [f for f in found if not (
+            (f.item.kind == "ssh-key" and f.item.name in in_use_keys)
+            or (f.item.kind == "firewall-ruleset" and f.item.id in in_use_rulesets))]
+
+    def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
+        """Terminate instances, wait until Lambda says terminated, then delete their keys and rulesets."""
+        from gpuprov.infra.clouds.lambda_cloud.errors import (
+            FirewallRulesetInUse,
+            InvalidParameters,
+            LambdaError,
+            ObjectNotFound,
+        )
+
+        api = self.client()
+        errors: list[str] = []
+        ids = [f.item.id for f in items if f.item.bills]
+        if ids:
+            progress(f"lambda: terminating {', '.join(ids)}")
+            for iid in ids:  # one by one: a single id already gone must not stop the others
+                try:
+                    api.terminate([iid])
+                except ObjectNotFound:
+                    continue
+                except LambdaError as err:
+                    errors.append(f"lambda: could not terminate {iid}: {err}")
+            deadline = time.monotonic() + timeout_s
+            while True:
+                pending = [i.id for i in api.list_instances() if i.id in ids and i.status not in GONE]
+                if not pending:
+                    break
+                if time.monotonic() >= deadline:
+                    errors.append(f"lambda: instances {', '.join(pending)} not terminated after {timeout_s:.0f}s")
+                    break
+                time.sleep(max(api.backoff_scale, 0.01))
+        for f in items:
+            try:
+                if f.item.kind == "ssh-key":
+                    try:
+                        api.delete_ssh_key(f.item.id)
+                    except InvalidParameters:
+                        # Lambda answers "invalid parameters" for a key id it no longer has: gone is fine.
+                        if any(k.id == f.item.id for k in api.list_ssh_keys()):
+                            raise
+                elif f.item.kind == "firewall-ruleset":
+                    self._delete_ruleset(api, f.item.id, FirewallRulesetInUse, timeout_s)
+                else:
+                    continue
+                progress(f"lambda: deleted {f.item.kind} {f.item.name or f.item.id}")
+            except ObjectNotFound:
+                continue
+            except LambdaError as err:
+                errors.append(f"lambda: could not delete {f.item.kind} {f.item.name or f.item.id}: {err}")
+        return errors
+
+    @staticmethod
+    def _delete_ruleset(api: LambdaCloud, ruleset_id: str, in_use: type[BaseException], timeout_s: float) -> None:
+        """A ruleset stays "in use" until its instance is fully terminated: retry until it is not."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+        for attempt in Retrying(retry=retry_if_exception_type(in_use), stop=stop_after_delay(timeout_s),
+                                wait=wait_exponential(multiplier=max(api.backoff_scale, 0.01), max=10), reraise=True):
+            with attempt:
+                api.delete_firewall_ruleset(ruleset_id)
+
+    # --- on the host; prices ---------------------------------------------------------------------
+
+    def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
+        return IdleAction(
+            "http", "Lambda has no stop, and an OS shutdown keeps billing: the instance is terminated through the API",
+            method="POST", url=f"{self.settings.lambda_api_url}/api/v1/instance-operations/terminate",
+            body={"instance_ids": [host.instance_id]}, secret="lambda_api_key")
+
+    def live_offers(self, region: str | None = None) -> list[PricedOffer]:
+        from gpuprov.cost.live import PricedOffer, fallback, today
+        from gpuprov.infra.errors import GpuprovError
+
+        if not self.has_credentials():
+            return fallback(self.name, "LAMBDA_API_KEY not set")
+        client = self.client(retry_for_s=10.0, max_attempts=2)  # a price list is not worth minutes of retries
+        try:
+            types = client.instance_types()
+        except GpuprovError as err:
+            return fallback(self.name, f"Lambda API: {err}")
+        return [PricedOffer(cloud=self.name, type=t.name, gpu=t.gpu_model, gpus=t.gpus, usd_hour=t.usd_hour,
+                            source=f"Lambda API {client.base_url}/api/v1/instance-types", as_of=today(), live=True)
+                for t in types]

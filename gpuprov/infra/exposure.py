@@ -1,0 +1,79 @@
+"""Who can reach which port of a host: the rows ``plan`` shows, built from what a program declares.
+
+Drivers read their own firewall resources into an :class:`Opened` map (port -> source
+ranges); :func:`rows` turns that into one row per port that matters (SSH, each app's
+service ports, anything else opened), saying how each closed port is reached instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from gpuprov.infra.clouds.base import ExposureRow
+from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+
+TUNNEL_ONLY = "SSH tunnel only (gpuprov tunnel)"
+PUBLIC_VIA = "direct, from the whole internet (allow_public)"
+
+
+def service_names() -> dict[int, str]:
+    """Port -> service name, for every service an app declares."""
+    return {port: name for name, port in SERVICE_PORTS.items()}
+
+
+@dataclass
+class Opened:
+    """What a program's firewall resources let in: port (or ``"all"``) -> source ranges."""
+
+    found: bool = False  # whether the program declared any firewall resource at all
+    ports: dict[int | str, set[str]] = field(default_factory=dict)
+
+    def add(self, low: int, high: int, sources: set[str] | list[str]) -> None:
+        for port in range(int(low), int(high) + 1):
+            self.ports.setdefault(port, set()).update(sources)
+
+    def add_all(self, sources: set[str] | list[str]) -> None:
+        self.ports.setdefault("all", set()).update(sources)
+
+
+def _direct(sources: list[str]) -> str:
+    if any(ipaddress.ip_network(s).prefixlen == 0 for s in sources):
+        return PUBLIC_VIA
+    return "direct"
+
+
+def rows(opened: Opened, ssh_without_rule: str, labelled: dict[tuple[str, ...], str] | None = None) -> list[ExposureRow]:
+    """One row per port: SSH, every service port, anything else opened. ``labelled``: source sets that
+    mean a managed path (e.g. Google's IAP range) and how to say it."""
+    services = service_names()
+    out: list[ExposureRow] = []
+    if "all" in opened.ports:
+        out.append(ExposureRow("all", "every port", tuple(sorted(opened.ports["all"])), "direct"))
+    others = [p for p in opened.ports if isinstance(p, int) and p != 22 and p not in services]
+    for port in [22, *services, *others]:
+        sources = sorted(opened.ports.get(port, set()))
+        service = "ssh" if port == 22 else services.get(port, "custom")
+        if labelled and tuple(sources) in labelled:
+            via = labelled[tuple(sources)]
+        elif sources:
+            via = _direct(sources)
+        else:
+            via = ssh_without_rule if port == 22 else TUNNEL_ONLY
+        out.append(ExposureRow(port, service, tuple(sources), via))
+    return out
+
+
+def rows_from_config(config: StackConfig, ssh_sources: list[str], ssh_via: str) -> list[ExposureRow]:
+    """Targets without firewall resources of gpuprov's: SSH as the target admits it, service ports as the
+    config opens them (to ``allowed_cidrs``), every other service port through the tunnel."""
+    services = service_names()
+    out = [ExposureRow(22, "ssh", tuple(ssh_sources), ssh_via)]
+    service_from = tuple(config.allowed_cidrs)
+    for port in config.open_ports:
+        out.append(ExposureRow(port, services.get(port, "custom"), service_from,
+                               _direct(list(service_from)) if service_from else TUNNEL_ONLY))
+    for port, service in services.items():
+        if port not in config.open_ports:
+            out.append(ExposureRow(port, service, (), TUNNEL_ONLY))
+    return out

@@ -1,1 +1,0 @@
-"""GCP GPU hosts: the Pulumi component (:mod:`gpuprov.infra.gcp.program`) and Compute Engine helpers (:mod:`gpuprov.infra.gcp.sdk`)."""

@@ -1,0 +1,92 @@
+"""The operator-side settings that are not stack config: read once, at the edge, and passed down.
+
+Stack config (:mod:`gpuprov.infra.config`) says *what* a stack is and lives with the stack.
+These say how this machine reaches things: which Pulumi engine runs the program, where
+an API lives when it is not the public one, how long teardown verification waits. They
+come from the environment (the command line, Fabric, the Pulumi program and each dynamic
+provider's ``configure()`` are the edges that read it) and travel as one frozen object.
+Credentials are not settings: each cloud's SDK chain (or its documented variable) reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpuprov.infra.errors import GpuprovError
+
+LAMBDA_DEFAULT_URL = "https://cloud.lambda.ai"
+GCP_BILLING_DEFAULT_URL = "https://cloudbilling.googleapis.com"
+PULUMI_ENGINES = ("automation", "mock")
+
+
+class SettingsError(GpuprovError):
+    """An environment setting gpuprov cannot use; says which variable, which value, and what is allowed."""
+
+    exit_code = 2
+
+    def __init__(self, variable: str, value: str, allowed: str):
+        super().__init__(f"environment variable {variable}={value!r} is not understood; {allowed}")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, raw, "expected a number") from None
+    if not value >= low or value != value or value in (float("inf"),):
+        raise SettingsError(name, raw, f"expected a finite number of at least {low:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How this machine reaches clouds and engines. Every field names the variable it comes from."""
+
+    #: ``GPUPROV_PULUMI``: ``automation`` (the Pulumi CLI through the Automation API) or ``mock``
+    #: (the same program on Pulumi's mock runtime, dynamic providers called for real).
+    pulumi: str = "automation"
+    #: ``GPUPROV_VERIFY_TIMEOUT_S`` / ``GPUPROV_VERIFY_POLL_S``: how long teardown verification waits
+    #: for resources that are still terminating, and how often it asks.
+    verify_timeout_s: float = 600.0
+    verify_poll_s: float = 2.0
+    #: ``LAMBDA_API_URL``: the Lambda Cloud API (another URL: a stand-in, a proxy).
+    lambda_api_url: str = LAMBDA_DEFAULT_URL
+    #: ``GPUPROV_LAMBDA_RATE_SCALE``: multiplies the Lambda client's rate-limit pauses and back-off.
+    lambda_rate_scale: float = 1.0
+    #: ``GPUPROV_GCP_API_ENDPOINT``: the Compute Engine REST endpoint (another one: a stand-in).
+    gcp_api_endpoint: str | None = None
+    #: ``GOOGLE_CLOUD_PROJECT`` (or gcloud's ``CLOUDSDK_CORE_PROJECT``): the project hosts are made in.
+    gcp_project: str | None = None
+    #: ``GPUPROV_GCP_BILLING_URL``: the Cloud Billing Catalog API.
+    gcp_billing_url: str = GCP_BILLING_DEFAULT_URL
+    #: ``GPUPROV_AWS_REGIONS``: the EC2 regions the reaper sweeps (comma-separated); empty: the default region.
+    aws_regions: tuple[str, ...] = ()
+    #: ``GPUPROV_APP_PATH``: folders of extra apps (colon-separated), beside the built-in ones.
+    app_paths: tuple[Path, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings in ``env`` (default: this process's environment)."""
+        env = os.environ if env is None else env
+        engine = env.get("GPUPROV_PULUMI") or "automation"
+        if engine not in PULUMI_ENGINES:
+            raise SettingsError("GPUPROV_PULUMI", engine, "use 'automation' (the Pulumi CLI, default) or 'mock'")
+        return cls(
+            pulumi=engine,
+            verify_timeout_s=_float(env, "GPUPROV_VERIFY_TIMEOUT_S", 600.0),
+            verify_poll_s=_float(env, "GPUPROV_VERIFY_POLL_S", 2.0, low=0.001),
+            lambda_api_url=(env.get("LAMBDA_API_URL") or LAMBDA_DEFAULT_URL).rstrip("/"),
+            lambda_rate_scale=_float(env, "GPUPROV_LAMBDA_RATE_SCALE", 1.0),
+            gcp_api_endpoint=env.get("GPUPROV_GCP_API_ENDPOINT") or None,
+            gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT") or None,
+            gcp_billing_url=(env.get("GPUPROV_GCP_BILLING_URL") or GCP_BILLING_DEFAULT_URL).rstrip("/"),
+            aws_regions=tuple(r.strip() for r in (env.get("GPUPROV_AWS_REGIONS") or "").split(",") if r.strip()),
+            app_paths=tuple(Path(p).expanduser() for p in (env.get("GPUPROV_APP_PATH") or "").split(os.pathsep)
+                            if p),
+        )
