@@ -47,11 +47,11 @@ lint: venv
 bench-deploy: setup
 	$(PY) bench/deploy/run.py
 
-# Issue 6: replay five usage traces through the idle agent's real decide() at accelerated time.
+# Replay five usage traces through the idle agent's real decide() at accelerated time.
 bench-idle: venv
 	$(PY) bench/idle/run.py
 
-# Fault-injection suite (issue 7): >= 200 `gpuprov ci` cycles against the Lambda stand-in and the
+# Fault-injection suite: >= 200 `gpuprov ci` cycles against the Lambda stand-in and the
 # local sandbox host, faults at random points; last line `cycles: N, leaks: N, secrets exposed: N`.
 # FAULT_SEED=<n> replays a run's choices; FAULT_CYCLES / FAULT_WORKERS size it.
 faults: setup

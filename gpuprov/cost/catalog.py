@@ -9,7 +9,6 @@ from pathlib import Path
 import yaml
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
-CLOUDS_WITH_CATALOG = ("lambda", "aws", "gcp")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def _raw() -> dict:
 
 def offers(cloud: str | None = None) -> list[Offer]:
     """Every catalog offer (of one cloud when named), cheapest first."""
-    clouds = [cloud] if cloud else list(CLOUDS_WITH_CATALOG)
+    clouds = [cloud] if cloud else list(_raw())
     found = [Offer(cloud=c, **entry) for c in clouds for entry in _raw().get(c, {}).get("offers", [])]
     return sorted(found, key=lambda o: o.usd_hour)
 

@@ -1,7 +1,7 @@
 """A stateful STAND-IN of the Lambda Cloud API, for tests and for trying the Lambda flow with no account.
 
 It is not Lambda: it answers the paths, fields and error codes of Lambda's
-OpenAPI document 1.8.3 (``../shared/specs``) from memory, so gpuprov's client,
+OpenAPI document 1.8.3 (https://docs.lambda.ai/api/cloud) from memory, so gpuprov's client,
 providers, reaper and fault suite can run for real against it. Instances go
 ``booting`` -> ``active`` (with ``instance_ip``, which can be the local sandbox
 host's address so launch -> SSH -> terminate really happens) -> ``terminating``

@@ -20,8 +20,9 @@ import pytest
 from gpuprov.testing.lambda_api import LambdaStandIn, RecordedRequest
 from tests.conftest import need
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC = REPO_ROOT.parent / "shared" / "specs" / "lambda-cloud-openapi-1.8.3.json"
+# Lambda's own OpenAPI document, version 1.8.3 (the API docs at https://docs.lambda.ai/api/cloud), kept beside
+# the tests so every exchange with the stand-in is checked against the real contract.
+SPEC = Path(__file__).with_name("lambda-cloud-openapi-1.8.3.json")
 SERVER = "https://cloud.lambda.ai"  # the document's server; paths are what is checked
 STANDIN_KEY = "standin-test-key"
 

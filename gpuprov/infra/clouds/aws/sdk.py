@@ -25,7 +25,8 @@ from gpuprov.infra.clouds.base import CloudError
 from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 
 # The Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): drivers, Docker and
-# the NVIDIA container toolkit preinstalled, so host preparation is mostly checks (FACTS §2).
+# the NVIDIA container toolkit preinstalled, so host preparation is mostly checks
+# (https://docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-base-gpu-ami-ubuntu-22-04.html).
 DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
 # States in which an instance still costs money or still holds its security group.

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from gpuprov.infra.clouds.base import CloudError
 from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 
-# Deep Learning VM images: drivers, Docker and the NVIDIA toolkit preinstalled (FACTS §2).
+# Deep Learning VM images: drivers, Docker and the NVIDIA toolkit preinstalled
+# (https://cloud.google.com/deep-learning-vm/docs/images).
 # Families come and go (the cu121 ones are gone), so the family is resolved at run time.
 DLVM_PROJECT = "deeplearning-platform-release"
 DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"

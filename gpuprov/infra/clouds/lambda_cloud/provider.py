@@ -1,7 +1,8 @@
 """Pulumi dynamic providers for Lambda Cloud: ``LambdaSshKey``, ``LambdaFirewallRuleset``, ``LambdaInstance``.
 
 Lambda has no Pulumi provider, so these are dynamic providers. They live in this
-importable module so Pulumi pickles them by reference (../shared/FACTS.md §5), make
+importable module so Pulumi pickles them by reference
+(https://www.pulumi.com/docs/iac/concepts/resources/dynamic-providers/), make
 their API client inside each method, and read credentials in ``configure()``
 (Pulumi config ``lambda:apiKey``, a secret, and ``lambda:apiUrl``) or
 from ``LAMBDA_API_KEY`` / ``LAMBDA_API_URL``: the key is never an input or an output.
