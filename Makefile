@@ -40,7 +40,7 @@ pulumi-yaml: venv
 	$(PY) -c 'from gpuprov.infra.config import render_pulumi_yaml; open("Pulumi.yaml", "w").write(render_pulumi_yaml())'
 
 lint: venv
-	$(VENV)/bin/ruff check gpuprov tests
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 # Deploy to a sandbox host behind a simulated 100 ms round trip: gpuprov vs Ansible, side by side (BENCH_RTT_MS=...).

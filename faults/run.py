@@ -291,7 +291,10 @@ def run_cycle(worker: Worker, number: int, kind: str, rng: random.Random) -> Cyc
     elif kind == "ssh-drop":
         perturb_host(worker)
         point = rng.choice(["checking the host", "applying", "step files", "step compose"])
-        triggers.append((point, lambda _p: drop_ssh_sessions(worker) and None))
+        def drop(_p: subprocess.Popen[str]) -> None:
+            drop_ssh_sessions(worker)
+
+        triggers.append((point, drop))
         cycle.detail = f"at '{point}'"
     elif kind == "health-fail":
         # The service keeps running (deploy sees nothing to fix) but its health route is gone.
@@ -305,7 +308,11 @@ def run_cycle(worker: Worker, number: int, kind: str, rng: random.Random) -> Cyc
         signum = signal.SIGINT if kind == "sigint" else signal.SIGTERM
 
         def later(p: subprocess.Popen[str], delay: float = delay, signum: int = signum) -> None:
-            threading.Timer(delay, lambda: p.poll() is None and p.send_signal(signum)).start()
+            def fire() -> None:
+                if p.poll() is None:
+                    p.send_signal(signum)
+
+            threading.Timer(delay, fire).start()
 
         triggers.append(("gpuprov ci: stack", later))
         cycle.detail = f"{delay}s into the run"

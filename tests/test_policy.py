@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
 from gpuprov.infra import tags
 from gpuprov.infra.clouds.aws import program as aws_program
@@ -26,12 +26,17 @@ def violations(resource_type: str, props: dict[str, Any]) -> dict[str, list[str]
     """Each policy's violations for one resource, through the policy objects the pack is built from."""
     found: dict[str, list[str]] = {}
     opts = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
-                                 additional_secret_outputs=[], custom_timeouts=None, parent=None)
+                                 additional_secret_outputs=[], custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+                                 parent=None)
     for policy in rules.POLICIES:
         args = ResourceValidationArgs(resource_type, props, f"urn:pulumi:t::gpuprov::{resource_type}::x", "x",
                                       opts, None)
         messages: list[str] = []
-        policy.validate(args, lambda message, _urn=None, sink=messages: sink.append(message))
+
+        def report(message: str, _urn: str | None = None, sink: list[str] = messages) -> None:
+            sink.append(message)
+
+        policy.validate(args, report)
         if messages:
             found[policy.name] = messages
     return found

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -128,7 +129,7 @@ def main() -> int:
             slow = real.model_copy(update={"address": "127.0.0.1", "ssh_port": proxy.port})
             print(f"sandbox host {real.address}:{real.ssh_port}, reached through a proxy adding "
                   f"{RTT_S * 1000:.0f} ms round trip at 127.0.0.1:{proxy.port}", file=sys.stderr)
-            rows = {"gpuprov first deploy": gpuprov_run(cfg, slow, proxy),
+            rows: dict[str, dict[str, Any]] = {"gpuprov first deploy": gpuprov_run(cfg, slow, proxy),
                     "gpuprov no-op re-deploy": gpuprov_run(cfg, slow, proxy)}
             reset_host(cfg, real)
             rows["ansible first deploy"] = ansible_run(cfg, slow, box.client_key, work, proxy)

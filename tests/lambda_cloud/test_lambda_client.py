@@ -33,7 +33,8 @@ def test_launch_get_terminate_and_keys_rulesets_images(standin: LambdaStandIn) -
     assert (inst.name, inst.region, inst.instance_type, inst.tags) == ("n-1", "us-east-1", "gpu_1x_a10",
                                                                        {"gpuprov-stack": "dev"})
     assert inst.firewall_ruleset_ids == (rs.id,)
-    assert api.find_instance_by_name("n-1") == inst or api.find_instance_by_name("n-1").id == iid
+    found = api.find_instance_by_name("n-1")
+    assert found is not None and found.id == iid
     with pytest.raises(errors.FirewallRulesetInUse):
         api.delete_firewall_ruleset(rs.id)
     updated = api.update_firewall_ruleset(rs.id, rules=[])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import dill
 import pytest
-from pulumi.dynamic import Config, ConfigureRequest
+from pulumi.dynamic import Config, ConfigureRequest, CreateResult, UpdateResult
 
 from gpuprov.infra.clouds.lambda_cloud.errors import LambdaError
 from gpuprov.infra.clouds.lambda_cloud.provider import (
@@ -20,6 +21,12 @@ from tests.lambda_cloud.conftest import STANDIN_KEY
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Eslvmtt60T test"
 OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDfXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX other"
 RULES = [{"protocol": "tcp", "port_range": [22, 22], "source_network": "203.0.113.7/32", "description": "ssh"}]
+
+
+def outs(result: CreateResult | UpdateResult) -> dict[str, Any]:
+    """A provider call's outputs (always set by these providers)."""
+    assert result.outs is not None
+    return dict(result.outs)
 
 
 def _instance_props(**kw: object) -> dict:
@@ -49,14 +56,14 @@ def test_rulesets_cover_the_failover_regions_update_in_place_and_go(standin: Lam
     props = {"name": "gpuprov-p", "rules": RULES, "regions": [], "instance_type": "gpu_1x_a10",
              "min_gpu_memory_gb": None}
     made = rulesets.create(props)
-    assert sorted(made.outs["ids"]) == ["us-east-1", "us-south-1", "us-west-1"]
+    assert sorted(outs(made)["ids"]) == ["us-east-1", "us-south-1", "us-west-1"]
     wider = [{**RULES[0], "source_network": "203.0.113.0/24"}]
-    diff = rulesets.diff(made.id, made.outs, {**props, "rules": wider})
+    diff = rulesets.diff(made.id, outs(made), {**props, "rules": wider})
     assert diff.changes and not diff.replaces  # rules change in place: the instance keeps running
-    rulesets.update(made.id, made.outs, {**props, "rules": wider})
+    rulesets.update(made.id, outs(made), {**props, "rules": wider})
     assert {r["rules"][0]["source_network"] for r in standin.rulesets()} == {"203.0.113.0/24"}
-    assert rulesets.diff(made.id, made.outs, {**props, "regions": ["us-west-1"]}).replaces == ["regions"]
-    rulesets.delete(made.id, made.outs)
+    assert rulesets.diff(made.id, outs(made), {**props, "regions": ["us-west-1"]}).replaces == ["regions"]
+    rulesets.delete(made.id, outs(made))
     assert standin.rulesets() == []
 
 
@@ -64,33 +71,33 @@ def test_instance_create_diff_rename_and_delete(standin: LambdaStandIn) -> None:
     LambdaSshKeyProvider().create({"name": "gpuprov-p", "public_key": PUB})
     provider = LambdaInstanceProvider()
     made = provider.create(_instance_props())
-    outs = made.outs
-    assert outs["host"]["address"] == standin.instance_ip and outs["host"]["usd_hour"] == 0.75
-    assert outs["host"]["expires_at"] is None  # no expiry tag was given here
+    made_outs = outs(made)
+    assert made_outs["host"]["address"] == standin.instance_ip and made_outs["host"]["usd_hour"] == 0.75
+    assert made_outs["host"]["expires_at"] is None  # no expiry tag was given here
     # A new created-at tag on every program run must not look like a change.
-    assert not provider.diff(made.id, outs, {**_instance_props(), "tags": {"gpuprov-stack": "p", "x": "y"}}).changes
-    renamed = provider.diff(made.id, outs, _instance_props(name="gpuprov-q"))
+    assert not provider.diff(made.id, made_outs, {**_instance_props(), "tags": {"gpuprov-stack": "p", "x": "y"}}).changes
+    renamed = provider.diff(made.id, made_outs, _instance_props(name="gpuprov-q"))
     assert renamed.changes and not renamed.replaces
     for key, value in (("instance_type", "gpu_1x_a100_sxm4"), ("region", "us-west-2"),
                        ("image_family", "ubuntu-22-04")):
-        assert provider.diff(made.id, outs, _instance_props(**{key: value})).replaces == [key]
-    updated = provider.update(made.id, outs, _instance_props(name="gpuprov-q"))
-    suffix = outs["instance_name"].rsplit("-", 1)[1]
-    assert updated.outs["instance_name"] == f"gpuprov-q-{suffix}"
+        assert provider.diff(made.id, made_outs, _instance_props(**{key: value})).replaces == [key]
+    updated = provider.update(made.id, made_outs, _instance_props(name="gpuprov-q"))
+    suffix = made_outs["instance_name"].rsplit("-", 1)[1]
+    assert outs(updated)["instance_name"] == f"gpuprov-q-{suffix}"
     assert standin.instances()[0]["name"] == f"gpuprov-q-{suffix}"
-    provider.delete(made.id, updated.outs)
+    provider.delete(made.id, outs(updated))
     assert [i["status"] for i in standin.instances()] == ["terminated"]  # confirmed, not just requested
 
 
 def test_instance_with_rulesets_only_launches_where_one_exists(standin: LambdaStandIn) -> None:
     LambdaSshKeyProvider().create({"name": "gpuprov-p", "public_key": PUB})
     rs = LambdaFirewallRulesetProvider().create({"name": "gpuprov-p", "rules": RULES, "regions": ["us-west-1"]})
-    made = LambdaInstanceProvider().create(_instance_props(firewall_ruleset_ids=rs.outs["ids"],
+    made = LambdaInstanceProvider().create(_instance_props(firewall_ruleset_ids=outs(rs)["ids"],
                                                            firewall_required=True))
-    assert made.outs["launched_region"] == "us-west-1"
-    assert standin.instances()[0]["firewall_rulesets"] == [{"id": rs.outs["ids"]["us-west-1"]}]
-    LambdaInstanceProvider().delete(made.id, made.outs)
-    LambdaFirewallRulesetProvider().delete(rs.id, rs.outs)  # allowed once the instance is terminated
+    assert outs(made)["launched_region"] == "us-west-1"
+    assert standin.instances()[0]["firewall_rulesets"] == [{"id": outs(rs)["ids"]["us-west-1"]}]
+    LambdaInstanceProvider().delete(made.id, outs(made))
+    LambdaFirewallRulesetProvider().delete(rs.id, outs(rs))  # allowed once the instance is terminated
     assert standin.rulesets() == []
 
 
