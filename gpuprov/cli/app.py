@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gpuprov.infra.config import CLOUDS, ConfigError, StackConfig, load_config
 from gpuprov.infra.errors import GpuprovError
@@ -51,17 +54,25 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _notice(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    """A warning (a renamed config key, ...) as one line on stderr, never a traceback or source line."""
+    err.print(f"[yellow]notice:[/yellow] {escape(str(message))}")
+
+
 def main() -> None:
     """Console-script entry: user errors become one line on stderr and an exit code, never a traceback."""
+    from gpuprov.apps import APP_PATH_ENV, use_app_path
     from gpuprov.cli import commands  # noqa: F401  (registers every command on the app)
 
+    warnings.showwarning = _notice
+    use_app_path(os.environ.get(APP_PATH_ENV))  # the app folders of your own, besides the built-ins
     try:
         code = app(standalone_mode=False)
     except ConfigError as e:
-        err.print(f"[bold red]error:[/bold red] {e}")
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}")
         sys.exit(e.exit_code)
     except GpuprovError as e:
-        err.print(f"[bold red]error:[/bold red] {e}")
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}")
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         err.print("interrupted")

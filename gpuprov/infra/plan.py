@@ -18,13 +18,13 @@ from typing import Any
 
 from pulumi.runtime import MockCallArgs, MockResourceArgs
 
-from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+from gpuprov.apps import registry
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.mock_runtime import DYNAMIC, CallHandler, EngineMocks, OutputDefaults, run_program
 
 RESOLVED_AT_UP = "(resolved at up time)"
 ASSIGNED_AT_UP = "(assigned at up time)"
 GCP_IAP_RANGE = "35.235.240.0/20"  # Google's IAP TCP forwarding source range (documented by Google)
-SERVICES = {port: name for name, port in SERVICE_PORTS.items()}
 
 AWS_SG = "aws:ec2/securityGroup:SecurityGroup"
 GCP_FIREWALL = "gcp:compute/firewall:Firewall"
@@ -182,18 +182,24 @@ def _ssh_without_rule(cloud: str) -> str:
     return "see the cloud's firewall"
 
 
+def _services(config: StackConfig) -> dict[int, str]:
+    """Port -> service, for the apps the stack deploys."""
+    return {port: name for name, port in registry().ports(config.apps).items()}
+
+
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Who can reach which port from where: ``[{port, service, from, via}]``."""
     found, opened = _opened(resources or [])
     if not found:
         return _exposure_from_config(config)
+    services = _services(config)
     rows: list[dict[str, Any]] = []
-    every = [22, *SERVICES, *(p for p in opened if isinstance(p, int) and p != 22 and p not in SERVICES)]
+    every = [22, *services, *(p for p in opened if isinstance(p, int) and p != 22 and p not in services)]
     if "all" in opened:
         rows.append({"port": "all", "service": "every port", "from": sorted(opened["all"]), "via": "direct"})
     for port in every:
         sources = sorted(opened.get(port, set()))
-        service = "ssh" if port == 22 else SERVICES.get(port, "custom")
+        service = "ssh" if port == 22 else services.get(port, "custom")
         if sources == [GCP_IAP_RANGE]:
             via = "IAP TCP forwarding only (Google's IAP range; IAM-authenticated)"
         elif sources:
@@ -220,10 +226,11 @@ def _exposure_from_config(config: StackConfig) -> list[dict[str, Any]]:
         ssh_via = "direct" if cidrs else "see the cloud's firewall"
     rows: list[dict[str, Any]] = [{"port": 22, "service": "ssh", "from": cidrs, "via": ssh_via}]
     service_from = list(config.allowed_cidrs)
+    services = _services(config)
     for port in config.open_ports:
-        rows.append({"port": port, "service": SERVICES.get(port, "custom"), "from": service_from,
+        rows.append({"port": port, "service": services.get(port, "custom"), "from": service_from,
                      "via": "direct" if service_from else "SSH tunnel only (gpuprov tunnel)"})
-    for port, service in SERVICES.items():
+    for port, service in services.items():
         if port not in config.open_ports:
             rows.append({"port": port, "service": service, "from": [], "via": "SSH tunnel only (gpuprov tunnel)"})
     return rows
