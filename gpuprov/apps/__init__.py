@@ -60,7 +60,8 @@ class Registry:
                 if s.name == name:
                     return app, s
         known = ", ".join(s.name for s in self.services())
-        raise AppError(f"no app declares a service named {name!r}; known services: {known}")
+        raise AppError(f"no app declares a service named {name!r}; known services: {known} "
+                       f"(an app of your own must be in {APP_PATH_ENV})")
 
     def ports(self, names: Iterable[str] | None = None) -> dict[str, int]:
         """Service -> host port, for the named apps (all when None)."""
@@ -116,6 +117,9 @@ def _check(app: App) -> None:
     if len(set(names)) != len(names):
         raise AppError(f"{where}: a service is declared twice in {names}")
     for s in app.services:
+        if not _NAME.match(s.name):
+            raise AppError(f"{where}: service name {s.name!r} must be lower-case letters, digits or underscores, "
+                           "starting with a letter (it names its .env keys: NAME_IMAGE, NAME_BIND, ...)")
         if s.name not in declared:
             raise AppError(f"{where}: service '{s.name}' is not in compose.yaml (it has: {', '.join(declared) or 'none'})")
         container = (declared[s.name] or {}).get("container_name")

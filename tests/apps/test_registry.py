@@ -100,3 +100,22 @@ def test_the_registry_loads_folders_by_path_the_same_way(tmp_path: Path) -> None
     assert reg.app("hello_app").project == "gpuprov-hello-app"
     with pytest.raises(AppError, match="known services: vllm, open_webui, monai_label, hello"):
         reg.service("nope")
+
+
+def test_a_pulumi_stack_with_the_old_key_still_reads(recwarn: pytest.WarningsRecorder) -> None:
+    import pulumi
+
+    from gpuprov.infra.config import from_pulumi_config
+    from gpuprov.infra.mock_runtime import EngineMocks, run_program
+
+    result: dict = {}
+
+    def program() -> dict:
+        pulumi.runtime.set_all_config({"gpuprov:stacks": '["monai_label"]'})
+        result["cfg"] = from_pulumi_config()
+        return {}
+
+    run_program(program, EngineMocks(), stack="dev")
+    assert result["cfg"].apps == ("monai_label",)
+    assert [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)] == [
+        "config key 'stacks' is now 'apps'; rename it (the old name is still read, for now)"]
