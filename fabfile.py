@@ -7,14 +7,18 @@ Every task takes ``--stack`` (default ``dev``) and optionally ``--cloud`` / ``--
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from fabric import task
 
+from gpuprov.apps import APP_PATH_ENV, use_app_path
 from gpuprov.infra import records
 from gpuprov.infra.config import StackConfig, load_config
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.stacks import running_host
+
+use_app_path(os.environ.get(APP_PATH_ENV))  # app folders of your own, besides the built-ins
 
 
 def _stack(stack: str, cloud: str | None, config: str | None) -> tuple[StackConfig, GpuHost]:
@@ -33,16 +37,16 @@ def deploy(c, stack="dev", cloud=None, config=None):
     print(json.dumps(run(cfg, host, print).to_json()))
 
 
-@task(help={"only": "vllm_cxr or monai_label", "stack": "stack name"})
+@task(help={"only": "the app to recreate (`gpuprov apps` lists them)", "stack": "stack name"})
 def redeploy(c, only, stack="dev", cloud=None, config=None):
-    """Recreate every container of one seed stack (after syncing files and images)."""
+    """Recreate every container of one app (after syncing files and images)."""
     from gpuprov.provisioning.day2 import redeploy as run
 
     cfg, host = _stack(stack, cloud, config)
     print(json.dumps(run(cfg, host, only).to_json()))
 
 
-@task(help={"service": "vllm, open_webui or monai_label", "lines": "how many lines"})
+@task(help={"service": "a deployed service (`gpuprov apps` lists them)", "lines": "how many lines"})
 def logs(c, service, stack="dev", lines=200, cloud=None, config=None):
     """Print the last lines of one service's log."""
     from gpuprov.provisioning.day2 import logs as run
@@ -51,7 +55,7 @@ def logs(c, service, stack="dev", lines=200, cloud=None, config=None):
     print(run(cfg, host, service, int(lines)), end="")
 
 
-@task(help={"service": "vllm, open_webui or monai_label"})
+@task(help={"service": "a deployed service (`gpuprov apps` lists them)"})
 def restart(c, service, stack="dev", cloud=None, config=None):
     """Restart one service."""
     from gpuprov.provisioning.day2 import restart as run
@@ -78,7 +82,7 @@ def tunnel(c, stack="dev", cloud=None, config=None):
 
 @task
 def smoke(c, stack="dev", cloud=None, config=None):
-    """A chat completion to vLLM and a segmentation to MONAI Label, answers checked."""
+    """Each deployed app's smoke requests (a chat completion to vLLM, a segmentation to MONAI Label), answers checked."""
     from gpuprov.provisioning.smoke import smoke as run
     from gpuprov.provisioning.tunnel import Tunnel
 
@@ -87,10 +91,11 @@ def smoke(c, stack="dev", cloud=None, config=None):
         print(json.dumps(run(cfg, t.urls)))
 
 
-@task(help={"dest": "local folder for the archive", "s3": "optional s3://bucket/prefix to upload it to"})
-def backup(c, stack="dev", dest="backups", s3=None, cloud=None, config=None):
-    """Tar MONAI Label's predictions and studies on the host, download them (and upload to S3)."""
+@task(help={"dest": "local folder for the archive", "s3": "optional s3://bucket/prefix to upload it to",
+            "app": "which app's folders (needed only when several deployed apps declare backups)"})
+def backup(c, stack="dev", dest="backups", s3=None, app=None, cloud=None, config=None):
+    """Tar the folders an app declares (MONAI Label's predictions and studies), download them (and upload to S3)."""
     from gpuprov.provisioning.day2 import backup as run
 
     cfg, host = _stack(stack, cloud, config)
-    print(run(cfg, host, Path(dest), s3))
+    print(run(cfg, host, Path(dest), s3, app))

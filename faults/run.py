@@ -392,14 +392,20 @@ def _variants(secret: str) -> list[str]:
     return out
 
 
+def _leaves(data: object, key: str = "") -> list[tuple[str, str]]:
+    """(key, value) of every string in a JSON document (the secret store nests them by app)."""
+    if isinstance(data, dict):
+        return [leaf for k, v in data.items() for leaf in _leaves(v, str(k))]
+    return [(key, data)] if isinstance(data, str) else []
+
+
 def generated_secrets(homes: list[Path]) -> list[str]:
     """Every password and key gpuprov generated during the run (from the stacks' 0600 secret stores)."""
     found = []
     for home in homes:
         for path in (home / "secrets").glob("*.json"):
-            for key, value in json.loads(path.read_text()).items():
-                if isinstance(value, str) and "email" not in key and len(value) >= 12:
-                    found.append(value)
+            found += [value for key, value in _leaves(json.loads(path.read_text()))
+                      if "email" not in key and len(value) >= 12]
         passphrase = home / "pulumi-passphrase"
         if passphrase.exists():
             found.append(passphrase.read_text().strip())

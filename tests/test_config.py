@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
         ({"cloud": "aws", "instance_type": "m5.large"}, "instance_type", "g5.xlarge"),
         ({"cloud": "gcp", "instance_type": "gpu_1x_a10"}, "instance_type", "n1-standard-4"),
         ({"cloud": "lambda", "instance_type": "g5.xlarge"}, "instance_type", "gpu_1x_a10"),
-        ({"stacks": ["vllm_cxr", "comfyui"]}, "stacks", "vllm_cxr, monai_label"),
-        ({"stacks": []}, "stacks", "at least one"),
+        ({"apps": ["vllm_cxr", "comfyui"]}, "apps", "vllm_cxr, monai_label"),
+        ({"apps": []}, "apps", "at least one"),
         ({"open_ports": [22]}, "open_ports", "other than 22"),
         ({"open_ports": [70000]}, "open_ports", "1 to 65535"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization", "at most 1"),
@@ -68,7 +68,7 @@ def test_defaults_are_safe():
     cfg = build_config({})
     assert cfg.cloud == "local"
     assert cfg.allowed_cidrs == () and cfg.open_ports == () and not cfg.allow_public
-    assert cfg.stacks == ("vllm_cxr", "monai_label")
+    assert cfg.apps == ("vllm_cxr", "monai_label")
     assert cfg.idle_minutes == 30 and cfg.budget_usd is None
 
 

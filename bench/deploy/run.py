@@ -26,12 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from bench.deploy.proxy import DelayProxy  # noqa: E402
+from gpuprov.apps import registry  # noqa: E402
 from gpuprov.infra.clouds.local.sandbox import LocalSandbox  # noqa: E402
 from gpuprov.infra.config import StackConfig, load_config  # noqa: E402
 from gpuprov.infra.host import GpuHost  # noqa: E402
 from gpuprov.provisioning import deploy as deploy_module  # noqa: E402
-from gpuprov.provisioning.desired import desired_state  # noqa: E402
-from gpuprov.provisioning.secrets import stack_secrets  # noqa: E402
+from gpuprov.provisioning import idle_agent  # noqa: E402
+from gpuprov.provisioning.desired import HostShape, desired_state  # noqa: E402
+from gpuprov.provisioning.hostpaths import ROOT  # noqa: E402
+from gpuprov.provisioning.secrets import app_secrets  # noqa: E402
 from gpuprov.provisioning.ssh import Remote, target_for  # noqa: E402
 
 RTT_S = float(os.environ.get("BENCH_RTT_MS", "100")) / 1000
@@ -45,38 +48,42 @@ def gpuprov_run(cfg: StackConfig, host: GpuHost, proxy: DelayProxy) -> dict[str,
             "changed": len(result.changed)}
 
 
+def on_box(cfg: StackConfig, logical: str) -> str:
+    """Where a logical host path lives on the sandbox (Ansible is handed plain paths)."""
+    return str(LocalSandbox(cfg.stack).dir / "host") + logical
+
+
 def reset_host(cfg: StackConfig, host: GpuHost) -> None:
     """Remove what a deploy made (containers, stand-in images, files) so the next tool starts fresh."""
     target = target_for(cfg, host)
-    refs = " ".join(shlex.quote(r) for r in (cfg.vllm_image, cfg.open_webui_image,
-                                             f"gpuprov/ohif-ai-monai-label:{cfg.monai_label_ref}"))
+    refs = " ".join(shlex.quote(s.image(cfg)) for s in registry().services(cfg.apps))
     with Remote(target) as remote:
         code, _, err = remote.script(
             "ids=$(docker ps -aq); [ -z \"$ids\" ] || docker rm -f -v $ids >/dev/null\n"
             f"docker rmi -f {refs} >/dev/null 2>&1; docker volume prune -f >/dev/null 2>&1\n"
-            f"rm -rf {shlex.quote(target.remote_root)}\n")
+            f"rm -rf {shlex.quote(on_box(cfg, ROOT))}\n")
     if code:
         raise RuntimeError(f"could not reset the bench host: {err}")
 
 
 def ansible_inputs(cfg: StackConfig, host: GpuHost, work: Path) -> dict[str, object]:
     """The same files, images and services gpuprov would converge to, as playbook variables."""
-    target = target_for(cfg, host)
-    secrets, _ = stack_secrets(cfg.stack)
-    want = desired_state(cfg, target.remote_root, True, 0, secrets)
-    agent_files, _ = deploy_module._idle_agent(cfg, host, target)
+    secrets, _ = app_secrets(cfg.stack, registry().selected(cfg.apps))
+    want = desired_state(cfg, HostShape(gpus=0, sandbox=True), secrets)
+    agent_files, _ = idle_agent.install(cfg, host)
     staged = work / "files"
     staged.mkdir(mode=0o700)
     files = []
     for i, f in enumerate(want.files + agent_files):
         local = staged / str(i)
         local.write_bytes(f.content)
-        files.append({"src": str(local), "dest": f.path, "mode": f"{f.mode:04o}"})
-    dirs = sorted(set(want.directories) | {str(Path(f.path).parent) for f in want.files + agent_files})
+        files.append({"src": str(local), "dest": on_box(cfg, f.path), "mode": f"{f.mode:04o}"})
+    dirs = sorted({on_box(cfg, d) for d in want.directories} | {str(Path(f["dest"]).parent) for f in files})
     return {
-        "root": target.remote_root, "directories": dirs, "files": files,
-        "standins": [{"ref": ref, "service": svc, "label": label} for ref, (svc, label) in want.standins.items()],
-        "projects": [{"name": p.name, "directory": p.directory, "services": list(p.services),
+        "directories": dirs, "files": files,
+        "standins": [{"ref": ref, "service": b.service, "label": b.label, "context": on_box(cfg, b.context)}
+                     for ref, b in want.standins.items()],
+        "projects": [{"name": p.name, "directory": on_box(cfg, p.directory), "services": list(p.services),
                       "files": " ".join(f"-f {n}" for n in p.compose_files),
                       "expected": [f"{s}={h}" for s, h in p.services.items()]} for p in want.projects],
     }
@@ -86,7 +93,7 @@ def ansible_run(cfg: StackConfig, host: GpuHost, key: Path, work: Path, proxy: D
     inventory = work / "inventory.ini"
     known = work / "known_hosts"
     known.write_text(f"[{host.address}]:{host.ssh_port} {host.host_key}\n")
-    remote_tmp = Path(target_for(cfg, host).remote_root).parents[2] / "tmp"
+    remote_tmp = LocalSandbox(cfg.stack).dir / "tmp"
     inventory.write_text(
         f"gpuhost ansible_host={host.address} ansible_port={host.ssh_port} ansible_user={host.ssh_user} "
         f"ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3 "

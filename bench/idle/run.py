@@ -53,7 +53,7 @@ def signals_at(trace: Trace, t: float):  # type: ignore[no-untyped-def]
             since_last = sum(1 for r in times if t - CHECK_MIN < r <= t)
             if s.kind == "vllm_req":
                 vllm_total += finished
-                sig.vllm_running = (sig.vllm_running or 0) + in_flight
+                sig.metrics_running["vllm"] = sig.metrics_running.get("vllm", 0) + in_flight
             elif s.kind == "monai_req":
                 sig.log_requests["monai_sam2"] = sig.log_requests.get("monai_sam2", 0) + since_last
             elif s.kind == "webui_req":
@@ -65,7 +65,7 @@ def signals_at(trace: Trace, t: float):  # type: ignore[no-untyped-def]
                 sig.tunnel_connections += 1
             elif s.kind == "gpu":
                 sig.gpu_util = 95.0
-    sig.vllm_requests_total = vllm_total
+    sig.metrics_total["vllm"] = vllm_total
     return sig
 
 

@@ -8,14 +8,17 @@ anything unexpected (70, with the full report written to a 0600 file under the s
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gpuprov.infra.config import CLOUDS, StackConfig, load_config, or_list
 from gpuprov.infra.errors import GpuprovError
@@ -70,7 +73,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _error_line(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False)
+
+
+def _notice(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    """A warning (a renamed config key, ...) as one line on stderr, never a traceback or source line."""
+    err.print(f"[yellow]notice:[/yellow] {escape(str(message))}")
 
 
 def _usage_error(exc: Exception) -> int:
@@ -80,7 +88,7 @@ def _usage_error(exc: Exception) -> int:
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
         err.print(ctx.get_help(), markup=False, highlight=False)  # a bare group: its help is the answer
         return EXIT_USAGE
-    _error_line(message.replace("[", r"\["))
+    _error_line(message)
     if ctx is not None:
         err.print(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.", markup=False, highlight=False)
     return int(getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
@@ -141,6 +149,9 @@ def run(command: Any, args: list[str] | None = None, prog_name: str | None = Non
 
 def main() -> None:
     """Console-script entry."""
+    from gpuprov.apps import APP_PATH_ENV, use_app_path
     from gpuprov.cli import commands  # noqa: F401  (registers every command on the app)
 
+    warnings.showwarning = _notice
+    use_app_path(os.environ.get(APP_PATH_ENV))  # the app folders of your own, besides the built-ins
     sys.exit(run(app))

@@ -13,8 +13,9 @@ import ipaddress
 import math
 import os
 import re
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import (
@@ -27,22 +28,20 @@ from pydantic import (
     model_validator,
 )
 
+from gpuprov.apps import DEFAULT_APPS
+from gpuprov.infra import clouds as _clouds
 from gpuprov.infra.errors import GpuprovError
 
 if TYPE_CHECKING:
     from gpuprov.infra.clouds.base import CloudDriver
 
-from gpuprov.infra import clouds as _clouds
-
 CLOUDS: tuple[str, ...] = _clouds.names()
-StackName = Literal["vllm_cxr", "monai_label"]
-STACKS: tuple[str, ...] = ("vllm_cxr", "monai_label")
 
 _SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
 _HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
-SERVICE_PORTS = {"vllm": 8000, "open_webui": 3000, "monai_label": 8002}
+OLD_KEYS = {"stacks": "apps"}  # renamed keys, still read (with a one-line notice)
 
 
 def or_list(items: tuple[str, ...] | list[str]) -> str:
@@ -85,7 +84,8 @@ class StackConfig(BaseModel):
     allowed_cidrs: tuple[str, ...] = Field((), description="Source ranges allowed to reach opened ports; empty: SSH tunnels only.")
     allow_public: bool = Field(False, description="Must be true to allow 0.0.0.0/0 or ::/0 in allowed_cidrs.")
     open_ports: tuple[int, ...] = Field((), description="Service ports to open to allowed_cidrs (8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
-    stacks: tuple[StackName, ...] = Field(STACKS, description="Which stacks to deploy: vllm_cxr, monai_label.")  # type: ignore[arg-type]
+    apps: tuple[str, ...] = Field(DEFAULT_APPS, description="Which apps (compose bundles) to deploy: vllm_cxr, "
+                                  "monai_label, or an app folder of your own listed in GPUPROV_APP_PATH.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
     served_model_name: str = Field("monai-reasoning-cxr-3b", description="Model name vLLM answers to.")
     gpu_memory_utilization: float = Field(0.5, description="Share of GPU memory vLLM may take (0 < x <= 1).")
@@ -148,16 +148,20 @@ class StackConfig(BaseModel):
             out.append(port)
         return tuple(sorted(set(out)))
 
-    @field_validator("stacks", mode="before")
+    @field_validator("apps", mode="before")
     @classmethod
-    def _stacks(cls, v: Any) -> tuple[str, ...]:
+    def _apps(cls, v: Any) -> tuple[str, ...]:
+        from gpuprov.apps import APP_PATH_ENV, registry
+
+        known = registry().names
         items = [v] if isinstance(v, str) else list(v or ())
         if not items:
-            raise ConfigError("stacks", v, f"name at least one of: {', '.join(STACKS)}")
+            raise ConfigError("apps", v, f"name at least one of: {', '.join(known)}")
         for item in items:
-            if item not in STACKS:
-                raise ConfigError("stacks", item, f"expected one of: {', '.join(STACKS)}")
-        return tuple(dict.fromkeys(items))
+            if item not in known:
+                raise ConfigError("apps", item, f"expected one of: {', '.join(known)} "
+                                  f"(an app of your own: add its folder to {APP_PATH_ENV})")
+        return tuple(dict.fromkeys(str(i) for i in items))
 
     @field_validator("ssh_public_key")
     @classmethod
@@ -291,8 +295,23 @@ def _first_error(err: ValidationError) -> ConfigError:
     return ConfigError(key, value, first["msg"].lower())
 
 
+def _renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """Move each old key to its new name, with a one-line notice (a FutureWarning) naming the new key."""
+    out = dict(values)
+    for old, new in OLD_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(old, out[old], f"'{old}' is the old name of '{new}' and both are set; keep only '{new}'")
+        warnings.warn(f"config key '{old}' is now '{new}'; rename it (the old name is still read, for now)",
+                      FutureWarning, stacklevel=3)
+        out[new] = out.pop(old)
+    return out
+
+
 def build_config(values: dict[str, Any]) -> StackConfig:
     """Validate ``values`` into a StackConfig, raising ConfigError on the first bad key."""
+    values = _renamed_keys(values)
     try:
         return StackConfig(**values)
     except ValidationError as err:
@@ -335,7 +354,8 @@ def from_pulumi_config() -> StackConfig:
 
     cfg = pulumi.Config("gpuprov")
     values: dict[str, Any] = {"stack": pulumi.get_stack()}
-    for key, field in StackConfig.model_fields.items():
+    fields = {**{old: StackConfig.model_fields[new] for old, new in OLD_KEYS.items()}, **StackConfig.model_fields}
+    for key, field in fields.items():
         if key == "stack":
             continue
         raw = pulumi.runtime.get_config(f"gpuprov:{key}")  # plain text, secrets included, no warning

@@ -10,16 +10,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from gpuprov.apps import registry
 from gpuprov.infra.clouds.base import ExposureRow
-from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+from gpuprov.infra.config import StackConfig
 
 TUNNEL_ONLY = "SSH tunnel only (gpuprov tunnel)"
 PUBLIC_VIA = "direct, from the whole internet (allow_public)"
 
 
-def service_names() -> dict[int, str]:
-    """Port -> service name, for every service an app declares."""
-    return {port: name for name, port in SERVICE_PORTS.items()}
+def service_names(config: StackConfig) -> dict[int, str]:
+    """Port -> service name, for the services of the apps the stack deploys."""
+    return {port: name for name, port in registry().ports(config.apps).items()}
 
 
 @dataclass
@@ -43,10 +44,11 @@ def _direct(sources: list[str]) -> str:
     return "direct"
 
 
-def rows(opened: Opened, ssh_without_rule: str, labelled: dict[tuple[str, ...], str] | None = None) -> list[ExposureRow]:
+def rows(config: StackConfig, opened: Opened, ssh_without_rule: str,
+         labelled: dict[tuple[str, ...], str] | None = None) -> list[ExposureRow]:
     """One row per port: SSH, every service port, anything else opened. ``labelled``: source sets that
     mean a managed path (e.g. Google's IAP range) and how to say it."""
-    services = service_names()
+    services = service_names(config)
     out: list[ExposureRow] = []
     if "all" in opened.ports:
         out.append(ExposureRow("all", "every port", tuple(sorted(opened.ports["all"])), "direct"))
@@ -67,7 +69,7 @@ def rows(opened: Opened, ssh_without_rule: str, labelled: dict[tuple[str, ...], 
 def rows_from_config(config: StackConfig, ssh_sources: list[str], ssh_via: str) -> list[ExposureRow]:
     """Targets without firewall resources of gpuprov's: SSH as the target admits it, service ports as the
     config opens them (to ``allowed_cidrs``), every other service port through the tunnel."""
-    services = service_names()
+    services = service_names(config)
     out = [ExposureRow(22, "ssh", tuple(ssh_sources), ssh_via)]
     service_from = tuple(config.allowed_cidrs)
     for port in config.open_ports:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from gpuprov.infra.errors import GpuprovError
 
@@ -67,8 +66,6 @@ class Settings:
     gcp_billing_url: str = GCP_BILLING_DEFAULT_URL
     #: ``GPUPROV_AWS_REGIONS``: the EC2 regions the reaper sweeps (comma-separated); empty: the default region.
     aws_regions: tuple[str, ...] = ()
-    #: ``GPUPROV_APP_PATH``: folders of extra apps (colon-separated), beside the built-in ones.
-    app_paths: tuple[Path, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +84,4 @@ class Settings:
             gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT") or None,
             gcp_billing_url=(env.get("GPUPROV_GCP_BILLING_URL") or GCP_BILLING_DEFAULT_URL).rstrip("/"),
             aws_regions=tuple(r.strip() for r in (env.get("GPUPROV_AWS_REGIONS") or "").split(",") if r.strip()),
-            app_paths=tuple(Path(p).expanduser() for p in (env.get("GPUPROV_APP_PATH") or "").split(os.pathsep)
-                            if p),
         )

@@ -1,5 +1,5 @@
 """Day-2 work on a deployed host (the library behind the ``fab`` tasks): logs, restart, redeploy
-one stack, backup of MONAI Label's predictions and studies."""
+one app, backup of the folders an app declares (its data: predictions, studies, ...)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,29 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpuprov.apps import registry
+from gpuprov.apps.base import App, AppError
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.provisioning.deploy import DeployResult, deploy
-from gpuprov.provisioning.desired import COMPOSE_PROJECTS, STACK_SERVICES
 from gpuprov.provisioning.errors import ProvisioningError
+from gpuprov.provisioning.hostpaths import ROOT, on_host
 from gpuprov.provisioning.ssh import Remote, target_for
 
-# Fixed container names (compose files): what `docker logs` / `docker restart` address.
-CONTAINERS = {"vllm": "vllm", "open_webui": "open-webui", "monai_label": "monai_sam2"}
 SUDO = 'if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\n'
+COMPOSE_FILES = ("compose.yaml", "compose.gpu.yaml", "compose.sandbox.yaml")
 
 
 def _container(service: str) -> str:
-    if service not in CONTAINERS:
-        raise ProvisioningError(f"unknown service {service!r}; expected one of: {', '.join(CONTAINERS)}")
-    return CONTAINERS[service]
+    """The container name of ``service`` (fixed in its app's compose file): what `docker logs` addresses."""
+    return registry().service(service)[1].container
 
 
 def logs(config: StackConfig, host: GpuHost, service: str, lines: int = 200) -> str:
     """The last ``lines`` log lines of one service."""
+    container = shlex.quote(_container(service))
     with Remote(target_for(config, host)) as remote:
-        code, out, err = remote.script(f"{SUDO}$SUDO docker logs --tail {int(lines)} {_container(service)} 2>&1")
+        code, out, err = remote.script(f"{SUDO}$SUDO docker logs --tail {int(lines)} {container} 2>&1")
     if code:
         raise ProvisioningError(f"could not read the logs of {service}: {out[-500:]}{err[-500:]}")
     return out
@@ -36,45 +37,62 @@ def logs(config: StackConfig, host: GpuHost, service: str, lines: int = 200) -> 
 
 def restart(config: StackConfig, host: GpuHost, service: str) -> None:
     """Restart one service's container (same config, same image)."""
+    container = shlex.quote(_container(service))
     with Remote(target_for(config, host)) as remote:
-        code, out, err = remote.script(f"{SUDO}$SUDO docker restart {_container(service)} >/dev/null")
+        code, out, err = remote.script(f"{SUDO}$SUDO docker restart {container} >/dev/null")
     if code:
         raise ProvisioningError(f"could not restart {service}: {err[-500:]}")
 
 
-def redeploy(config: StackConfig, host: GpuHost, stack: str) -> DeployResult:
-    """Bring the host in line with the config, then recreate every container of one seed stack."""
-    if stack not in STACK_SERVICES or stack not in config.stacks:
-        raise ProvisioningError(f"stack {stack!r} is not deployed here; deployed: {', '.join(config.stacks)}")
+def _deployed_app(config: StackConfig, name: str) -> App:
+    app = registry().app(name)
+    if name not in config.apps:
+        raise AppError(f"app {name!r} is not deployed on this stack; deployed: {', '.join(config.apps)}")
+    return app
+
+
+def redeploy(config: StackConfig, host: GpuHost, app_name: str) -> DeployResult:
+    """Bring the host in line with the config, then recreate every container of one app."""
+    app = _deployed_app(config, app_name)
     result = deploy(config, host)
-    target = target_for(config, host)
-    directory = shlex.quote(f"{target.remote_root}/{stack}")
-    files = "$(for f in compose.yaml compose.gpu.yaml compose.sandbox.yaml; do [ -f $f ] && printf -- '-f %s ' $f; done)"
-    with Remote(target) as remote:
+    directory = on_host(f"{ROOT}/{app.name}")
+    files = f"$(for f in {' '.join(COMPOSE_FILES)}; do [ -f $f ] && printf -- '-f %s ' $f; done)"
+    with Remote(target_for(config, host)) as remote:
         code, out, err = remote.script(
-            f"{SUDO}cd {directory} && $SUDO docker compose -p {COMPOSE_PROJECTS[stack]} {files} up -d --force-recreate 2>&1")
+            f"{SUDO}cd {directory} && $SUDO docker compose -p {shlex.quote(app.project)} {files} up -d --force-recreate 2>&1")
         result.ssh_round_trips += remote.round_trips
     if code:
-        raise ProvisioningError(f"could not recreate {stack}: {out[-1000:]}")
-    result.changed += [s for s in STACK_SERVICES[stack] if s not in result.changed]
+        raise ProvisioningError(f"could not recreate {app.name}: {out[-1000:]}")
+    result.changed += [s.name for s in app.services if s.name not in result.changed]
     return result
 
 
-def backup(config: StackConfig, host: GpuHost, destination: Path, s3_uri: str | None = None) -> Path:
-    """Tar MONAI Label's predictions and studies on the host and stream them here (one round trip);
-    optionally upload the archive to ``s3://bucket/prefix`` (boto3, credentials from the environment)."""
-    if "monai_label" not in config.stacks:
-        raise ProvisioningError("nothing to back up: the monai_label stack is not deployed on this host")
-    target = target_for(config, host)
-    data = shlex.quote(f"{target.remote_root}/monai_label/data")
+def backup(config: StackConfig, host: GpuHost, destination: Path, s3_uri: str | None = None,
+           app_name: str | None = None) -> Path:
+    """Tar the folders an app declares for backup on the host and stream them here (one round trip);
+    optionally upload the archive to ``s3://bucket/prefix`` (boto3, credentials from the environment).
+    ``app_name``: which app; needed only when more than one deployed app declares backups."""
+    if app_name is not None:
+        app = _deployed_app(config, app_name)
+    else:
+        candidates = [a for a in registry().selected(config.apps) if a.backup]
+        if len(candidates) != 1:
+            names = ", ".join(a.name for a in candidates) or "none of the deployed apps declares one"
+            raise AppError(f"say which app to back up (--app NAME); apps with backups: {names}")
+        app = candidates[0]
+    if not app.backup:
+        raise AppError(f"app {app.name!r} declares nothing to back up")
+    directory = on_host(f"{ROOT}/{app.name}")
     destination.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    archive = destination / f"{config.stack}-monai-label-{stamp}.tar.gz"
-    with Remote(target) as remote, archive.open("wb") as sink:
-        code = remote.stream_to(f"{SUDO}$SUDO tar -czf - -C {data} predictions studies", sink)
+    archive = destination / f"{config.stack}-{app.name.replace('_', '-')}-{stamp}.tar.gz"
+    with Remote(target_for(config, host)) as remote, archive.open("wb") as sink:
+        code = remote.stream_to(f"{SUDO}$SUDO tar -czf - -C {directory} {' '.join(shlex.quote(p) for p in app.backup)}",
+                                sink)
     if code:
         archive.unlink(missing_ok=True)
-        raise ProvisioningError(f"the backup tar on the host failed (exit {code}); is {data} there?")
+        raise ProvisioningError(f"the backup tar on the host failed (exit {code}); are {', '.join(app.backup)} "
+                                f"there under {ROOT}/{app.name}?")
     if s3_uri:
         import boto3  # lazily: only backups to S3 need it
 

@@ -1,7 +1,8 @@
-"""The runner: make a stack's host serve both seed stacks, in as few SSH round trips as possible.
+"""The runner: make a stack's host serve its apps, in as few SSH round trips as possible.
 
 1. wait for SSH, connect with the host key pinned (:mod:`gpuprov.provisioning.ssh`);
-2. gather EVERY fact in one exec (:mod:`gpuprov.provisioning.facts`);
+2. gather EVERY fact in one exec (:mod:`gpuprov.provisioning.facts`), the host's own say on what
+   it is (GPUs, a sandbox, where its files live) included;
 3. compute what differs (:mod:`gpuprov.provisioning.steps`) and, if anything does, apply it all in ONE
    more exec (a batch script on stdin). A no-op re-deploy is therefore one round trip.
 """
@@ -10,23 +11,34 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from gpuprov.apps import registry
+from gpuprov.apps.base import App, AppError, Secrets
 from gpuprov.infra import records
-from gpuprov.infra.config import StackConfig
+from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
-from gpuprov.provisioning import steps
-from gpuprov.provisioning.desired import STACK_SERVICES, Desired, RemoteFile, desired_state
+from gpuprov.provisioning import idle_agent, steps
+from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, parse_facts, probe_script
-from gpuprov.provisioning.secrets import StackSecrets, stack_secrets
-from gpuprov.provisioning.ssh import Remote, Target, target_for, wait_for_ssh
+from gpuprov.provisioning.hostpaths import ROOT, on_host
+from gpuprov.provisioning.secrets import app_secrets, secrets_path
+from gpuprov.provisioning.ssh import Remote, target_for, wait_for_ssh
 
 Progress = Callable[[str], None]
-SAM3_REMOTE = "uploads/sam3.pt"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A login gpuprov generated (an app's Login), shown once: on the deploy that generated it."""
+
+    label: str
+    service: str
+    values: tuple[str, ...]
+    kept_in: str
 
 
 @dataclass
@@ -38,7 +50,7 @@ class DeployResult:
     seconds: float
     services: list[str] = field(default_factory=list)
     # Only on the deploy that generated them (show once); kept out of repr so a logged result leaks nothing.
-    admin_credentials: dict[str, str] | None = field(default=None, repr=False)
+    credentials: list[Credentials] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {"changed": self.changed, "ssh_round_trips": self.ssh_round_trips, "seconds": round(self.seconds, 3)}
@@ -46,116 +58,94 @@ class DeployResult:
 
 def deployed_services(config: StackConfig) -> list[str]:
     """The services ``config`` deploys, in a stable order."""
-    return [s for stack in config.stacks for s in STACK_SERVICES[stack]]
+    return [s.name for s in registry().services(config.apps)]
 
 
-def gather_facts(remote: Remote, target: Target, paths: list[str], images: list[str]) -> HostFacts:
+def gather_facts(remote: Remote, paths: list[str], images: list[str]) -> HostFacts:
     """Every check in ONE exec: the probe script's sections parsed into HostFacts."""
-    code, out, err = remote.script(probe_script(target.remote_root, paths, images))
+    code, out, err = remote.script(probe_script(ROOT, paths, images))
     try:
         return parse_facts(out)
     except ValueError as e:
         raise ProvisioningError(f"could not read the host's facts (exit {code}): {e} {err[-500:]}") from None
 
 
-def _idle_agent(config: StackConfig, host: GpuHost, target: Target) -> tuple[list[RemoteFile], list[steps.Action]]:
-    """The idle agent (issue 6, :mod:`gpuprov.provisioning.idle_agent`) as one more step, when that module is there.
-
-    On the local sandbox host every path of the agent is moved under the sandbox's own directory
-    (it shares this machine's filesystem) and the agent runs as a plain background process.
-    """
-    try:
-        from gpuprov.provisioning import idle_agent
-    except ImportError:  # the hook: deploy works without the agent
-        return [], []
-    import json
-    import os
-
-    prefix = str(Path(target.remote_root).parents[1]) if target.sandbox else ""
-    files = [RemoteFile(remote, Path(local).read_bytes(), 0o644 if remote.endswith((".service", ".timer")) else 0o755)
-             for remote, local in idle_agent.agent_files(root=prefix).items()]
-    overrides: dict[str, Any] = {}
-    if target.sandbox:  # "power off" on the sandbox means stopping its sshd
-        overrides["sshd_pid_file"] = str(Path(prefix).parent / "sshd.pid")
-    agent_cfg = idle_agent.agent_config(config, host, root=prefix, **overrides)
-    files.append(RemoteFile(prefix + idle_agent.REMOTE_CONFIG, json.dumps(agent_cfg, indent=2, sort_keys=True).encode(),
-                            0o600))
-    secret = idle_agent.agent_secret(os.environ.get("LAMBDA_API_KEY")) if config.cloud == "lambda" else None
-    if secret:
-        files.append(RemoteFile(prefix + idle_agent.REMOTE_SECRET, secret.encode(), 0o600))
-    background = idle_agent.background_command(root=prefix)
-    if target.sandbox:
-        start = background
-    else:
-        systemd = " && ".join(f"$SUDO {c}" for c in idle_agent.systemd_commands())
-        start = f"if [ -d /run/systemd/system ]; then {systemd}; else $SUDO sh -c {steps.q(background)}; fi"
-    return files, [steps.Action("idle_agent", start, ["idle_agent"])]
-
-
-def _desired(config: StackConfig, target: Target, gpus: int, secrets: StackSecrets,
-             agent_files: list[RemoteFile]) -> Desired:
-    want = desired_state(config, target.remote_root, target.sandbox, gpus, secrets)
-    want.files += agent_files
-    return want
+def build_inputs_of(apps: list[App], given: Mapping[str, Path] | None) -> dict[str, tuple[Path, str]]:
+    """The build inputs the user gave, checked against what the apps' builds take: name -> (file, SHA-256)."""
+    declared = {i.name: a.name for a in apps if a.build for i in a.build.inputs}
+    out: dict[str, tuple[Path, str]] = {}
+    for name, path in (given or {}).items():
+        if name not in declared:
+            takes = ", ".join(f"{n} ({a})" for n, a in declared.items()) or "none"
+            raise ConfigError("--build-input", name, f"no app of this stack takes it; build inputs: {takes}")
+        out[name] = (Path(path), _sha256(Path(path)))
+    return out
 
 
 def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None, *,
-           key_path: Path | None = None, sam3_checkpoint: Path | None = None,
+           key_path: Path | None = None, build_inputs: Mapping[str, Path] | None = None,
            ssh_timeout_s: float = 300.0) -> DeployResult:
-    """Bring ``host`` to serve ``config.stacks``; idempotent. Records the deployed services in the stack record."""
+    """Bring ``host`` to serve ``config.apps``; idempotent. Records the deployed services in the stack record.
+
+    ``build_inputs``: files the apps' source builds take (``{NAME: Path}``), uploaded when they differ.
+    """
     say = progress or (lambda _m: None)
     started = time.monotonic()
     target = target_for(config, host, key_path)
-    secrets, created = stack_secrets(config.stack)
+    apps = registry().selected(config.apps)
+    secrets, generated = app_secrets(config.stack, apps)
+    inputs = build_inputs_of(apps, build_inputs)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
     wait_for_ssh(host, ssh_timeout_s)
-    agent_files, agent_actions = _idle_agent(config, host, target)
-    sam3_remote = f"{target.remote_root}/{SAM3_REMOTE}"
-    sam3_local = _sha256(Path(sam3_checkpoint)) if sam3_checkpoint else None
+    agent_files, agent_start = idle_agent.install(config, host)
+    uploads = {i.name: upload_path(i.name) for a in apps if a.build for i in a.build.inputs}
     with Remote(target) as remote:
-        # The GPU override's presence depends on a fact, so probe the files of both shapes.
-        shapes = [_desired(config, target, g, secrets, agent_files) for g in (0, 1)]
-        paths = sorted({f.path for w in shapes for f in w.files} | {sam3_remote})
+        # What the host should hold depends on what it says it is: probe the files of every shape.
+        shapes = [desired_state(config, HostShape(g, s), secrets) for g in (0, 1) for s in (False, True)]
+        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values()))
+        refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
-        facts = gather_facts(remote, target, paths, shapes[0].image_refs)
-        if target.sandbox:
-            # The sandbox shares this machine: never install anything on it, never use its GPUs.
-            facts.gpus = 0
-            if not (facts.docker and facts.compose):
-                raise ProvisioningError(
-                    "the local sandbox host has no Docker engine with Compose (it starts one only as root, with "
-                    "dockerd installed); run `make setup` as root, then `gpuprov down --cloud local` and `gpuprov up`")
-        want = shapes[1] if facts.gpus else shapes[0]
+        facts = gather_facts(remote, paths, refs)
+        want = desired_state(config, HostShape(facts.gpus, facts.sandbox), secrets)
+        want.files += agent_files
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
-        extra = list(agent_actions) if agent_stale else []
-        uploads: list[steps.Action] = []
-        if sam3_checkpoint and sam3_local and facts.files.get(sam3_remote) != sam3_local:
-            uploads = _sam3_upload(remote, Path(sam3_checkpoint), sam3_local, sam3_remote, say)
-        # A sam3.pt on the host (uploaded now or before) is built into MONAI Label; its hash is in the image label.
-        sam3_sha = sam3_local or facts.files.get(sam3_remote)
-        if want.monai_build is not None and sam3_sha:
-            want.monai_build.sam3, want.monai_build.sam3_sha = sam3_remote, sam3_sha
-        actions = steps.plan(facts, want, extra, before_images=uploads)
+        sent = [_upload(remote, name, local, sha, say) for name, (local, sha) in inputs.items()
+                if facts.files.get(uploads[name]) != sha]
+        # A build input on the host (uploaded now or before) is built in; its hash is in the image label.
+        for build in want.builds:
+            for name in build.dests:
+                sha = inputs[name][1] if name in inputs else facts.files.get(uploads[name])
+                if sha:
+                    build.inputs[name] = sha
+        actions = steps.plan(facts, want, [agent_start] if agent_stale else [], before_images=sent)
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")
             _apply(remote, actions, say)
         rounds = remote.round_trips
-    record = records.load(config.stack)
     services = deployed_services(config)
+    record = records.load(config.stack)
     if record is not None and record.deployed != services:
         records.write(record.model_copy(update={"deployed": services}))
-    creds = None
-    if created:
-        creds = {"url_service": "open_webui", "email": secrets.webui_admin_email, "password": secrets.webui_admin_password}
     return DeployResult(changed, rounds, time.monotonic() - started, services,
-                        creds if "vllm_cxr" in config.stacks else None)
+                        _new_logins(config.stack, apps, secrets, generated))
+
+
+def _new_logins(stack: str, apps: list[App], secrets: dict[str, Secrets],
+                generated: dict[str, list[str]]) -> list[Credentials]:
+    out = []
+    for app in apps:
+        login = app.login
+        if login and set(login.secrets) <= set(generated.get(app.name, ())):
+            out.append(Credentials(login.label, login.service, tuple(secrets[app.name][n] for n in login.secrets),
+                                   str(secrets_path(stack))))
+    return out
 
 
 def _sha256(path: Path) -> str:
     if not path.is_file():
-        raise ProvisioningError(f"sam3 checkpoint {path} does not exist; download it from Meta's gated release first")
+        raise AppError(f"build input {path} does not exist; give the path of your copy (--build-input NAME=PATH)")
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -163,16 +153,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sam3_upload(remote: Remote, local: Path, sha: str, remote_path: str, say: Progress) -> list[steps.Action]:
-    """sam3.pt is gated and big: upload it over sftp (only when the host's copy differs), then
-    install it root-only in the batch."""
+def _upload(remote: Remote, name: str, local: Path, sha: str, say: Progress) -> steps.Action:
+    """A build input can be big and gated: upload it over sftp (only when the host's copy differs),
+    then install it root-only in the batch."""
     say(f"uploading {local.name} ({local.stat().st_size / 1e9:.2f} GB) over sftp")
-    staging = f"/tmp/gpuprov-sam3-{sha[:12]}.pt"
+    staging = f"/tmp/gpuprov-upload-{sha[:12]}"
     sftp = remote.conn.sftp()
     sftp.put(str(local), staging)
     remote.round_trips += 3 + local.stat().st_size // 32768  # open, writes (32 KiB each), close
-    return [steps.Action("sam3_checkpoint", f"$SUDO install -D -m 0600 {steps.q(staging)} {steps.q(remote_path)}\n"
-                         f"rm -f {steps.q(staging)}", ["sam3_checkpoint"])]
+    return steps.Action(f"upload:{name}", f"$SUDO install -D -m 0600 {steps.q(staging)} {on_host(upload_path(name))}\n"
+                        f"rm -f {steps.q(staging)}", [f"upload:{name}"])
 
 
 def _apply(remote: Remote, actions: list[steps.Action], say: Progress) -> None:

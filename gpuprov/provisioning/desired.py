@@ -1,22 +1,26 @@
-"""What a stack's host should hold: files, images and services, computed from the stack config.
+"""What a stack's host should hold: files, images and services, computed from the stack config and
+the descriptors of its apps (:mod:`gpuprov.apps`).
 
-Pure data (no SSH): :mod:`gpuprov.provisioning.steps` compares it with the host's facts.
+Pure data (no SSH): :mod:`gpuprov.provisioning.steps` compares it with the host's facts. Every path
+is a logical host path (:mod:`gpuprov.provisioning.hostpaths`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+from gpuprov.apps import registry
+from gpuprov.apps.base import App, AppError, HostContext, Secrets, env_name
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.paths import REMOTE_FILES
-from gpuprov.provisioning.secrets import StackSecrets
+from gpuprov.provisioning.hostpaths import ROOT
 
-STANDINS = REMOTE_FILES / "standins"
-STACK_SERVICES: dict[str, tuple[str, ...]] = {"vllm_cxr": ("vllm", "open_webui"), "monai_label": ("monai_label",)}
-COMPOSE_PROJECTS = {name: f"gpuprov-{name.replace('_', '-')}" for name in STACK_SERVICES}
+STANDIN = REMOTE_FILES / "standin"  # the stand-in machinery every app shares
+STANDIN_EXECUTABLES = ("serve", "http.sh")
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,19 @@ class RemoteFile:
         return hashlib.sha256(self.content).hexdigest()
 
 
+@dataclass(frozen=True)
+class HostShape:
+    """What the host's facts say about it that changes what it should hold."""
+
+    gpus: int = 0  # NVIDIA GPUs it reports
+    sandbox: bool = False  # it declares itself a sandbox: stand-in images, host networking, no pulls
+
+
 @dataclass
 class Project:
-    """One Compose project on the host (one seed stack)."""
+    """One Compose project on the host (one app)."""
 
-    stack: str  # vllm_cxr | monai_label
+    app: str
     name: str  # the Compose project name
     directory: str
     compose_files: list[str]
@@ -43,20 +55,33 @@ class Project:
 
 
 @dataclass
-class MonaiBuild:
-    """Build the OHIF-AI MONAI Label image on the host from the pinned commit."""
+class StandinImage:
+    """A stand-in image built on a sandbox host, tagged with the real image reference."""
 
+    service: str
+    label: str  # what it is made of (its gpuprov.label)
+    context: str  # the build context on the host
+
+
+@dataclass
+class SourceImage:
+    """An image built on the host from a pinned commit (an app's SourceBuild)."""
+
+    service: str
     repo: str
     ref: str
     image: str
     checkout: str  # where the clone lives on the host
-    sam3: str | None = None  # the uploaded sam3.pt on the host, copied in before the build
-    sam3_sha: str | None = None  # its SHA-256: part of the image label, so a new sam3.pt rebuilds
+    context: str  # the build context inside the checkout
+    dests: dict[str, str] = field(default_factory=dict)  # build input name -> path inside the checkout
+    inputs: dict[str, str] = field(default_factory=dict)  # build inputs present on the host: name -> SHA-256
+    note: str = ""
 
     @property
     def label(self) -> str:
-        """What the built image is made of (its gpuprov.label): repository, commit, sam3.pt."""
-        return f"{self.repo}@{self.ref}" + (f"+sam3:{self.sam3_sha[:16]}" if self.sam3_sha else "")
+        """What the built image is made of (its gpuprov.label): repository, commit, build inputs."""
+        extra = "".join(f"+{Path(name).stem}:{sha[:16]}" for name, sha in sorted(self.inputs.items()))
+        return f"{self.repo}@{self.ref}{extra}"
 
 
 @dataclass
@@ -66,116 +91,108 @@ class Desired:
     files: list[RemoteFile] = field(default_factory=list)
     directories: list[str] = field(default_factory=list)
     projects: list[Project] = field(default_factory=list)
-    standins: dict[str, tuple[str, str]] = field(default_factory=dict)  # image ref -> (service, label)
+    standins: dict[str, StandinImage] = field(default_factory=dict)  # image ref -> how to build it
     pulls: list[str] = field(default_factory=list)
-    monai_build: MonaiBuild | None = None
+    builds: list[SourceImage] = field(default_factory=list)
 
     @property
     def image_refs(self) -> list[str]:
-        refs = list(self.standins) + self.pulls + ([self.monai_build.image] if self.monai_build else [])
+        refs = list(self.standins) + self.pulls + [b.image for b in self.builds]
         return list(dict.fromkeys(refs))
 
 
-def monai_image(config: StackConfig) -> str:
-    """The MONAI Label image: the one the user named, else the one gpuprov builds on the host."""
-    return config.monai_label_image or f"gpuprov/ohif-ai-monai-label:{config.monai_label_ref}"
+def upload_path(name: str) -> str:
+    """Where a build input the user supplied lives on the host (root-only)."""
+    return f"{ROOT}/uploads/{name}"
 
 
-def standins_hash() -> str:
+def standin_files(app: App) -> dict[str, Path]:
+    """The stand-in build context of ``app``: the shared machinery, then the app's own routes under files/."""
+    shared = {p.name: p for p in sorted(STANDIN.iterdir()) if p.is_file() and p.name != "README.md"}
+    own = {f"files/{p.relative_to(app.folder / 'standin')}": p
+           for p in sorted((app.folder / "standin").rglob("*")) if p.is_file()}
+    return {**shared, **own}
+
+
+def standin_label(app: App) -> str:
     digest = hashlib.sha256()
-    for path in sorted(STANDINS.iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    for name, path in standin_files(app).items():
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return f"standin:{digest.hexdigest()[:16]}"
 
 
 def _hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _env_file(values: dict[str, str]) -> bytes:
+def _env_file(app: App, name: str, values: Mapping[str, str]) -> bytes:
+    for key, value in values.items():
+        if "\n" in value or "\r" in value:
+            raise AppError(f"app '{app.name}': {name} value {key} holds a line break; a .env value must be one line")
     return "".join(f"{k}={v}\n" for k, v in values.items()).encode()
 
 
-def desired_state(config: StackConfig, root: str, sandbox: bool, gpus: int, secrets: StackSecrets) -> Desired:
-    """Everything the host should hold for ``config``. ``gpus``: NVIDIA GPUs the host reports."""
-    want = Desired(root=root, sandbox=sandbox)
-    want.directories.append(root)
-    standin_label = f"standin:{standins_hash()}" if sandbox else ""
-
-    def bind(service: str) -> str:
-        return "0.0.0.0" if SERVICE_PORTS[service] in config.open_ports else "127.0.0.1"
-
-    def compose_files(stack: str) -> list[RemoteFile]:
-        local = REMOTE_FILES / stack
-        names = ["compose.yaml"] + (["compose.gpu.yaml"] if gpus else []) + (["compose.sandbox.yaml"] if sandbox else [])
-        return [RemoteFile(f"{root}/{stack}/{n}", (local / n).read_bytes()) for n in names]
-
-    images = {"vllm": config.vllm_image, "open_webui": config.open_webui_image, "monai_label": monai_image(config)}
-    for stack in config.stacks:
-        directory = f"{root}/{stack}"
-        want.directories.append(directory)
-        files = compose_files(stack)
-        shared = [f.sha256 for f in files] + [standin_label]
-        env: dict[str, str]
-        services: dict[str, str]
-        if stack == "vllm_cxr":
-            secret_env = RemoteFile(f"{directory}/secrets.env", _env_file({
-                "VLLM_API_KEY": secrets.vllm_api_key,
-                **({"HF_TOKEN": config.hf_token_value, "HUGGING_FACE_HUB_TOKEN": config.hf_token_value}
-                   if config.hf_token_value else {}),
-            }), 0o600)
-            webui_env = RemoteFile(f"{directory}/webui.env", _env_file({
-                "OPENAI_API_KEY": secrets.vllm_api_key,
-                "WEBUI_SECRET_KEY": secrets.webui_secret_key,
-                "WEBUI_ADMIN_EMAIL": secrets.webui_admin_email,
-                "WEBUI_ADMIN_PASSWORD": secrets.webui_admin_password,
-                "WEBUI_ADMIN_NAME": "gpuprov admin",
-            }), 0o600)
-            env = {
-                "VLLM_IMAGE": images["vllm"], "OPEN_WEBUI_IMAGE": images["open_webui"],
-                "MODEL_ID": config.model_id, "SERVED_MODEL_NAME": config.served_model_name,
-                "GPU_MEMORY_UTILIZATION": str(config.gpu_memory_utilization),
-                # Inside a bridged container vLLM must listen on all of the container's addresses;
-                # with host networking (sandbox) it binds what the port would be published on.
-                "VLLM_LISTEN": bind("vllm") if sandbox else "0.0.0.0",
-                "VLLM_BIND": bind("vllm"), "WEBUI_BIND": bind("open_webui"), "WEBUI_LISTEN": bind("open_webui"),
-                "OPENAI_API_BASE_URL": "http://127.0.0.1:8000/v1" if sandbox else "http://vllm:8000/v1",
-            }
-            services = {
-                "vllm": _hash(shared, secret_env.sha256, {k: env[k] for k in (
-                    "VLLM_IMAGE", "MODEL_ID", "SERVED_MODEL_NAME", "GPU_MEMORY_UTILIZATION", "VLLM_LISTEN", "VLLM_BIND")}),
-                "open_webui": _hash(shared, webui_env.sha256, {k: env[k] for k in (
-                    "OPEN_WEBUI_IMAGE", "WEBUI_BIND", "WEBUI_LISTEN", "OPENAI_API_BASE_URL")}),
-            }
-            env |= {"VLLM_CONFIG": services["vllm"], "OPEN_WEBUI_CONFIG": services["open_webui"]}
-            files += [secret_env, webui_env]
-        else:
-            want.directories += [f"{directory}/data/predictions", f"{directory}/data/studies"]
-            env = {"MONAI_LABEL_IMAGE": images["monai_label"],
-                   "MONAI_LISTEN": bind("monai_label") if sandbox else "0.0.0.0", "MONAI_BIND": bind("monai_label")}
-            services = {"monai_label": _hash(shared, env)}
-            env["MONAI_LABEL_CONFIG"] = services["monai_label"]
-        files.append(RemoteFile(f"{directory}/.env", _env_file(env)))
-        want.files += files
-        want.projects.append(Project(
-            stack=stack, name=COMPOSE_PROJECTS[stack], directory=directory,
-            compose_files=[Path(f.path).name for f in files if f.path.endswith(".yaml")],
-            services=services, images={s: images[s] for s in STACK_SERVICES[stack]},
-        ))
-
-    for project in want.projects:
-        for service, ref in project.images.items():
-            if sandbox:
-                # No registry on the sandbox: a stand-in built there, tagged as the real reference.
-                want.standins[ref] = (service, standin_label)
-            elif service == "monai_label" and not config.monai_label_image:
-                want.monai_build = MonaiBuild(config.monai_label_repo, config.monai_label_ref, ref,
-                                              f"{root}/src/ohif-ai")
-            else:
-                want.pulls.append(ref)
-    if sandbox:
-        want.directories.append(f"{root}/standins")
-        want.files += [RemoteFile(f"{root}/standins/{p.name}", p.read_bytes(), 0o755 if p.name in ("serve", "http.sh") else 0o644)
-                       for p in sorted(STANDINS.iterdir()) if p.is_file()]
+def desired_state(config: StackConfig, shape: HostShape, secrets: Mapping[str, Secrets]) -> Desired:
+    """Everything the host should hold for ``config`` on a host of ``shape``; ``secrets``: app -> its secrets."""
+    want = Desired(root=ROOT, sandbox=shape.sandbox)
+    want.directories.append(ROOT)
+    for app in registry().selected(config.apps):
+        _add_app(want, app, config, shape, secrets[app.name])
     return want
+
+
+def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, secrets: Secrets) -> None:
+    directory = f"{ROOT}/{app.name}"
+    want.directories += [directory] + [f"{directory}/{d}" for d in app.directories]
+    binds = {s.name: "0.0.0.0" if s.port in config.open_ports else "127.0.0.1" for s in app.services}
+    ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds)
+    images = {s.name: s.image(config) for s in app.services}
+    files = [RemoteFile(f"{directory}/{n}", (app.folder / n).read_bytes()) for n in app.compose_files(shape.gpus, shape.sandbox)]
+    label = standin_label(app) if shape.sandbox else ""
+    shared = [f.sha256 for f in files] + [label]
+
+    env: dict[str, str] = {}
+    for s in app.services:
+        # Inside a bridged container a service listens on all of its addresses; with host networking
+        # (a sandbox) it binds what its port would be published on.
+        env |= {env_name(s.name, "IMAGE"): images[s.name], env_name(s.name, "BIND"): binds[s.name],
+                env_name(s.name, "LISTEN"): binds[s.name] if shape.sandbox else "0.0.0.0"}
+    env |= app.env(ctx)
+    secret_files = {name: RemoteFile(f"{directory}/{name}", _env_file(app, name, values), 0o600)
+                    for name, values in app.secret_files(ctx).items()}
+
+    services: dict[str, str] = {}
+    for s in app.services:
+        keys = [env_name(s.name, k) for k in ("IMAGE", "BIND", "LISTEN")] + list(s.hash_env)
+        unknown = [k for k in keys if k not in env] + [f for f in s.hash_files if f not in secret_files]
+        if unknown:
+            raise AppError(f"app '{app.name}': service '{s.name}' hashes {', '.join(unknown)}, which the app "
+                           "does not write; fix hash_env / hash_files in its app.py")
+        services[s.name] = _hash(shared, *(secret_files[f].sha256 for f in s.hash_files), {k: env[k] for k in keys})
+    env |= {env_name(s, "CONFIG"): h for s, h in services.items()}
+
+    files += list(secret_files.values())
+    files.append(RemoteFile(f"{directory}/.env", _env_file(app, ".env", env)))
+    want.files += files
+    want.projects.append(Project(app=app.name, name=app.project, directory=directory,
+                                 compose_files=[Path(f.path).name for f in files if f.path.endswith(".yaml")],
+                                 services=services, images=images))
+
+    if shape.sandbox:
+        # No registry on the sandbox: a stand-in built there, tagged as the real reference.
+        context = f"{directory}/standin"
+        want.directories += [context]
+        want.files += [RemoteFile(f"{context}/{name}", path.read_bytes(), 0o755 if name in STANDIN_EXECUTABLES else 0o644)
+                       for name, path in standin_files(app).items()]
+        for s in app.services:
+            want.standins[images[s.name]] = StandinImage(s.name, label, context)
+        return
+    build = app.build
+    for s in app.services:
+        if build is not None and build.service == s.name and build.when(config):
+            want.builds.append(SourceImage(
+                service=s.name, repo=build.repo(config), ref=build.ref(config), image=images[s.name],
+                checkout=f"{ROOT}/src/{build.checkout}", context=build.context,
+                dests={i.name: i.dest for i in build.inputs}, note=build.note))
+        else:
+            want.pulls.append(images[s.name])

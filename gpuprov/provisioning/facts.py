@@ -1,6 +1,10 @@
 """Facts about a host: what is there now. Each fact is a shell snippet plus a parser (the pyinfra
 idea); :func:`probe_script` joins every snippet into ONE script whose output is split into
 delimited sections, so all checks cost a single SSH round trip.
+
+The host also says what it is: ``GPUPROV_HOST_ROOT`` (where its logical paths live) and
+``GPUPROV_SANDBOX`` (a sandbox: stand-in images, nothing installed, no GPU used), both set by
+its sshd on the local sandbox host and unset on a cloud host.
 """
 
 from __future__ import annotations
@@ -8,6 +12,8 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
+
+from gpuprov.provisioning.hostpaths import on_host
 
 MARK = "@@gpuprov-fact:"
 
@@ -30,6 +36,8 @@ class ContainerFact:
 
 @dataclass
 class HostFacts:
+    host_root: str = ""  # GPUPROV_HOST_ROOT: the folder its logical paths live under ("": /)
+    sandbox: bool = False  # GPUPROV_SANDBOX: it shares another machine (stand-ins, no installs, no GPUs)
     os_id: str = ""
     os_codename: str = ""
     arch: str = ""
@@ -40,24 +48,27 @@ class HostFacts:
     gpus: int = 0
     nvidia_toolkit: bool = False
     docker_runtimes: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)  # absolute path -> sha256
+    files: dict[str, str] = field(default_factory=dict)  # logical path -> sha256
     images: dict[str, ImageFact] = field(default_factory=dict)
     containers: list[ContainerFact] = field(default_factory=list)
     markers: set[str] = field(default_factory=set)
 
 
 def probe_script(root: str, paths: list[str], images: list[str]) -> str:
-    """One shell script that prints every fact in its own section."""
+    """One shell script that prints every fact in its own section. ``root``, ``paths``: logical host paths."""
     q = shlex.quote
+    label = ' {{.Id}} {{index .Config.Labels "gpuprov.label"}}'
     image_lines = "\n".join(
-        f"$SUDO docker image inspect --format '{ref} {{{{.Id}}}} {{{{index .Config.Labels \"gpuprov.label\"}}}}' {q(ref)} "
-        f"2>/dev/null || echo '{ref} missing'"
+        f"$SUDO docker image inspect --format {q(ref + label)} {q(ref)} 2>/dev/null || echo {q(ref + ' missing')}"
         for ref in images
     )
-    files = " ".join(q(p) for p in paths)
+    # Hashed from the host root, relative, so the output names logical paths.
+    files = " ".join(q(p.lstrip("/")) for p in paths)
     return f"""set +e
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi
 s() {{ printf '\\n{MARK}%s\\n' "$1"; }}
+s host_root; printf '%s\\n' "${{GPUPROV_HOST_ROOT:-}}"
+s sandbox; printf '%s\\n' "${{GPUPROV_SANDBOX:-0}}"
 s os; ( . /etc/os-release 2>/dev/null; echo "${{ID:-unknown}} ${{VERSION_CODENAME:-unknown}} $(uname -m)" )
 s cloud_init; if command -v cloud-init >/dev/null 2>&1; then cloud-init status 2>/dev/null | sed -n 's/^status: //p'; else echo absent; fi
 s apt_lock; if command -v fuser >/dev/null 2>&1; then if fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; then echo held; else echo free; fi; else echo unknown; fi
@@ -66,11 +77,11 @@ s compose; $SUDO docker compose version --short 2>/dev/null || echo missing
 s gpus; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | grep -c '^GPU'; else echo 0; fi
 s nvidia_toolkit; if command -v nvidia-ctk >/dev/null 2>&1; then echo installed; else echo missing; fi
 s docker_runtimes; $SUDO docker info --format '{{{{json .Runtimes}}}}' 2>/dev/null
-s files; {f"$SUDO sha256sum {files} 2>/dev/null" if files else ":"}
+s files; {f'(cd "${{GPUPROV_HOST_ROOT:-}}/" && $SUDO sha256sum -- {files} 2>/dev/null)' if files else ":"}
 s images
 {image_lines or ":"}
 s containers; $SUDO docker ps -a --filter label=com.docker.compose.project --format '{{{{.Label "com.docker.compose.project"}}}}|{{{{.Label "com.docker.compose.service"}}}}|{{{{.State}}}}|{{{{.Label "gpuprov.config"}}}}|{{{{.Image}}}}' 2>/dev/null
-s markers; $SUDO ls {q(root)}/.markers 2>/dev/null
+s markers; $SUDO ls {on_host(root + "/.markers")} 2>/dev/null
 s end
 exit 0
 """
@@ -94,6 +105,8 @@ def parse_facts(text: str) -> HostFacts:
     sec = _sections(text)
     first = lambda name, default="": (sec.get(name) or [default])[0]  # noqa: E731
     facts = HostFacts()
+    facts.host_root = first("host_root")
+    facts.sandbox = first("sandbox", "0") not in ("", "0")
     parts = first("os", "unknown unknown unknown").split()
     facts.os_id, facts.os_codename, facts.arch = (parts + ["unknown"] * 3)[:3]
     facts.cloud_init = first("cloud_init", "absent") or "absent"
@@ -103,7 +116,8 @@ def parse_facts(text: str) -> HostFacts:
     compose = first("compose", "missing")
     facts.compose = None if compose == "missing" else compose
     gpus = first("gpus", "0")
-    facts.gpus = int(gpus) if gpus.isdigit() else 0
+    # A sandbox shares another machine: its GPUs are not ours to use.
+    facts.gpus = int(gpus) if gpus.isdigit() and not facts.sandbox else 0
     facts.nvidia_toolkit = first("nvidia_toolkit") == "installed"
     runtimes = first("docker_runtimes", "{}")
     try:
@@ -112,7 +126,7 @@ def parse_facts(text: str) -> HostFacts:
         facts.docker_runtimes = []
     for line in sec.get("files", []):
         digest, _, path = line.partition("  ")
-        facts.files[path] = digest
+        facts.files["/" + path.lstrip("/")] = digest
     for line in sec.get("images", []):
         ref, _, rest = line.partition(" ")
         if rest == "missing":

@@ -1,23 +1,27 @@
 """What the deploy step needs to install the idle agent on a host (issue 6).
 
-The agent itself is a plain stdlib script in ``gpuprov/remote/idle-agent/``;
-this module says which files go where, writes the JSON config it reads, keeps
-the Lambda key in a separate root-only file, and says how to start it where
+The agent itself is a plain stdlib script in ``gpuprov/remote/idle-agent/``; this module says
+which files go where (logical host paths), writes the JSON config it reads (what counts as
+activity comes from the apps' descriptors; what to do when idle comes from the cloud, as data),
+keeps the action's credential in a separate root-only file, and says how to start it where
 there is no systemd (the local sandbox).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
 
-from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+from gpuprov.apps import registry
+from gpuprov.infra.clouds import driver_for
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.paths import REMOTE_FILES
-from gpuprov.provisioning.desired import COMPOSE_PROJECTS
+from gpuprov.provisioning.desired import RemoteFile
+from gpuprov.provisioning.hostpaths import HOST_ROOT
+from gpuprov.provisioning.steps import Action
 
 AGENT_DIR = REMOTE_FILES / "idle-agent"
 REMOTE_AGENT_DIR = "/opt/gpuprov/idle-agent"
@@ -25,18 +29,12 @@ REMOTE_CONFIG = "/etc/gpuprov/idle-agent.json"
 REMOTE_SECRET = "/etc/gpuprov/idle-agent.secret.json"
 GRACE_MINUTES = 5
 CHECK_INTERVAL_S = 60
-LAMBDA_API_URL = "https://cloud.lambda.ai"
-# Containers whose request lines count as activity (names from the compose files).
-LOG_CONTAINERS = {"vllm_cxr": ["open-webui"], "monai_label": ["monai_sam2"]}
+LOG_IGNORE = ("/health", "/metrics")  # request paths that are health checks whatever the app
 
 
 def agent_files(root: str = "") -> dict[str, Path]:
     """Remote path -> local file, for every file of the agent (``gpuprov_idle.py`` and ``gpuprov-idle``
-    are executables: mode 0755).
-
-    ``root`` prefixes every remote path: the local sandbox shares this machine's
-    filesystem, so its files live under the sandbox's own directory.
-    """
+    are executables: mode 0755). ``root`` prefixes every remote path (tests copy them by hand)."""
     return {
         f"{root}{REMOTE_AGENT_DIR}/gpuprov_idle.py": AGENT_DIR / "gpuprov_idle.py",
         f"{root}/usr/local/bin/gpuprov-idle": AGENT_DIR / "gpuprov-idle",
@@ -45,15 +43,26 @@ def agent_files(root: str = "") -> dict[str, Path]:
     }
 
 
-def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str | None = None,
-                 check_interval_s: float = CHECK_INTERVAL_S, grace_minutes: float = GRACE_MINUTES,
-                 root: str = "", **overrides: Any) -> dict[str, Any]:
-    """The JSON the agent reads (``/etc/gpuprov/idle-agent.json``). Holds no secret.
+def idle_action(config: StackConfig, host: GpuHost) -> dict[str, Any]:
+    """What the agent does when the host is idle (or past its lifetime or budget): what stops the bill
+    there, as the stack's cloud driver says. The agent branches on ``kind`` only: ``poweroff``,
+    ``stop-apps`` or ``http`` (a request whose bearer token is the ``secret`` entry of the root-only
+    secret file, see :func:`idle_action_secret`)."""
+    return driver_for(config.cloud).idle_action(config, host).to_agent()
 
-    ``root`` prefixes the agent's own files (state, log, postpone, secret), as in
-    :func:`agent_files`. ``overrides`` set any other agent key (``sshd_pid_file`` on
-    the sandbox, whose PID space is this machine's).
-    """
+
+def idle_action_secret(config: StackConfig) -> dict[str, str]:
+    """The credential the cloud's idle action needs on the host, from the operator's side ({} when none)."""
+    return driver_for(config.cloud).idle_credentials()
+
+
+def agent_config(config: StackConfig, host: GpuHost, *, action: dict[str, Any] | None = None,
+                 check_interval_s: float = CHECK_INTERVAL_S, grace_minutes: float = GRACE_MINUTES,
+                 **overrides: Any) -> dict[str, Any]:
+    """The JSON the agent reads (``/etc/gpuprov/idle-agent.json``). Holds no secret; its paths are
+    logical (the agent prefixes ``GPUPROV_HOST_ROOT`` itself). ``overrides`` set any other agent key."""
+    apps = registry().selected(config.apps)
+    services = [s for a in apps for s in a.services]
     cfg: dict[str, Any] = {
         "cloud": config.cloud,
         "stack": config.stack,
@@ -64,28 +73,27 @@ def agent_config(config: StackConfig, host: GpuHost, *, lambda_api_url: str | No
         "budget_usd": config.budget_usd,
         "usd_hour": host.usd_hour,
         "launched_at": host.launched_at.isoformat() if host.launched_at else None,
-        "service_ports": dict(SERVICE_PORTS),
-        "vllm_metrics_url": f"http://127.0.0.1:{SERVICE_PORTS['vllm']}/metrics",
-        "log_containers": [c for s in config.stacks for c in LOG_CONTAINERS.get(s, [])],
-        "compose_projects": [COMPOSE_PROJECTS[s] for s in config.stacks],
+        "service_ports": {s.name: s.port for s in services},
+        "metrics": [{"service": s.name, "url": f"http://127.0.0.1:{s.port}{s.metrics.path}",
+                     "running": list(s.metrics.running), "waiting": list(s.metrics.waiting),
+                     "counters": list(s.metrics.counters)} for s in services if s.metrics],
+        "log_containers": [s.container for s in services if s.log_activity],
+        "log_ignore": list(dict.fromkeys([*LOG_IGNORE, *(p for s in services for p in s.log_ignore)])),
+        "compose_projects": [a.project for a in apps],
         "instance_id": host.instance_id,
-        "secret_file": f"{root}{REMOTE_SECRET}",
-        "state_file": f"{root}/var/lib/gpuprov-idle/state.json",
-        "log_file": f"{root}/var/log/gpuprov-idle.jsonl",
-        "postpone_file": f"{root}/run/gpuprov/postpone",
+        "action": action if action is not None else idle_action(config, host),
+        "secret_file": REMOTE_SECRET,
+        "state_file": "/var/lib/gpuprov-idle/state.json",
+        "log_file": "/var/log/gpuprov-idle.jsonl",
+        "postpone_file": "/run/gpuprov/postpone",
     }
-    if config.cloud == "lambda":
-        # The API the operator's own client uses (LAMBDA_API_URL, as in gpuprov.infra.clouds.lambda_cloud.client).
-        cfg["lambda_api_url"] = lambda_api_url or os.environ.get("LAMBDA_API_URL") or LAMBDA_API_URL
     cfg.update(overrides)
     return cfg
 
 
-def agent_secret(lambda_api_key: str | None) -> str | None:
-    """Text of the 0600 secret file (Lambda only: terminating needs the API key); None elsewhere."""
-    if not lambda_api_key:
-        return None
-    return json.dumps({"lambda_api_key": lambda_api_key})
+def agent_secret(values: dict[str, str]) -> str | None:
+    """Text of the 0600 secret file (the idle action's credential); None when the action needs none."""
+    return json.dumps(values) if values else None
 
 
 def systemd_commands() -> list[str]:
@@ -93,18 +101,34 @@ def systemd_commands() -> list[str]:
     return ["systemctl daemon-reload", "systemctl enable --now gpuprov-idle.timer"]
 
 
-def background_command(root: str = "", interval_s: float | None = None) -> str:
+def background_command(root: str | None = None, interval_s: float | None = None) -> str:
     """Shell command that starts the agent as a plain background process (hosts without systemd).
 
-    Idempotent: does nothing while the process in ``ROOT/run/gpuprov-idle.pid`` runs.
-    Stop it with ``kill $(cat ROOT/run/gpuprov-idle.pid)`` (it finishes its check and
-    exits on SIGTERM).
+    Idempotent: does nothing while the process in ``ROOT/run/gpuprov-idle.pid`` runs. ``root``: the
+    host root (default: the host's own ``GPUPROV_HOST_ROOT``, evaluated there). Stop it with
+    ``kill $(cat ROOT/run/gpuprov-idle.pid)`` (it finishes its check and exits on SIGTERM).
     """
-    pid_file, log_path = f"{root}/run/gpuprov-idle.pid", f"{root}/var/log/gpuprov-idle.out"
-    run = ["python3", f"{root}{REMOTE_AGENT_DIR}/gpuprov_idle.py", "--config", f"{root}{REMOTE_CONFIG}", "run"]
-    if interval_s is not None:
-        run += ["--interval", f"{interval_s:g}"]
-    q = shlex.quote
-    return (f"mkdir -p {q(root + '/run')} {q(root + '/var/log')}; "
-            f"if [ -f {q(pid_file)} ] && kill -0 \"$(cat {q(pid_file)})\" 2>/dev/null; then exit 0; fi; "
-            f"nohup {shlex.join(run)} >>{q(log_path)} 2>&1 </dev/null & echo $! > {q(pid_file)}")
+    r = HOST_ROOT if root is None else shlex.quote(root)
+    run = ["python3", f"{r}{shlex.quote(REMOTE_AGENT_DIR + '/gpuprov_idle.py')}", "--config", shlex.quote(REMOTE_CONFIG),
+           "run"] + (["--interval", f"{interval_s:g}"] if interval_s is not None else [])
+    pid_file, log_path = f"{r}/run/gpuprov-idle.pid", f"{r}/var/log/gpuprov-idle.out"
+    env = "" if root is None else f"GPUPROV_HOST_ROOT={r} "
+    return (f"mkdir -p {r}/run {r}/var/log; "
+            f"if [ -f {pid_file} ] && kill -0 \"$(cat {pid_file})\" 2>/dev/null; then exit 0; fi; "
+            f"{env}nohup {' '.join(run)} >>{log_path} 2>&1 </dev/null & echo $! > {pid_file}")
+
+
+def install(config: StackConfig, host: GpuHost) -> tuple[list[RemoteFile], Action]:
+    """The agent's files (logical paths) and the step that starts it: its systemd timer where the host
+    has systemd, else a background process."""
+    files = [RemoteFile(remote, Path(local).read_bytes(), 0o644 if remote.endswith((".service", ".timer")) else 0o755)
+             for remote, local in agent_files().items()]
+    files.append(RemoteFile(REMOTE_CONFIG, json.dumps(agent_config(config, host), indent=2, sort_keys=True).encode(),
+                            0o600))
+    secret = agent_secret(idle_action_secret(config))
+    if secret:
+        files.append(RemoteFile(REMOTE_SECRET, secret.encode(), 0o600))
+    systemd = " && ".join(f"$SUDO {c}" for c in systemd_commands())
+    start = (f'if [ -d {HOST_ROOT}/run/systemd/system ]; then {systemd}; '
+             f"else $SUDO sh -c {shlex.quote(background_command())}; fi")
+    return files, Action("idle_agent", start, ["idle_agent"])

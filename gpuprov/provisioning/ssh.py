@@ -55,27 +55,16 @@ class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
 
 @dataclass
 class Target:
-    """How to reach one stack's host and where gpuprov's files live on it."""
+    """How to reach one stack's host. (Where its files live, the host itself says: its facts.)"""
 
     config: StackConfig
     host: GpuHost
     key_path: Path
-    remote_root: str  # /opt/gpuprov on real hosts; inside the sandbox's own directory on the local one
-
-    @property
-    def sandbox(self) -> bool:
-        return self.host.cloud == "local"
 
 
 def target_for(config: StackConfig, host: GpuHost, key_path: Path | None = None) -> Target:
-    """The Target of ``config``'s host. The local sandbox shares this machine's filesystem, so its
-    files go under the sandbox's own directory instead of /opt."""
-    root = "/opt/gpuprov"
-    if host.cloud == "local":
-        from gpuprov.infra.clouds.local.sandbox import LocalSandbox
-
-        root = str(LocalSandbox(config.stack).dir / "host" / "opt" / "gpuprov")
-    return Target(config, host, key_path or keys.private_key_path(config), root)
+    """The Target of ``config``'s host, logging in with the stack's key unless ``key_path`` is given."""
+    return Target(config, host, key_path or keys.private_key_path(config))
 
 
 def wait_for_ssh(host: GpuHost, timeout_s: float = 300.0) -> None:
@@ -90,10 +79,10 @@ def wait_for_ssh(host: GpuHost, timeout_s: float = 300.0) -> None:
 
 
 def host_identity(host: GpuHost) -> str:
-    """Which machine the pins belong to: a cloud instance id is unique per launch; the local sandbox
-    reuses its id, so its launch time tells one sandbox from the next."""
+    """Which machine the pins belong to: its instance id and launch time (an id alone may be reused,
+    as the local sandbox's is; a launch time alone may be unknown)."""
     ident = host.instance_id or f"{host.address}:{host.ssh_port}"
-    if host.cloud == "local" and host.launched_at:
+    if host.launched_at:
         ident += f"@{host.launched_at.isoformat()}"
     return ident
 

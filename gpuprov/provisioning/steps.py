@@ -3,6 +3,7 @@ return the shell to run, or nothing when the host already matches (pyinfra's ope
 
 Pure functions of data: tests feed them facts and read the commands they would run, which is
 how the paths that need the internet (Docker's and NVIDIA's apt repositories) are tested.
+Every path they touch is a logical host path, prefixed on the host (:func:`on_host`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from gpuprov.provisioning.desired import Desired, RemoteFile
+from gpuprov.provisioning.desired import Desired, RemoteFile, upload_path
 from gpuprov.provisioning.errors import ProvisioningError
 from gpuprov.provisioning.facts import HostFacts
+from gpuprov.provisioning.hostpaths import on_host
 
 q = shlex.quote
 APT = "DEBIAN_FRONTEND=noninteractive $SUDO apt-get"
@@ -52,6 +54,11 @@ def docker_engine(facts: HostFacts) -> Action | None:
     """Docker Engine from Docker's own apt repository, only when the host has none (or lacks Compose v2)."""
     if facts.docker and facts.compose:
         return None
+    if facts.sandbox:
+        # A sandbox shares another machine: gpuprov never installs anything on it.
+        raise ProvisioningError(
+            "the sandbox host has no Docker engine with Compose (the local sandbox starts one only as root, with "
+            "dockerd installed); run `make setup` as root, then `gpuprov down --cloud local` and `gpuprov up`")
     if facts.os_id not in ("ubuntu", "debian"):
         raise ProvisioningError(
             f"the host runs '{facts.os_id}' without Docker Engine + Compose v2; gpuprov installs them on Ubuntu or "
@@ -104,17 +111,17 @@ def gpu_in_container(facts: HostFacts, root: str, toolkit_changed: bool) -> Acti
         return None
     return Action("gpu_check", "\n".join([
         f"$SUDO docker run --rm --gpus all {CUDA_CHECK_IMAGE} nvidia-smi -L",
-        f"$SUDO install -d -m 0700 {q(root)}/.markers && $SUDO touch {q(root)}/.markers/gpu-verified",
+        f"$SUDO install -d -m 0700 {on_host(root + '/.markers')} && $SUDO touch {on_host(root + '/.markers/gpu-verified')}",
     ]), ["gpu_check"])
 
 
 def _write(f: RemoteFile) -> str:
     data = base64.encodebytes(f.content).decode()
-    tmp = f"{f.path}.gpuprov-tmp"
+    tmp = on_host(f"{f.path}.gpuprov-tmp")
     # umask 077 first: a secret file is never readable by others, not even for an instant.
-    return (f"$SUDO mkdir -p {q(str(PurePosixPath(f.path).parent))}\n"
-            f"base64 -d <<'GPUPROV_EOF' | $SUDO tee {q(tmp)} >/dev/null\n{data}GPUPROV_EOF\n"
-            f"$SUDO chmod {f.mode:o} {q(tmp)}\n$SUDO mv -f {q(tmp)} {q(f.path)}")
+    return (f"$SUDO mkdir -p {on_host(str(PurePosixPath(f.path).parent))}\n"
+            f"base64 -d <<'GPUPROV_EOF' | $SUDO tee {tmp} >/dev/null\n{data}GPUPROV_EOF\n"
+            f"$SUDO chmod {f.mode:o} {tmp}\n$SUDO mv -f {tmp} {on_host(f.path)}")
 
 
 def files(facts: HostFacts, want: Desired) -> list[Action]:
@@ -122,7 +129,7 @@ def files(facts: HostFacts, want: Desired) -> list[Action]:
     stale = [f for f in want.files if facts.files.get(f.path) != f.sha256]
     if not stale:
         return []
-    dirs = "\n".join(f"$SUDO install -d -m 0700 {q(d)}" for d in want.directories)
+    dirs = "\n".join(f"$SUDO install -d -m 0700 {on_host(d)}" for d in want.directories)
     by_dir: dict[str, list[RemoteFile]] = {}
     for f in stale:
         rel = f.path[len(want.root) + 1:] if f.path.startswith(want.root + "/") else f.path
@@ -134,38 +141,41 @@ def files(facts: HostFacts, want: Desired) -> list[Action]:
 
 
 def images(facts: HostFacts, want: Desired) -> list[Action]:
-    """Build stand-ins (sandbox), build MONAI Label from the pinned commit, pull the rest: only what is missing."""
+    """Build stand-ins (sandbox), build from pinned commits, pull the rest: only what is missing."""
     actions: list[Action] = []
-    for ref, (service, label) in want.standins.items():
+    for ref, standin in want.standins.items():
         have = facts.images.get(ref)
-        if have and have.present and have.label == label:
+        if have and have.present and have.label == standin.label:
             continue
-        ctx = f"{want.root}/standins"
+        ctx = on_host(standin.context)
         actions.append(Action(f"image:{ref}", "\n".join([
-            f'cp "$(command -v busybox)" {q(ctx)}/busybox',
-            f"DOCKER_BUILDKIT=0 $SUDO docker build -q --build-arg SERVICE={service} --label gpuprov.label={q(label)}"
-            f" -t {q(ref)} {q(ctx)} >/dev/null",
+            f'cp "$(command -v busybox)" {ctx}/busybox',
+            f"DOCKER_BUILDKIT=0 $SUDO docker build -q --build-arg SERVICE={q(standin.service)} "
+            f"--label gpuprov.label={q(standin.label)} -t {q(ref)} {ctx} >/dev/null",
         ]), [f"image:{ref}"]))
-    build = want.monai_build
-    if build is not None:
+    for build in want.builds:
         label = build.label
         have = facts.images.get(build.image)
-        if not (have and have.present and have.label == label):
-            lines = [
-                f"if [ ! -d {q(build.checkout)}/.git ]; then $SUDO git clone -q {q(build.repo)} {q(build.checkout)}; fi",
-                f"cd {q(build.checkout)} && ($SUDO git cat-file -e {q(build.ref)}^{{commit}} 2>/dev/null || $SUDO git fetch -q origin)",
-                f"$SUDO git -C {q(build.checkout)} checkout -q --force {q(build.ref)}",
-            ]
-            if build.sam3:
-                lines.append(f"$SUDO install -D -m 0600 {q(build.sam3)} {q(build.checkout)}/monai-label/checkpoints/sam3.pt")
-            lines.append("echo 'building the OHIF-AI MONAI Label image (15 to 20 minutes the first time)'")
-            # Stream the build's step lines (progress for a 15-minute wait) without losing its exit status.
-            rc = f"{q(build.checkout)}.build-rc"
-            lines.append(f"{{ $SUDO docker build --label gpuprov.label={q(label)} -t {q(build.image)} "
-                         f"{q(build.checkout)}/monai-label 2>&1; echo $? | $SUDO tee {rc} >/dev/null; }}"
-                         f" | grep --line-buffered -E '^(Step |#[0-9]+ \\[|ERROR|error)' || true")
-            lines.append(f"exit \"$($SUDO cat {rc})\"")
-            actions.append(Action(f"image:{build.image}", "\n".join(lines), [f"image:{build.image}"]))
+        if have and have.present and have.label == label:
+            continue
+        checkout = on_host(build.checkout)
+        lines = [
+            f"if [ ! -d {checkout}/.git ]; then $SUDO git clone -q {q(build.repo)} {checkout}; fi",
+            f"cd {checkout} && ($SUDO git cat-file -e {q(build.ref + '^{commit}')} 2>/dev/null || $SUDO git fetch -q origin)",
+            f"$SUDO git -C {checkout} checkout -q --force {q(build.ref)}",
+        ]
+        for name in sorted(build.inputs):
+            lines.append(f"$SUDO install -D -m 0600 {on_host(upload_path(name))} "
+                         f"{on_host(build.checkout + '/' + build.dests[name])}")
+        if build.note:
+            lines.append(f"echo {q(build.note)}")
+        # Stream the build's step lines (progress for a 15-minute wait) without losing its exit status.
+        rc = on_host(f"{build.checkout}.build-rc")
+        lines.append(f"{{ $SUDO docker build --label gpuprov.label={q(label)} -t {q(build.image)} "
+                     f"{on_host(build.checkout + '/' + build.context)} 2>&1; echo $? | $SUDO tee {rc} >/dev/null; }}"
+                     f" | grep --line-buffered -E '^(Step |#[0-9]+ \\[|ERROR|error)' || true")
+        lines.append(f"exit \"$($SUDO cat {rc})\"")
+        actions.append(Action(f"image:{build.image}", "\n".join(lines), [f"image:{build.image}"]))
     for ref in want.pulls:
         have = facts.images.get(ref)
         if have and have.present:
@@ -189,20 +199,20 @@ def services(facts: HostFacts, want: Desired, rebuilt: set[str] | None = None) -
         files_args = " ".join(f"-f {q(name)}" for name in project.compose_files)
         pull = "--pull never" if want.sandbox else "--pull missing"
         force = "--force-recreate " if any(project.images[s] in rebuilt for s in stale) else ""
-        actions.append(Action(f"compose:{project.stack}", (
-            f"cd {q(project.directory)} && $SUDO docker compose -p {project.name} {files_args} up -d --no-deps "
-            f"{pull} {force}--remove-orphans {' '.join(stale)}"
+        actions.append(Action(f"compose:{project.app}", (
+            f"cd {on_host(project.directory)} && $SUDO docker compose -p {q(project.name)} {files_args} up -d --no-deps "
+            f"{pull} {force}--remove-orphans {' '.join(q(s) for s in stale)}"
         ), stale))
     wanted = {p.name for p in want.projects}
     for gone in sorted({c.project for c in facts.containers if c.project.startswith("gpuprov-")} - wanted):
-        actions.append(Action(f"remove:{gone}", f"$SUDO docker compose -p {gone} down", [f"removed:{gone}"]))
+        actions.append(Action(f"remove:{gone}", f"$SUDO docker compose -p {q(gone)} down", [f"removed:{gone}"]))
     return actions
 
 
 def plan(facts: HostFacts, want: Desired, extra: list[Action] | None = None,
          before_images: list[Action] | None = None) -> list[Action]:
     """Every action the host needs, in order; empty when it already serves what ``want`` says.
-    ``before_images``: uploads an image build needs (sam3.pt); ``extra``: more steps (the idle agent)."""
+    ``before_images``: uploads an image build needs (build inputs); ``extra``: more steps (the idle agent)."""
     engine = docker_engine(facts)
     toolkit = nvidia_toolkit(facts)
     actions = [a for a in (wait_cloud_init(facts), wait_apt_locks(facts, bool(engine or toolkit)), engine, toolkit,

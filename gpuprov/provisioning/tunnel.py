@@ -18,7 +18,8 @@ from pathlib import Path
 
 import paramiko
 
-from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+from gpuprov.apps import registry
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.provisioning.deploy import deployed_services
 from gpuprov.provisioning.errors import HostUnreachable
@@ -42,13 +43,15 @@ def _listen(preferred: int | None) -> socket.socket:
 
 
 class Tunnel:
-    """``with Tunnel(config, host) as t: t.urls["vllm"]`` -> ``http://127.0.0.1:PORT``."""
+    """``with Tunnel(config, host) as t: t.urls[SERVICE]`` -> ``http://127.0.0.1:PORT``."""
 
     def __init__(self, config: StackConfig, host: GpuHost, *, key_path: Path | None = None,
                  services: list[str] | None = None, same_ports: bool = False, progress: Progress | None = None):
         self.target = target_for(config, host, key_path)
         self.services = services or deployed_services(config)
-        self.same_ports = same_ports  # the CLI asks for 8000/3000/8002 locally when they are free
+        # Each service's port on the host; a name no app declares stops here, naming the known ones.
+        self.ports = {name: registry().service(name)[1].port for name in self.services}
+        self.same_ports = same_ports  # the CLI asks for each service's own port locally when it is free
         self.progress = progress or (lambda _m: None)
         self.urls: dict[str, str] = {}
         self.reconnects = 0
@@ -87,7 +90,7 @@ class Tunnel:
     # --- forwarding ------------------------------------------------------------------------
 
     def _serve(self, service: str, listener: socket.socket) -> None:
-        remote_port = SERVICE_PORTS[service]
+        remote_port = self.ports[service]
         while not self._stop.is_set():
             try:
                 client, peer = listener.accept()
@@ -144,7 +147,7 @@ class Tunnel:
         self._transport()  # fail now, with a clear error, when the host cannot be reached
         try:
             for service in self.services:
-                sock = _listen(SERVICE_PORTS[service] if self.same_ports else None)
+                sock = _listen(self.ports[service] if self.same_ports else None)
                 self._listeners[service] = sock
                 self.urls[service] = f"http://127.0.0.1:{sock.getsockname()[1]}"
                 t = threading.Thread(target=self._serve, args=(service, sock), daemon=True)

@@ -21,8 +21,9 @@ from typing import Any
 
 from fabric import Config, Connection
 
+from gpuprov.apps import registry
 from gpuprov.infra.config import StackConfig
-from gpuprov.provisioning.idle_agent import agent_config, agent_files, background_command
+from gpuprov.provisioning.idle_agent import REMOTE_CONFIG, agent_config, agent_files, background_command, idle_action
 
 IMAGE = "gpuprov-idle-test:busybox"  # FROM scratch + busybox: no registry is reachable here
 VLLM_METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -56,7 +57,7 @@ def ensure_image(box: Any) -> None:
 
 
 class SandboxAgent:
-    """One agent installation on the sandbox, under its own root directory."""
+    """One agent installation on the sandbox, under its own host root directory (its GPUPROV_HOST_ROOT)."""
 
     def __init__(self, box: Any, cloud: str = "local", lambda_api_url: str = "http://127.0.0.1:9", **agent_overrides: Any):
         self.box = box
@@ -69,14 +70,21 @@ class SandboxAgent:
         self.docroot.mkdir(parents=True)
         self.set_metrics(running=0, done=0)
         cfg = StackConfig(stack="idletest", cloud=cloud)
+        vllm = registry().service("vllm")[1].metrics  # the metric names the vLLM app declares
+        assert vllm is not None
         settings: dict[str, Any] = {
             "idle_minutes": 0.06, "service_ports": {"vllm": self.web_port},
-            "vllm_metrics_url": f"http://127.0.0.1:{self.web_port}/metrics",
+            "metrics": [{"service": "vllm", "url": f"http://127.0.0.1:{self.web_port}/metrics",
+                         "running": list(vllm.running), "waiting": list(vllm.waiting), "counters": list(vllm.counters)}],
             "log_containers": [], "compose_projects": [self.project], "sshd_pid_file": str(box.dir / "sshd.pid"),
             "wall": False,  # the sandbox shares this machine's terminals: no broadcasts from tests
         }
-        self.config = agent_config(cfg, self.host, root=self.root, grace_minutes=0.02, check_interval_s=0.5,
-                                   lambda_api_url=lambda_api_url, **{**settings, **agent_overrides})
+        # The cloud's idle action, pointed at the test's Lambda API (LAMBDA_API_URL, as the operator's client).
+        instance = agent_overrides.get("instance_id", self.host.instance_id)
+        with _env("LAMBDA_API_URL", lambda_api_url):
+            action = idle_action(cfg, self.host.model_copy(update={"instance_id": instance}))
+        self.config = agent_config(cfg, self.host, action=action, grace_minutes=0.02, check_interval_s=0.5,
+                                   **{**settings, **agent_overrides})
         for remote, local in agent_files(self.root).items():
             Path(remote).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(local, remote)
@@ -126,8 +134,12 @@ class SandboxAgent:
 
     # --- the agent ---------------------------------------------------------------------------
 
+    def path(self, logical: str) -> Path:
+        """Where one of the agent's logical paths lives on this machine."""
+        return Path(self.root + logical)
+
     def write_config(self) -> None:
-        Path(f"{self.root}/etc/gpuprov/idle-agent.json").write_text(json.dumps(self.config))
+        self.path(REMOTE_CONFIG).write_text(json.dumps(self.config))
 
     def relaunch_now(self) -> None:
         """Count lifetime and spend from now (the shared sandbox was launched earlier in the session)."""
@@ -138,8 +150,9 @@ class SandboxAgent:
         """Wait until one check (run once, by hand) sees ``name``: the user's session is really there."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.conn.run(f"python3 -c 'import sys, json; sys.path.insert(0, \"{self.root}/opt/gpuprov/idle-agent\"); "
-                                f"import gpuprov_idle as g; c = g.load_config(\"{self.root}/etc/gpuprov/idle-agent.json\"); "
+            out = self.conn.run(f"GPUPROV_HOST_ROOT={self.root} python3 -c 'import sys, json; "
+                                f"sys.path.insert(0, \"{self.root}/opt/gpuprov/idle-agent\"); "
+                                f"import gpuprov_idle as g; c = g.load_config(\"{REMOTE_CONFIG}\"); "
                                 f"print(json.dumps(g.collect(c, None)[0].__dict__))'", hide=True).stdout
             if json.loads(out)[name]:
                 return
@@ -168,7 +181,7 @@ class SandboxAgent:
             pid_file.unlink()
 
     def records(self) -> list[dict[str, Any]]:
-        path = Path(self.config["log_file"])
+        path = self.path(self.config["log_file"])
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -186,6 +199,19 @@ class SandboxAgent:
         self.stop()
         self.conn.close()
         self.compose_down()
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 @contextmanager

@@ -45,7 +45,7 @@ def test_silence_stops_the_compose_stacks(sandbox: Any) -> None:
         assert "gpuprov-idle postpone" in warn["message"]
         done = agent.wait_for(acted)
         assert done["reason"] == "idle" and agent.project in done["result"]
-        assert "signals" in done and "vllm_running" in done["signals"]  # the decision carries its signals
+        assert "signals" in done and "metrics_running" in done["signals"]  # the decision carries its signals
         assert agent.running_containers() == []  # the stack really stopped; the host stays (local)
 
 
@@ -150,8 +150,8 @@ def test_health_checks_in_service_logs_are_not_activity(sandbox: Any) -> None:
 
 def test_postpone_holds_off_the_idle_action(sandbox: Any) -> None:
     with sandbox_agent(sandbox, dry_run=True) as agent:
-        agent.conn.run(f"python3 {agent.root}/opt/gpuprov/idle-agent/gpuprov_idle.py "
-                       f"--config {agent.root}/etc/gpuprov/idle-agent.json postpone 0.15", hide=True)
+        agent.conn.run(f"GPUPROV_HOST_ROOT={agent.root} python3 {agent.root}/opt/gpuprov/idle-agent/gpuprov_idle.py "
+                       f"--config /etc/gpuprov/idle-agent.json postpone 0.15", hide=True)
         agent.start()
         first = agent.wait_for(lambda r: r.get("reason") == "postponed")
         assert "postponed" in first["message"]
@@ -199,7 +199,7 @@ def test_agent_terminates_a_lambda_host_through_the_standin(sandbox: Any) -> Non
         lam.add_ssh_key("idle-test", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpuprovidletestkeyxxxxxxxxxxxxxxxxxxxxxxxx idle")
         instance_id = lam.launch("us-east-1", "gpu_1x_a10", "idle-test", name="gpuprov-idle-test")
         with sandbox_agent(sandbox, cloud="lambda", lambda_api_url=api.url, instance_id=instance_id) as agent:
-            secret = Path(agent.config["secret_file"])
+            secret = agent.path(agent.config["secret_file"])
             fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 json.dump({"lambda_api_key": key}, fh)
@@ -208,7 +208,7 @@ def test_agent_terminates_a_lambda_host_through_the_standin(sandbox: Any) -> Non
             assert done["reason"] == "idle" and instance_id in done["result"]
             status = api.instances()[0]["status"]
             assert status in ("terminating", "terminated")
-            log_text = Path(agent.config["log_file"]).read_text()
+            log_text = agent.path(agent.config["log_file"]).read_text()
             assert key not in log_text
         posts = [r for r in api.requests() if r.path.endswith("instance-operations/terminate")]
         assert len(posts) == 1 and json.loads(posts[0].body) == {"instance_ids": [instance_id]}
@@ -219,7 +219,7 @@ def test_agent_terminates_a_lambda_host_through_the_standin(sandbox: Any) -> Non
 
 def test_lambda_key_readable_by_others_is_refused(sandbox: Any) -> None:
     with sandbox_agent(sandbox, cloud="lambda", lambda_api_url="http://127.0.0.1:9", instance_id="abc") as agent:
-        secret = Path(agent.config["secret_file"])
+        secret = agent.path(agent.config["secret_file"])
         secret.write_text(json.dumps({"lambda_api_key": "k"}))
         secret.chmod(0o644)
         agent.start()

@@ -40,8 +40,8 @@ def test_silence_warns_then_acts_at_idle_minutes(agent: ModuleType) -> None:
 
 
 @pytest.mark.parametrize("name,sig", [
-    ("vllm running", dict(vllm_running=1.0)),
-    ("vllm waiting", dict(vllm_waiting=3.0)),
+    ("vllm running", dict(metrics_running={"vllm": 1.0})),
+    ("vllm waiting", dict(metrics_waiting={"vllm": 3.0})),
     ("monai label connection", dict(service_connections={"monai_label": 1})),
     ("open webui connection", dict(service_connections={"open_webui": 2})),
     ("ssh tunnel", dict(tunnel_connections=1)),
@@ -56,9 +56,9 @@ def test_each_signal_alone_keeps_the_box_up(agent: ModuleType, name: str, sig: d
 
 
 def test_vllm_counters_that_move_count_and_still_ones_do_not(agent: ModuleType) -> None:
-    moving = replay(agent, policy(agent), lambda m: agent.Signals(vllm_requests_total=float(m)), 120)
+    moving = replay(agent, policy(agent), lambda m: agent.Signals(metrics_total={"vllm": float(m)}), 120)
     assert first_act(moving) is None
-    still = replay(agent, policy(agent), lambda m: agent.Signals(vllm_requests_total=42.0), 120)
+    still = replay(agent, policy(agent), lambda m: agent.Signals(metrics_total={"vllm": 42.0}), 120)
     assert first_act(still) == 30
 
 
@@ -81,7 +81,7 @@ def test_postpone_holds_the_idle_action_off(agent: ModuleType) -> None:
 
 
 def test_lifetime_fires_under_activity(agent: ModuleType) -> None:
-    ds = replay(agent, policy(agent, max_lifetime_hours=2.0), lambda m: agent.Signals(vllm_running=2.0,
+    ds = replay(agent, policy(agent, max_lifetime_hours=2.0), lambda m: agent.Signals(metrics_running={"vllm": 2.0},
                                                                                         ssh_sessions=1), 180)
     assert ds[114].action == "warn" and ds[114].reason == "lifetime"
     assert first_act(ds) == 120 and ds[119].reason == "lifetime"
@@ -95,7 +95,7 @@ def test_lifetime_ignores_postpone(agent: ModuleType) -> None:
 
 def test_budget_warns_at_80_percent_and_acts_before_passing_it(agent: ModuleType) -> None:
     # $6/hour = $0.10 a minute; budget $5: 80% at minute 40; minute 50 + one check would pass it.
-    ds = replay(agent, policy(agent, usd_hour=6.0, budget_usd=5.0), lambda m: agent.Signals(vllm_running=1.0), 80)
+    ds = replay(agent, policy(agent, usd_hour=6.0, budget_usd=5.0), lambda m: agent.Signals(metrics_running={"vllm": 1.0}), 80)
     assert ds[39].action == "warn" and ds[39].reason == "budget"
     act = first_act(ds)
     assert act == 50 and ds[act - 1].reason == "budget"

@@ -11,7 +11,13 @@ from types import ModuleType
 
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost
-from gpuprov.provisioning.idle_agent import agent_config, agent_files, agent_secret, background_command
+from gpuprov.provisioning.idle_agent import (
+    agent_config,
+    agent_files,
+    agent_secret,
+    background_command,
+    idle_action_secret,
+)
 
 # Text as `ss -Htnp state established` prints it: one user's browser tab through an SSH tunnel to Open
 # WebUI (sshd's end and the service's end of the same loopback link), one direct MONAI Label client,
@@ -46,6 +52,10 @@ def test_ss_on_a_real_loopback_connection(agent: ModuleType) -> None:
 
 
 def test_vllm_metrics(agent: ModuleType) -> None:
+    from gpuprov.apps import registry
+
+    vllm = registry().service("vllm")[1].metrics
+    assert vllm is not None
     text = (
         "# TYPE vllm:num_requests_running gauge\n"
         'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
@@ -55,7 +65,8 @@ def test_vllm_metrics(agent: ModuleType) -> None:
         'vllm:prompt_tokens_total{engine="0",model_name="m"} 1000.0\n'
         'vllm:gpu_cache_usage_perc{engine="0",model_name="m"} 0.5\n'
     )
-    assert agent.parse_vllm_metrics(text) == (3.0, 1.0, 1042.0)
+    names = {"running": vllm.running, "waiting": vllm.waiting, "counters": vllm.counters}
+    assert agent.parse_metrics(text, names) == (3.0, 1.0, 1042.0)
 
 
 def test_nvidia_smi_highest_gpu(agent: ModuleType) -> None:
@@ -88,12 +99,15 @@ def test_agent_config_holds_no_secret_and_the_key_goes_apart(monkeypatch) -> Non
                    usd_hour=0.75)
     cfg = agent_config(StackConfig(cloud="lambda", idle_minutes=20, max_lifetime_hours=6, budget_usd=40), host)
     assert (cfg["cloud"], cfg["idle_minutes"], cfg["max_lifetime_hours"], cfg["budget_usd"]) == ("lambda", 20, 6, 40)
-    assert cfg["instance_id"] == host.instance_id and cfg["lambda_api_url"] == "https://cloud.lambda.ai"
+    assert cfg["instance_id"] == host.instance_id
+    assert cfg["action"]["url"] == "https://cloud.lambda.ai/api/v1/instance-operations/terminate"
+    assert cfg["action"]["body"] == {"instance_ids": [host.instance_id]} and cfg["action"]["secret"] == "lambda_api_key"
     assert cfg["compose_projects"] == ["gpuprov-vllm-cxr", "gpuprov-monai-label"]
-    secret = agent_secret("secret-lambda-key")
+    monkeypatch.setenv("LAMBDA_API_KEY", "secret-lambda-key")
+    secret = agent_secret(idle_action_secret(StackConfig(cloud="lambda")))
     assert secret is not None and json.loads(secret) == {"lambda_api_key": "secret-lambda-key"}
     assert "secret-lambda-key" not in json.dumps(cfg)
-    assert agent_secret(None) is None
+    assert agent_secret(idle_action_secret(StackConfig(cloud="aws"))) is None
 
 
 def test_agent_files_exist_and_the_script_is_stdlib_only() -> None:

@@ -45,7 +45,7 @@ def closed_port() -> str:
 
 def test_vllm_is_unhealthy_until_it_lists_the_served_model(vllm_serving_another_model):
     cfg = load_config(None, {"stack": "h"})
-    why = check_service("vllm", vllm_serving_another_model, cfg, "sk-x")
+    why = check_service("vllm", vllm_serving_another_model, cfg, {"vllm_api_key": "sk-x"})
     assert why is not None and "monai-reasoning-cxr-3b" in why and "other" in why
 
 

@@ -1,4 +1,4 @@
-"""Deploy both seed stacks on the real local sandbox host (real sshd, Docker engine and Compose,
+"""Deploy both built-in apps on the real local sandbox host (real sshd, Docker engine and Compose,
 stand-in images) and check what a user would notice, through the tunnel only."""
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ import subprocess
 import pytest
 import requests
 
-from gpuprov.infra.config import SERVICE_PORTS, load_config
+from gpuprov.apps import registry
+from gpuprov.infra.config import load_config
+from gpuprov.provisioning import hostpaths
 from gpuprov.provisioning.deploy import deploy
 from gpuprov.provisioning.errors import HostKeyChanged
 from gpuprov.provisioning.health import check_all, wait_healthy, wait_until_healthy
-from gpuprov.provisioning.secrets import stack_secrets
+from gpuprov.provisioning.hostpaths import ROOT
+from gpuprov.provisioning.secrets import secrets_of
 from gpuprov.provisioning.smoke import smoke
 from gpuprov.provisioning.ssh import Remote, known_hosts_path, target_for
 from gpuprov.provisioning.tunnel import Tunnel
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.sandbox
+HOST_ROOT = hostpaths.on_host(ROOT)  # /opt/gpuprov as the host resolves it (the sandbox: under its own folder)
 
 
 def on_host(cfg, host, command: str) -> str:
@@ -56,17 +60,17 @@ def test_deploy_serves_both_stacks_healthy_through_the_tunnel_and_a_redeploy_is_
 
 def test_services_are_not_reachable_from_outside_the_host(deployed):
     cfg, host, _ = deployed
-    for port in SERVICE_PORTS.values():
+    for port in registry().ports(cfg.apps).values():
         with pytest.raises(OSError):
             socket.create_connection((host.address, port), timeout=2).close()
 
 
 def test_secrets_are_root_only_files_and_never_on_a_command_line(deployed):
     cfg, host, _ = deployed
-    root = target_for(cfg, host).remote_root
+    root = HOST_ROOT
     modes = on_host(cfg, host, f"stat -c '%a %n' {root}/vllm_cxr/secrets.env {root}/vllm_cxr/webui.env")
     assert [line.split()[0] for line in modes.splitlines()] == ["600", "600"]
-    key = stack_secrets(cfg.stack)[0].vllm_api_key
+    key = secrets_of(cfg.stack, registry().app("vllm_cxr"))["vllm_api_key"]
     processes = on_host(cfg, host, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
     assert "/standin/http.sh" in processes  # we do see the containers' command lines ...
     assert key not in processes  # ... and the key is not on any of them
@@ -152,7 +156,7 @@ def test_day_two_tasks_logs_restart_redeploy_and_backup(deployed, tmp_path):
         assert f"  {name} " in listed or f"  {name}\n" in listed, listed
     log = fab("logs", "--service", "vllm", "--stack", cfg.stack)
     assert log.returncode == 0 and "vllm stand-in listening on 127.0.0.1:8000" in log.stdout, log.stderr
-    root = target_for(cfg, host).remote_root
+    root = HOST_ROOT
     on_host(cfg, host, f"echo mask > {root}/monai_label/data/predictions/case1.txt")
     backup = fab("backup", "--stack", cfg.stack, "--dest", str(tmp_path))
     assert backup.returncode == 0, backup.stderr
@@ -190,14 +194,14 @@ def test_a_supplied_sam3_checkpoint_is_uploaded_once_root_only(deployed, tmp_pat
     cfg, host, _ = deployed
     checkpoint = tmp_path / "sam3.pt"
     checkpoint.write_bytes(b"not really sam3 weights\n" * 1000)
-    first = deploy(cfg, host, sam3_checkpoint=checkpoint)
-    assert "sam3_checkpoint" in first.changed
-    root = target_for(cfg, host).remote_root
+    first = deploy(cfg, host, build_inputs={"sam3.pt": checkpoint})
+    assert "upload:sam3.pt" in first.changed
+    root = HOST_ROOT
     mode, digest = on_host(cfg, host, f"stat -c %a {root}/uploads/sam3.pt; sha256sum < {root}/uploads/sam3.pt").split()[:2]
     import hashlib
 
     assert mode == "600" and digest == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    assert deploy(cfg, host, sam3_checkpoint=checkpoint).changed == []
+    assert deploy(cfg, host, build_inputs={"sam3.pt": checkpoint}).changed == []
 
 
 def test_an_opened_port_is_reachable_from_outside_and_closes_again(deployed):
@@ -243,14 +247,14 @@ def test_open_webui_login_is_on_with_the_generated_admin_only(deployed):
     cfg, host, _ = deployed
     wait_healthy(cfg, host, 60)  # creates the admin through the tunnel when there is none
     wait_healthy(cfg, host, 60)  # and afterwards only checks it signs in
-    secrets = stack_secrets(cfg.stack)[0]
+    secrets = secrets_of(cfg.stack, registry().app("vllm_cxr"))
     with Tunnel(cfg, host) as tunnel:
         url = tunnel.urls["open_webui"]
         ok = requests.post(f"{url}/api/v1/auths/signin", timeout=10,
-                           json={"email": secrets.webui_admin_email, "password": secrets.webui_admin_password})
+                           json={"email": secrets["webui_admin_email"], "password": secrets["webui_admin_password"]})
         assert ok.status_code == 200 and ok.json()["role"] == "admin"
         wrong = requests.post(f"{url}/api/v1/auths/signin", timeout=10,
-                              json={"email": secrets.webui_admin_email, "password": "guess"})
+                              json={"email": secrets["webui_admin_email"], "password": "guess"})
         assert wrong.status_code == 400
         intruder = requests.post(f"{url}/api/v1/auths/signup", timeout=10,
                                  json={"email": "x@example.com", "password": "x", "name": "x"})

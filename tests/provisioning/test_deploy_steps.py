@@ -10,14 +10,17 @@ import subprocess
 
 import pytest
 
+from gpuprov.apps.base import Secrets
 from gpuprov.infra.config import load_config
 from gpuprov.provisioning import steps
-from gpuprov.provisioning.desired import desired_state
+from gpuprov.provisioning.desired import HostShape, desired_state
 from gpuprov.provisioning.errors import ProvisioningError
 from gpuprov.provisioning.facts import MARK, ContainerFact, HostFacts, ImageFact, parse_facts, probe_script
-from gpuprov.provisioning.secrets import StackSecrets
+from gpuprov.provisioning.hostpaths import HOST_ROOT
 
-SECRETS = StackSecrets("sk-test", "webui-secret", "admin@x", "pw-test")
+SECRETS = {"vllm_cxr": Secrets({"vllm_api_key": "sk-test", "webui_secret_key": "webui-secret",
+                                "webui_admin_email": "admin@x", "webui_admin_password": "pw-test"}),
+           "monai_label": Secrets({})}
 
 
 def bare_ubuntu(**kw) -> HostFacts:
@@ -26,11 +29,12 @@ def bare_ubuntu(**kw) -> HostFacts:
 
 def want(gpus: int = 0, sandbox: bool = False, **cfg):
     config = load_config(None, {"stack": "t", "cloud": "aws", **cfg})
-    return desired_state(config, "/opt/gpuprov", sandbox, gpus, SECRETS)
+    return desired_state(config, HostShape(gpus, sandbox), SECRETS)
 
 
 def scripts(actions: list[steps.Action]) -> str:
-    return "\n".join(a.script for a in actions)
+    """The actions' shell, with the host root prefix of every logical path left out."""
+    return "\n".join(a.script for a in actions).replace(HOST_ROOT, "")
 
 
 def test_a_bare_ubuntu_box_gets_docker_from_dockers_repository_and_everything_else():
@@ -106,10 +110,10 @@ def test_monai_label_is_built_on_the_host_from_the_pinned_commit_or_pulled_when_
 def test_services_listen_on_loopback_unless_their_port_is_opened():
     files = {f.path.rsplit("/", 2)[-2] + "/" + f.path.rsplit("/", 1)[-1]: f.content.decode()
              for f in want().files if f.path.endswith(".env")}
-    assert "VLLM_BIND=127.0.0.1" in files["vllm_cxr/.env"] and "WEBUI_BIND=127.0.0.1" in files["vllm_cxr/.env"]
-    assert "MONAI_BIND=127.0.0.1" in files["monai_label/.env"]
+    assert "VLLM_BIND=127.0.0.1" in files["vllm_cxr/.env"] and "OPEN_WEBUI_BIND=127.0.0.1" in files["vllm_cxr/.env"]
+    assert "MONAI_LABEL_BIND=127.0.0.1" in files["monai_label/.env"]
     opened = {f.path: f.content.decode() for f in want(open_ports=[8002], allowed_cidrs=["203.0.113.7/32"]).files}
-    assert "MONAI_BIND=0.0.0.0" in opened["/opt/gpuprov/monai_label/.env"]
+    assert "MONAI_LABEL_BIND=0.0.0.0" in opened["/opt/gpuprov/monai_label/.env"]
     assert "VLLM_BIND=127.0.0.1" in opened["/opt/gpuprov/vllm_cxr/.env"]
 
 
@@ -178,12 +182,11 @@ def test_a_new_sam3_checkpoint_rebuilds_monai_label_and_recreates_only_it():
     running = [ContainerFact(p.name, s, "running", h, "") for p in before.projects for s, h in p.services.items()]
     facts = bare_ubuntu(docker="27", compose="2", containers=running, files={f.path: f.sha256 for f in before.files},
                         images={r: ImageFact(True, "sha256:x", "") for r in before.image_refs})
-    assert before.monai_build is not None
-    facts.images[before.monai_build.image].label = before.monai_build.label
+    [build] = before.builds
+    facts.images[build.image].label = build.label
     assert steps.plan(facts, before) == []
     with_sam3 = want()
-    assert with_sam3.monai_build is not None
-    with_sam3.monai_build.sam3, with_sam3.monai_build.sam3_sha = "/opt/gpuprov/uploads/sam3.pt", "ab" * 32
+    with_sam3.builds[0].inputs["sam3.pt"] = "ab" * 32  # uploaded to /opt/gpuprov/uploads/sam3.pt
     actions = steps.plan(facts, with_sam3)
     text = scripts(actions)
     assert "/opt/gpuprov/uploads/sam3.pt /opt/gpuprov/src/ohif-ai/monai-label/checkpoints/sam3.pt" in text

@@ -10,18 +10,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
 from gpuprov.infra import records
-from gpuprov.infra.config import StackConfig
+from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.stacks import running_host
 
-Sam3Opt = Annotated[
-    Path | None,
-    typer.Option("--sam3-checkpoint", help="Your copy of the gated sam3.pt: uploaded once, built into MONAI Label."),
+BuildInputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--build-input", metavar="NAME=PATH",
+                 help="A file an app's source build takes (`gpuprov apps` lists them, e.g. sam3.pt=./sam3.pt): "
+                      "uploaded once, root-only, built into the image. Repeatable."),
 ]
+Sam3Opt = Annotated[Path | None, typer.Option("--sam3-checkpoint", hidden=True, help="Old name of --build-input sam3.pt=PATH.")]
 WaitOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for every service to be healthy.")]
 
 
@@ -50,15 +54,29 @@ def live_progress() -> Iterator[Callable[[str], None]]:
         yield show
 
 
-def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False, sam3: Path | None = None,
-                     timeout_s: float = 1800.0) -> None:
+def build_inputs(given: list[str] | None, sam3: Path | None = None) -> dict[str, Path]:
+    """``--build-input NAME=PATH`` values as {name: path} (and the old ``--sam3-checkpoint``, with a notice)."""
+    out: dict[str, Path] = {}
+    for item in given or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError("--build-input", item, "expected NAME=PATH, such as sam3.pt=./sam3.pt")
+        out[name] = Path(path).expanduser()
+    if sam3 is not None:
+        err.print("[yellow]notice:[/yellow] --sam3-checkpoint is now --build-input sam3.pt=PATH")
+        out.setdefault("sam3.pt", sam3)
+    return out
+
+
+def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
+                     inputs: dict[str, Path] | None = None, timeout_s: float = 1800.0) -> None:
     """Deploy, wait until every service is healthy through a tunnel, print the result (``up`` uses this too)."""
     from gpuprov.provisioning.deploy import deploy as run_deploy
     from gpuprov.provisioning.health import wait_healthy
 
     try:
         with live_progress() as show:
-            result = run_deploy(cfg, host, show, sam3_checkpoint=sam3)
+            result = run_deploy(cfg, host, show, build_inputs=inputs)
             show("waiting until every service answers its health check (through an SSH tunnel)")
             wait_healthy(cfg, host, timeout_s, progress=show)
     except (GpuprovError, KeyboardInterrupt):
@@ -67,11 +85,9 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
             err.print(f"[yellow]the host is still up and billing ${host.usd_hour:.2f}/h:[/yellow] fix the cause and "
                       f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
         raise
-    if result.admin_credentials:
-        from gpuprov.provisioning.secrets import _path as secrets_path
-
-        err.print(f"[bold]Open WebUI admin (shown once; kept 0600 in {secrets_path(cfg.stack)}):[/bold] "
-                  f"{result.admin_credentials['email']}  {result.admin_credentials['password']}")
+    for login in result.credentials:
+        err.print(f"[bold]{escape(login.label)} (shown once; kept 0600 in {escape(login.kept_in)}):[/bold] "
+                  f"{escape('  '.join(login.values))}")
     if json_out:
         print(json.dumps(result.to_json()))
         return
@@ -83,10 +99,11 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
 
 @app.command()
 def deploy(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
-           sam3_checkpoint: Sam3Opt = None, timeout: WaitOpt = 1800.0) -> None:
-    """Make the stack's host serve its stacks (only what differs is changed), then check their health."""
+           build_input: BuildInputOpt = None, sam3_checkpoint: Sam3Opt = None, timeout: WaitOpt = 1800.0) -> None:
+    """Make the stack's host serve its apps (only what differs is changed), then check their health."""
+    inputs = build_inputs(build_input, sam3_checkpoint)
     cfg, host = stack_host(cloud, config, stack)
-    deploy_and_check(cfg, host, json_out=json_, sam3=sam3_checkpoint, timeout_s=timeout)
+    deploy_and_check(cfg, host, json_out=json_, inputs=inputs, timeout_s=timeout)
 
 
 @app.command()
@@ -109,7 +126,8 @@ def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = N
 
 @app.command()
 def smoke(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
-    """Send a chat completion to vLLM and a segmentation to MONAI Label through a tunnel; check the answers."""
+    """Send each deployed app's smoke requests through a tunnel (a chat completion to vLLM, a segmentation to
+    MONAI Label); check the answers."""
     from gpuprov.provisioning.smoke import smoke as run_smoke
     from gpuprov.provisioning.tunnel import Tunnel
 

@@ -23,9 +23,9 @@ LOCAL_HINT = (
 
 @app.command()
 def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
-       deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the stacks once the host is up.")] = True,
+       deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the apps once the host is up.")] = True,
        ) -> None:
-    """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its stacks."""
+    """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its apps."""
     cfg = load(cloud, config, stack)
     if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)

@@ -277,6 +277,10 @@ class CloudDriver(abc.ABC):
     def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
         """What the host's idle agent does to stop the bill here, and why that and not something else."""
 
+    def idle_credentials(self) -> dict[str, str]:
+        """The credential the idle action needs on the host (its secret file's entries); {} when none."""
+        return {}
+
     # --- prices -------------------------------------------------------------------------------------------
 
     def live_offers(self, region: str | None = None) -> list[PricedOffer]:

@@ -7,26 +7,28 @@ Each check gathers activity signals, hands them to the pure function
 ``decide()`` (signals in, decision out; the benchmark replays traces through it)
 and carries the decision out:
 
-  activity  vLLM /metrics (requests running, waiting, or counters that moved),
-            established connections to the service ports (MONAI Label, Open WebUI,
-            vLLM), SSH tunnels (sshd holding a connection to a service port),
+  activity  Prometheus metrics the apps declare (requests running, waiting, or
+            counters that moved), established connections to the service ports,
+            SSH tunnels (sshd holding a connection to a service port),
             interactive SSH sessions (a tty under sshd), GPU utilisation
-            (nvidia-smi), request lines in the service containers' logs.
+            (nvidia-smi), request lines in the logs of the containers the apps name.
   idle      no activity for ``idle_minutes``: a warning (log + wall) ``grace_minutes``
             before, then the action. ``gpuprov-idle postpone MINUTES`` (or
             ``touch /run/gpuprov/postpone``, 60 minutes) holds the idle action off.
   lifetime  ``max_lifetime_hours`` after launch: the action, whatever the activity.
   budget    spend so far (usd_hour x hours since launch) plus the spend until the
             next check passing ``budget_usd``: the action; a warning at 80%.
-  action    aws, gcp: ``shutdown -h now`` (a stopped VM bills no compute);
-            lambda: terminate through the Lambda API (a shutdown keeps billing);
-            existing, local: stop the compose stacks only.
+  action    what stops the bill, as data from the deploy (``action.kind``):
+            ``poweroff`` (``shutdown -h now``), ``http`` (a request to the cloud's
+            API with the bearer token from the root-only secret file, e.g. a
+            terminate), ``stop-apps`` (stop the compose projects only).
 
 Every check writes one JSON line (decision + the signals behind it) to the log.
 
 Usage:  gpuprov_idle.py check | run [--interval S] | postpone MINUTES | status
 Files:  /etc/gpuprov/idle-agent.json (config), /etc/gpuprov/idle-agent.secret.json
-        (0600: the Lambda key), /var/lib/gpuprov-idle/state.json, /var/log/gpuprov-idle.jsonl
+        (0600: the action's credential), /var/lib/gpuprov-idle/state.json, /var/log/gpuprov-idle.jsonl,
+        each under ``$GPUPROV_HOST_ROOT`` when the host sets it (the local sandbox host does).
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 CONFIG_FILE = "/etc/gpuprov/idle-agent.json"
-DEFAULTS = {
+OWN_FILES = ("secret_file", "state_file", "log_file", "postpone_file")  # logical paths, under GPUPROV_HOST_ROOT
+DEFAULTS: dict[str, Any] = {
     "cloud": "local",
     "stack": "dev",
     "idle_minutes": 30,
@@ -58,13 +62,13 @@ DEFAULTS = {
     "usd_hour": 0.0,
     "launched_at": None,  # ISO 8601; the agent's own first start when unknown
     "gpu_util_threshold": 10.0,
-    "service_ports": {"vllm": 8000, "open_webui": 3000, "monai_label": 8002},
-    "vllm_metrics_url": "http://127.0.0.1:8000/metrics",
+    "service_ports": {},  # service -> port: connections to it are activity
+    "metrics": [],  # [{service, url, running: [names], waiting: [names], counters: [names]}]
     "log_containers": [],  # containers whose request lines count as activity
-    "log_ignore": ["/health", "/info/", "/metrics", "/api/health", "/_app/"],
-    "compose_projects": [],  # stopped on existing/local; empty: every compose project on the host
+    "log_ignore": ["/health", "/metrics"],
+    "compose_projects": [],  # what stop-apps stops; empty: every compose project on the host
     "sshd_pid_file": None,  # count only sessions under this sshd (the sandbox shares its PID space)
-    "lambda_api_url": "https://cloud.lambda.ai",
+    "action": {"kind": "stop-apps", "why": "no action configured: stop the apps only"},
     "instance_id": None,
     "secret_file": "/etc/gpuprov/idle-agent.secret.json",
     "state_file": "/var/lib/gpuprov-idle/state.json",
@@ -83,9 +87,9 @@ POSTPONE_DEFAULT_MINUTES = 60
 class Signals:
     """What one check saw. None: the signal could not be read (absent tool, service down)."""
 
-    vllm_running: float | None = None
-    vllm_waiting: float | None = None
-    vllm_requests_total: float | None = None  # finished + prompt-token counters, summed
+    metrics_running: dict[str, float] = field(default_factory=dict)  # service -> requests running
+    metrics_waiting: dict[str, float] = field(default_factory=dict)  # service -> requests waiting
+    metrics_total: dict[str, float] = field(default_factory=dict)  # service -> its activity counters, summed
     service_connections: dict[str, int] = field(default_factory=dict)  # service -> direct connections
     tunnel_connections: int = 0  # sshd -> service port: someone's `ssh -L` is in use
     ssh_sessions: int = 0  # interactive (tty) SSH sessions
@@ -116,7 +120,7 @@ class State:
 
     launched_at: float
     last_active: float
-    last_vllm_total: float | None = None
+    last_metrics_total: dict[str, float] = field(default_factory=dict)
     idle_warned_at: float | None = None
     budget_warned: bool = False
     lifetime_warned: bool = False
@@ -135,16 +139,19 @@ class Decision:
     state: State
 
 
-def activity_of(signals: Signals, policy: Policy, last_vllm_total: float | None) -> list[str]:
+def activity_of(signals: Signals, policy: Policy, last_totals: dict[str, float]) -> list[str]:
     """Every reason the box counts as in use right now (empty: idle)."""
     why = []
-    if signals.vllm_running:
-        why.append(f"vllm: {signals.vllm_running:g} requests running")
-    if signals.vllm_waiting:
-        why.append(f"vllm: {signals.vllm_waiting:g} requests waiting")
-    if (signals.vllm_requests_total is not None and last_vllm_total is not None
-            and signals.vllm_requests_total != last_vllm_total):
-        why.append(f"vllm: request counters moved by {signals.vllm_requests_total - last_vllm_total:g}")
+    for service, n in sorted(signals.metrics_running.items()):
+        if n:
+            why.append(f"{service}: {n:g} requests running")
+    for service, n in sorted(signals.metrics_waiting.items()):
+        if n:
+            why.append(f"{service}: {n:g} requests waiting")
+    for service, total in sorted(signals.metrics_total.items()):
+        last = last_totals.get(service)
+        if last is not None and total != last:
+            why.append(f"{service}: request counters moved by {total - last:g}")
     for service, count in sorted(signals.service_connections.items()):
         if count:
             why.append(f"{service}: {count} connections")
@@ -168,9 +175,8 @@ def decide(signals: Signals, state: State, policy: Policy, now: float) -> Decisi
     ``idle_minutes`` (plus at most one check interval), not later.
     """
     st = State(**asdict(state))
-    activity = activity_of(signals, policy, st.last_vllm_total)
-    if signals.vllm_requests_total is not None:
-        st.last_vllm_total = signals.vllm_requests_total
+    activity = activity_of(signals, policy, st.last_metrics_total)
+    st.last_metrics_total.update(signals.metrics_total)
     if activity:
         st.last_active = now
         st.idle_warned_at = None
@@ -232,8 +238,11 @@ def decide(signals: Signals, state: State, policy: Policy, now: float) -> Decisi
 # --- reading the signals (each a command or file plus a pure parser) -----------------------
 
 
-def parse_vllm_metrics(text: str) -> tuple[float, float, float]:
-    """(running, waiting, requests total) from vLLM's Prometheus text; counters summed over labels."""
+def parse_metrics(text: str, names: dict) -> tuple[float, float, float]:
+    """(running, waiting, counters total) from Prometheus text, for the metric names in ``names``
+    (its ``running``, ``waiting`` and ``counters`` lists); each summed over its labels."""
+    running_names, waiting_names = set(names.get("running") or ()), set(names.get("waiting") or ())
+    counter_names = set(names.get("counters") or ())
     running = waiting = total = 0.0
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -242,11 +251,11 @@ def parse_vllm_metrics(text: str) -> tuple[float, float, float]:
         if not m:
             continue
         name, value = m.group(1), float(m.group(3))
-        if name == "vllm:num_requests_running":
+        if name in running_names:
             running += value
-        elif name == "vllm:num_requests_waiting":
+        elif name in waiting_names:
             waiting += value
-        elif name in ("vllm:request_success_total", "vllm:prompt_tokens_total"):
+        elif name in counter_names:
             total += value
     return running, waiting, total
 
@@ -363,11 +372,15 @@ def collect(cfg: dict, last_check: float | None) -> tuple[Signals, list[str]]:
         missing.append("ss")
     else:
         sig.service_connections, sig.tunnel_connections = parse_ss(ss, ports)
-    try:
-        with urllib.request.urlopen(cfg["vllm_metrics_url"], timeout=5) as resp:
-            sig.vllm_running, sig.vllm_waiting, sig.vllm_requests_total = parse_vllm_metrics(resp.read().decode())
-    except (OSError, ValueError):
-        missing.append("vllm metrics")
+    for source in cfg.get("metrics") or []:
+        service = source["service"]
+        try:
+            with urllib.request.urlopen(source["url"], timeout=5) as resp:
+                running, waiting, total = parse_metrics(resp.read().decode(), source)
+        except (OSError, ValueError):
+            missing.append(f"metrics of {service}")
+            continue
+        sig.metrics_running[service], sig.metrics_waiting[service], sig.metrics_total[service] = running, waiting, total
     root = None
     if cfg.get("sshd_pid_file"):
         try:
@@ -419,32 +432,26 @@ def read_secret(cfg: dict, key: str) -> str:
     return str(value)
 
 
-def lambda_terminate(cfg: dict) -> str:
-    """Terminate this instance through the Lambda API (POST instance-operations/terminate)."""
-    if not cfg.get("instance_id"):
-        raise ActionFailed("no instance_id in the agent config; cannot terminate")
-    key = read_secret(cfg, "lambda_api_key")
-    url = cfg["lambda_api_url"].rstrip("/") + "/api/v1/instance-operations/terminate"
-    body = json.dumps({"instance_ids": [cfg["instance_id"]]}).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json"})
+def http_action(cfg: dict, action: dict) -> str:
+    """The cloud's API call that stops the bill (e.g. a terminate), with the bearer token from the secret file."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if action.get("secret"):
+        headers["Authorization"] = f"Bearer {read_secret(cfg, action['secret'])}"
+    body = json.dumps(action.get("body") or {}, sort_keys=True)
+    method, url = action.get("method", "POST"), action["url"]
+    req = urllib.request.Request(url, data=body.encode(), method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            data = json.loads(resp.read().decode() or "{}").get("data", {})
+            status = resp.status
     except urllib.error.HTTPError as err:
-        try:
-            code = json.loads(err.read().decode()).get("error", {}).get("code", "?")
-        except ValueError:
-            code = "?"
-        raise ActionFailed(f"Lambda terminate answered {err.code} {code}") from None
+        raise ActionFailed(f"{method} {url} answered {err.code}: {err.read().decode(errors='replace')[:200]}") from None
     except OSError as err:
-        raise ActionFailed(f"Lambda API unreachable: {err}") from None
-    gone = [i.get("id") for i in data.get("terminated_instances", [])]
-    return f"lambda terminate accepted for {gone or [cfg['instance_id']]}"
+        raise ActionFailed(f"{method} {url} unreachable: {err}") from None
+    return f"{method} {url} {body} accepted ({status})"
 
 
-def stop_stacks(cfg: dict) -> str:
-    """Stop the compose projects (existing/local hosts: the machine is not ours to power off)."""
+def stop_apps(cfg: dict) -> str:
+    """Stop the compose projects (the machine is not ours to power off)."""
     projects = list(cfg.get("compose_projects") or [])
     if not projects:
         listed = _cmd("docker", "compose", "ls", "-q")
@@ -459,18 +466,21 @@ def stop_stacks(cfg: dict) -> str:
 
 
 def take_action(cfg: dict) -> str:
-    """The action that stops the bill on this cloud."""
+    """The action that stops the bill on this host, as the deploy described it."""
+    action = cfg.get("action") or DEFAULTS["action"]
+    kind = action.get("kind")
     if cfg.get("dry_run"):
-        return f"dry run: would take the {cfg['cloud']} action"
-    cloud = cfg["cloud"]
-    if cloud == "lambda":
-        return lambda_terminate(cfg)
-    if cloud in ("aws", "gcp"):
+        return f"dry run: would take the {kind} action ({action.get('why', '')})"
+    if kind == "http":
+        return http_action(cfg, action)
+    if kind == "poweroff":
         done = subprocess.run(["shutdown", "-h", "now"], capture_output=True, text=True)
         if done.returncode != 0:
             raise ActionFailed(f"shutdown -h now failed: {done.stderr.strip()}")
-        return "shutdown -h now (a stopped VM bills no compute; disks still bill)"
-    return stop_stacks(cfg)
+        return f"shutdown -h now ({action.get('why', '')})"
+    if kind == "stop-apps":
+        return stop_apps(cfg)
+    raise ActionFailed(f"unknown action kind {kind!r} in the agent config; deploy again to rewrite it")
 
 
 def warn_users(message: str) -> None:
@@ -482,9 +492,14 @@ def warn_users(message: str) -> None:
 
 
 def load_config(path: str) -> dict:
-    cfg = dict(DEFAULTS)
-    with open(path) as fh:
+    """The agent config at logical ``path``; its own files, the config included, live under
+    ``$GPUPROV_HOST_ROOT`` when the host sets it (the local sandbox shares another machine's disk)."""
+    root = os.environ.get("GPUPROV_HOST_ROOT", "")
+    cfg = dict(DEFAULTS, sshd_pid_file=os.environ.get("GPUPROV_SSHD_PID_FILE") or None)
+    with open(root + path) as fh:
         cfg.update(json.load(fh))
+    for key in OWN_FILES:
+        cfg[key] = root + cfg[key]
     return cfg
 
 

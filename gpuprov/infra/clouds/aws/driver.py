@@ -105,7 +105,7 @@ class AwsDriver(CloudDriver):
                     opened.add(int(rule["fromPort"]), int(rule["toPort"]), sources)
         if not opened.found:
             return rows_from_config(config, list(config.allowed_cidrs), "direct" if config.allowed_cidrs else SSH_VIA_SSM)
-        return rows(opened, SSH_VIA_SSM)
+        return rows(config, opened, SSH_VIA_SSM)
 
     def key_settings(self, resource: dict[str, Any]) -> dict[str, Any]:
         if resource["type"] == SECURITY_GROUP:

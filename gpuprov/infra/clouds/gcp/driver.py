@@ -126,7 +126,7 @@ class GcpDriver(CloudDriver):
                     opened.add(int(low), int(high or low), sources)
         if not opened.found:
             return rows_from_config(config, list(config.allowed_cidrs), "direct" if config.allowed_cidrs else SSH_VIA_IAP)
-        return rows(opened, SSH_VIA_IAP, labelled={(IAP_RANGE,): IAP_VIA})
+        return rows(config, opened, SSH_VIA_IAP, labelled={(IAP_RANGE,): IAP_VIA})
 
     # --- before up -------------------------------------------------------------------------------
 

@@ -103,7 +103,7 @@ class LambdaDriver(CloudDriver):
                 opened.add(int(low), int(high), {str(rule["source_network"])})
         if not opened.found:
             return rows_from_config(config, ["0.0.0.0/0"], SSH_VIA_DEFAULT)
-        return rows(opened, "see Lambda's firewall")
+        return rows(config, opened, "see Lambda's firewall")
 
     # --- before up -------------------------------------------------------------------------------
 
@@ -233,6 +233,10 @@ class LambdaDriver(CloudDriver):
             "http", "Lambda has no stop, and an OS shutdown keeps billing: the instance is terminated through the API",
             method="POST", url=f"{self.settings.lambda_api_url}/api/v1/instance-operations/terminate",
             body={"instance_ids": [host.instance_id]}, secret="lambda_api_key")
+
+    def idle_credentials(self) -> dict[str, str]:
+        key = os.environ.get("LAMBDA_API_KEY")
+        return {"lambda_api_key": key} if key else {}
 
     def live_offers(self, region: str | None = None) -> list[PricedOffer]:
         from gpuprov.cost.live import PricedOffer, fallback, today

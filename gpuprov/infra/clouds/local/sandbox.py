@@ -320,9 +320,15 @@ class LocalSandbox:
 
     def _start_sshd(self, st: SandboxState) -> int:
         self.progress("starting the sandbox's sshd")
-        env_line = ""
+        # What the host tells deploy it is: its files live under host/ (it shares this machine's disk),
+        # it is a sandbox (stand-in images, nothing installed, no GPU used), and which sshd is its own.
+        host_root = self.dir / "host"
+        host_root.mkdir(exist_ok=True)
+        env = {"GPUPROV_HOST_ROOT": str(host_root), "GPUPROV_SANDBOX": "1",
+               "GPUPROV_SSHD_PID_FILE": str(self.dir / "sshd.pid")}
         if st.dockerd_pid:
-            env_line = f"SetEnv DOCKER_HOST=unix://{self.docker_socket} DOCKER_CONFIG={self.dir / 'docker-config'}\n"
+            env |= {"DOCKER_HOST": f"unix://{self.docker_socket}", "DOCKER_CONFIG": str(self.dir / "docker-config")}
+        env_line = "SetEnv " + " ".join(f'{k}="{v}"' for k, v in env.items()) + "\n"
         config = self.dir / "sshd_config"
         config.write_text(
             f"ListenAddress {st.address}\n"

@@ -1,5 +1,6 @@
 # Open WebUI stand-in: its health route, a page at /, and the first-admin signup / signin of
 # /api/v1/auths (the first account to sign up becomes the admin; later signups are refused).
+STANDIN_PORT=8080  # the real image's port (the compose file maps 3000 to it)
 USERS=/app/backend/data/users
 field() { sed -n "s/.*\"$1\" *: *\"\([^\"]*\)\".*/\1/p" "$BODY" | head -n 1; }
 user_json() {

@@ -1,4 +1,5 @@
 # vLLM OpenAI-compatible server stand-in: the routes and answer shapes of vllm serve.
+SERVED_MODEL_NAME=${ARG_SERVED_MODEL_NAME:-$MODEL}
 authorized() {
   [ -z "${VLLM_API_KEY:-}" ] && return 0
   [ "$AUTH" = "Bearer $VLLM_API_KEY" ]

@@ -1,0 +1,31 @@
+"""The stack's generated secrets: made once per app, kept 0600, and the ones made before apps existed are kept."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from gpuprov.apps import registry
+from gpuprov.provisioning.secrets import app_secrets, secrets_path
+
+
+def test_secrets_are_generated_once_per_app_and_kept_root_only(gpuprov_home: Path) -> None:
+    apps = registry().selected(["vllm_cxr", "monai_label"])
+    first, generated = app_secrets("s", apps)
+    assert generated == {"vllm_cxr": ["vllm_api_key", "webui_secret_key", "webui_admin_email", "webui_admin_password"]}
+    again, generated = app_secrets("s", apps)
+    assert generated == {} and dict(again["vllm_cxr"]) == dict(first["vllm_cxr"])
+    assert stat.S_IMODE(secrets_path("s").stat().st_mode) == 0o600
+    assert first["vllm_cxr"]["vllm_api_key"] not in repr(first)
+
+
+def test_a_secret_file_from_before_apps_keeps_its_values(gpuprov_home: Path) -> None:
+    # The flat format of earlier versions: the Open WebUI admin must not change on upgrade.
+    old = {"vllm_api_key": "sk-old", "webui_secret_key": "old-secret", "webui_admin_email": "admin@s.gpuprov.local",
+           "webui_admin_password": "old-password"}
+    path = secrets_path("s")
+    path.write_text(json.dumps(old))
+    path.chmod(0o600)
+    secrets, generated = app_secrets("s", registry().selected(["vllm_cxr"]))
+    assert dict(secrets["vllm_cxr"]) == old and generated == {}  # nothing regenerated, no login shown again
