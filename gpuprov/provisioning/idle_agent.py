@@ -1,4 +1,4 @@
-"""What the deploy step needs to install the idle agent on a host (issue 6).
+"""What the deploy step needs to install the idle agent on a host.
 
 The agent itself is a plain stdlib script in ``gpuprov/remote/idle-agent/``; this module says
 which files go where (logical host paths), writes the JSON config it reads (what counts as

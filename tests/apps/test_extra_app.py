@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 
+from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 from tests.apps.hello_app import write_app
 from tests.conftest import need_sandbox, run_cli
 

@@ -16,10 +16,13 @@ driver that leaves an abstract method unimplemented fails there, loudly.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.settings import Settings
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from gpuprov.infra.stacks import StackBackend
 
 Progress = Callable[[str], None]
+F = TypeVar("F", bound=Callable[..., Any])
 
 # States in which a resource is on its way out: verification waits for it rather than failing at once.
 SETTLING = frozenset({"terminating", "shutting-down", "stopping", "STOPPING", "SUSPENDING"})
@@ -289,9 +293,42 @@ class CloudDriver(abc.ABC):
         return []
 
 
+class CatalogCloud(CloudDriver):
+    """A cloud whose instance types, defaults and offline prices are in ``gpuprov/cost/catalog.yaml``."""
+
+    def default_instance_type(self) -> str | None:
+        return catalog_defaults(self.name)[0]
+
+    def default_region(self) -> str | None:
+        return catalog_defaults(self.name)[1]
+
+    def instance_type_allowed(self, instance_type: str) -> str | None:
+        from gpuprov.cost import catalog
+
+        if catalog.find_offer(self.name, instance_type):
+            return None
+        return f"{self.name} offers: {', '.join(o.type for o in catalog.offers(self.name))}"
+
+
 def catalog_defaults(cloud: str) -> tuple[str | None, str | None, str | None]:
     """(instance type, region, zone) a catalogued cloud picks by default."""
     from gpuprov.cost import catalog
 
     d = catalog.defaults(cloud)
     return d.instance_type, d.region, d.zone
+
+
+def sdk_call(boundary: Callable[[str], AbstractContextManager[None]], what: str) -> Callable[[F], F]:
+    """Decorate an SDK helper so its errors pass through ``boundary`` (a cloud's error translator), which is
+    told ``what`` was being done; ``what`` may name the helper's arguments (``"listing {region}"``)."""
+    def wrap(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with boundary(what.format(**bound.arguments)):
+                return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap

@@ -7,13 +7,12 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gpuprov.infra.clouds.base import (
-    CloudDriver,
+    CatalogCloud,
     ExposureRow,
     Finding,
     IdleAction,
     Leftover,
     Progress,
-    catalog_defaults,
 )
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ SSH_VIA_SSM = ("SSM Session Manager port forwarding to 22 (no inbound rule; IAM-
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL")
 
 
-class AwsDriver(CloudDriver):
+class AwsDriver(CatalogCloud):
     name = "aws"
     title = "AWS"
     supports_spot = True
@@ -49,19 +48,6 @@ class AwsDriver(CloudDriver):
     }
 
     # --- config ----------------------------------------------------------------------------------
-
-    def default_instance_type(self) -> str | None:
-        return catalog_defaults(self.name)[0]
-
-    def default_region(self) -> str | None:
-        return catalog_defaults(self.name)[1]
-
-    def instance_type_allowed(self, instance_type: str) -> str | None:
-        from gpuprov.cost import catalog
-
-        if catalog.find_offer(self.name, instance_type):
-            return None
-        return f"aws offers: {', '.join(o.type for o in catalog.offers(self.name))}"
 
     # --- program and plan ------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ tests point at moto in server mode).
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
-from gpuprov.infra.clouds.base import CloudError
+from gpuprov.infra.clouds.base import CloudError, sdk_call
 from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 
 # The Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): drivers, Docker and
@@ -79,17 +78,7 @@ def boundary(what: str) -> Iterator[None]:
 
 def aws_call(what: str) -> Callable[[F], F]:
     """Decorate an SDK helper with :func:`boundary`; ``what`` may name the helper's arguments."""
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            import inspect
-
-            bound = inspect.signature(fn).bind(*args, **kwargs)
-            bound.apply_defaults()
-            with boundary(what.format(**bound.arguments)):
-                return fn(*args, **kwargs)
-        return inner  # type: ignore[return-value]
-    return wrap
+    return sdk_call(boundary, what)
 
 
 class AmiNotFound(AwsError):

@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gpuprov.infra.clouds.base import (
-    CloudDriver,
+    CatalogCloud,
     ExposureRow,
     Finding,
     IdleAction,
@@ -33,7 +33,7 @@ IAP_VIA = "IAP TCP forwarding only (Google's IAP range; IAM-authenticated)"
 SSH_VIA_IAP = "IAP TCP forwarding only (gcloud compute ssh --tunnel-through-iap)"
 
 
-class GcpDriver(CloudDriver):
+class GcpDriver(CatalogCloud):
     name = "gcp"
     title = "Google Cloud"
     supports_spot = True
@@ -49,22 +49,9 @@ class GcpDriver(CloudDriver):
 
     # --- config ----------------------------------------------------------------------------------
 
-    def default_instance_type(self) -> str | None:
-        return catalog_defaults(self.name)[0]
-
-    def default_region(self) -> str | None:
-        return catalog_defaults(self.name)[1]
-
     def default_zone(self, region: str | None) -> str | None:
         _type, default_region, default_zone = catalog_defaults(self.name)
         return default_zone if region in (None, default_region) else f"{region}-a"
-
-    def instance_type_allowed(self, instance_type: str) -> str | None:
-        from gpuprov.cost import catalog
-
-        if catalog.find_offer(self.name, instance_type):
-            return None
-        return f"gcp offers: {', '.join(o.type for o in catalog.offers(self.name))}"
 
     def project(self) -> str:
         """The project gpuprov works in (settings: ``GOOGLE_CLOUD_PROJECT``), or a one-line error."""

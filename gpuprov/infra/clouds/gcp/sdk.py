@@ -15,14 +15,12 @@ local stand-in of the API). Every error of the SDK becomes a :class:`GcpError` h
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from gpuprov.infra.clouds.base import CloudError
+from gpuprov.infra.clouds.base import CloudError, sdk_call
 from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 
 # Deep Learning VM images: drivers, Docker and the NVIDIA toolkit preinstalled
@@ -121,15 +119,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def gcp_call(what: str) -> Callable[[F], F]:
     """Run an API method inside :func:`boundary`; ``what`` may name the method's arguments."""
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            bound = inspect.signature(fn).bind(*args, **kwargs)
-            bound.apply_defaults()
-            with boundary(what.format(**bound.arguments)):
-                return fn(*args, **kwargs)
-        return inner  # type: ignore[return-value]
-    return wrap
+    return sdk_call(boundary, what)
 
 
 class ComputeApi:

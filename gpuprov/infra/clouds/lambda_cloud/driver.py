@@ -9,14 +9,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gpuprov.infra.clouds.base import (
-    CloudDriver,
+    CatalogCloud,
     ExposureRow,
     Finding,
     IdleAction,
     Leftover,
     Progress,
     ReapPolicy,
-    catalog_defaults,
 )
 
 if TYPE_CHECKING:
@@ -46,23 +45,18 @@ def named_stack(name: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-class LambdaDriver(CloudDriver):
+class LambdaDriver(CatalogCloud):
     name = "lambda"
     title = "Lambda Cloud"
     credential_hint = "LAMBDA_API_KEY"
 
     # --- config ----------------------------------------------------------------------------------
 
-    def default_instance_type(self) -> str | None:
-        return catalog_defaults(self.name)[0]
-
     def instance_type_allowed(self, instance_type: str) -> str | None:
-        from gpuprov.cost import catalog
-
-        if catalog.find_offer(self.name, instance_type) or INSTANCE_TYPE.match(instance_type):
+        if INSTANCE_TYPE.match(instance_type):
             return None
-        known = ", ".join(o.type for o in catalog.offers(self.name))
-        return f"lambda offers: {known} or any gpu_<N>x_<model> name Lambda lists"
+        known = super().instance_type_allowed(instance_type)
+        return None if known is None else f"{known} or any gpu_<N>x_<model> name Lambda lists"
 
     def check_config(self, config: StackConfig) -> None:
         from gpuprov.infra.config import ConfigError
