@@ -412,6 +412,25 @@ def generated_secrets(homes: list[Path]) -> list[str]:
     return found
 
 
+class Harvest:
+    """Every generated secret seen during the run. A cycle's secrets live only while its stack does (the
+    teardown forgets them), so they are gathered while cycles run, and watched for on command lines too."""
+
+    def __init__(self, homes: list[Path], fixed: list[str]):
+        self.homes, self.fixed = homes, fixed
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[str]:
+        try:
+            found = generated_secrets(self.homes)
+        except (OSError, ValueError):  # a store being written right now: read it at the next poll
+            found = []
+        with self._lock:
+            self.seen.update(found)
+            return [*self.fixed, *self.seen]
+
+
 def files_to_audit(homes: list[Path]) -> list[Path]:
     """Logs, outputs and state: everything under the state roots except the designated secret store
     (``secrets/``, 0600) and the sandbox host's own disk (it is the remote box); its sshd/dockerd logs are in."""
@@ -469,12 +488,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_token = "hf_" + secrets.token_urlsafe(24)
     workers: list[Worker] = []
     cycles: list[Cycle] = []
-    watch = CmdlineWatch(lambda: [api_key, hf_token]).start()
+    harvest = Harvest([], [api_key, hf_token])
+    watch = CmdlineWatch(harvest).start()
     started = time.monotonic()
     try:
         for i in range(args.workers):
             workers.append(make_worker(i, root, api_key, hf_token))
             (workers[-1].home / "logs").mkdir()
+            harvest.homes.append(workers[-1].home)
         # One clean warm-up cycle a worker: the first deploy builds the stand-in images.
         warm = [run_cycle(w, 900 + w.index, "clean", random.Random(args.seed)) for w in workers]
         for c in warm:
@@ -507,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["GPUPROV_HOME"] = str(w.home)
             w.box.destroy()
     homes = [w.home for w in workers]
-    exposed_n, exposed, scanned = audit(homes, [api_key, hf_token, *generated_secrets(homes)], watch)
+    harvest()  # what is still stored at the end (kill -9'd stacks' stores, the passphrase)
+    generated = sorted(harvest.seen)
+    exposed_n, exposed, scanned = audit(homes, [api_key, hf_token, *generated], watch)
     leaks = sum(len(c.leaks) for c in cycles)
     problems = [(c, p) for c in cycles for p in c.problems]
     by_kind: dict[str, Counter[int | None]] = defaultdict(Counter)
@@ -517,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in sorted(by_kind):
         print(f"  {kind:<22} {dict(sorted(by_kind[kind].items(), key=lambda kv: str(kv[0])))}")
     print(f"secrets audit: {scanned} files and every command line seen; {len(api_key) and 3} kinds of secret "
-          f"(Lambda API key, HF token, {len(generated_secrets(homes))} generated passwords/keys)")
+          f"(Lambda API key, HF token, {len(generated)} generated passwords/keys)")
     for line in exposed:
         print(f"  EXPOSED {line}")
     for c, p in problems:

@@ -459,6 +459,9 @@ class LambdaStandIn:
             self.box.authorize(key)
         for key in self._box_keys - wanted:
             self.box.revoke(key)
+        if self._box_keys and not wanted:
+            # Its last instance is gone: the next one is a new machine, with nothing of the last one's on it.
+            self.box.wipe()
         self._box_keys = wanted
 
     def _launch(self, body: Any) -> dict[str, Any]:

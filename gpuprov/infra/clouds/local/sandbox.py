@@ -370,6 +370,26 @@ class LocalSandbox:
         return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                 'mount --bind "$1" /etc/passwd && shift && exec "$@"', "sh", str(passwd)]
 
+    def wipe(self) -> None:
+        """Make the running box as a freshly launched one is: no containers, volumes or files of gpuprov's,
+        no idle agent. Its sshd, Docker engine, host key and image cache stay (a cloud image's base)."""
+        docker = ["docker", f"--host=unix://{self.docker_socket}"]
+        st = self.state()
+        if st and st.dockerd_pid and _alive(st.dockerd_pid):
+            ids = _run(*docker, "ps", "-aq", check=False).stdout.split()
+            if ids:
+                _run(*docker, "rm", "-f", "-v", *ids, check=False, timeout=120)
+            volumes = _run(*docker, "volume", "ls", "-q", check=False).stdout.split()
+            if volumes:
+                _run(*docker, "volume", "rm", "-f", *volumes, check=False, timeout=120)
+        host_root = self.dir / "host"
+        agent = host_root / "run" / "gpuprov-idle.pid"
+        if agent.exists() and agent.read_text().strip().isdigit():
+            _kill(int(agent.read_text().strip()), timeout=10)
+        if host_root.exists():
+            shutil.rmtree(host_root, ignore_errors=True)
+            host_root.mkdir(mode=0o755)
+
     def destroy(self) -> None:
         """Remove everything the sandbox is made of, then check that nothing is left."""
         st = self.state()
