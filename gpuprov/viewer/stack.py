@@ -110,11 +110,11 @@ class ViewerStatus:
 
 def up(config: StackConfig, viewer: ViewerConfig, host: GpuHost, *, config_path: Path | None,
        progress: Progress, timeout_s: float = 180.0) -> ViewerStatus:
-    """Bring the viewer stack up (or bring it in line), wired to ``host``'s MONAI Label through the tunnel."""
+    """Bring the viewer stack up (or bring it in line), wired to ``host``'s MONAI Label through the tunnel.
+    The caller has checked Docker (:func:`check_docker`)."""
     if "monai_label" not in config.stacks:
         raise ViewerError(f"stack '{config.stack}' does not deploy monai_label (its stacks: "
                           f"{', '.join(config.stacks)}); add it and run `gpuprov deploy --stack {config.stack}`")
-    check_docker()
     record, started = tunnel.ensure(config, host, config_path=config_path)
     progress(f"{'started' if started else 'reusing'} the SSH tunnel to MONAI Label on {host.address} "
              f"(127.0.0.1:{record.port}, pid {record.pid})")
@@ -164,7 +164,8 @@ def down(stack: str, *, purge: bool, progress: Progress) -> None:
     """Remove the viewer's containers (and its volume and files with ``purge``) and its tunnel, then
     check that nothing of it is left; :class:`ViewerLeftovers` names what is."""
     d = viewer_dir(stack)
-    if (d / "compose.yaml").exists():
+    had_compose = (d / "compose.yaml").exists()
+    if had_compose:
         check_docker()
         settings = saved_settings(stack) or {}
         env = {"VIEWER_IMAGE": settings.get("viewer_image", "unset"), "ORTHANC_IMAGE": settings.get("orthanc_image", "unset"),
@@ -172,7 +173,7 @@ def down(stack: str, *, purge: bool, progress: Progress) -> None:
         progress("removing the viewer's containers" + (" and Orthanc's data" if purge else " (Orthanc's data is kept)"))
         _compose(stack, "down", "--remove-orphans", *(["--volumes"] if purge else []), env=env, timeout=300)
     tunnel.stop(stack)
-    left = [f"container {c['name']} ({c['state']})" for c in (containers(stack) if shutil.which("docker") else [])]
+    left = [f"container {c['name']} ({c['state']})" for c in (containers(stack) if had_compose else [])]
     if (record := tunnel.running(stack)) is not None:
         left.append(f"tunnel process {record.pid}")
     if left:

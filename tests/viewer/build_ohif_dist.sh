@@ -33,7 +33,9 @@ fi
 cd "$TREE/Viewers"
 
 echo "== yarn install ($(node --version), yarn 1.22.22 as the lockfile's packageManager)"
-export CYPRESS_INSTALL_BINARY=0 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 HUSKY=0  # optional test tools: no downloads
+export CYPRESS_INSTALL_BINARY=0 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # optional test tools: no downloads
+# husky (a dev dependency) installs git hooks into the first repository above the tree: ours. Never.
+export HUSKY_SKIP_INSTALL=1 HUSKY=0 GIT_CEILING_DIRECTORIES="$(dirname "$PWD")"
 relock=()
 if [ "${OHIF_AI_RELOCK:-0}" = 1 ]; then echo "   (yarn.lock dropped: OHIF_AI_RELOCK=1)"; rm -f yarn.lock; relock=(--ignore-engines); fi
 npx --yes yarn@1.22.22 config set workspaces-experimental true >/dev/null

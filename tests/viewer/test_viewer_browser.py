@@ -22,7 +22,8 @@ import requests
 from tests.conftest import need, run_cli
 from tests.viewer.conftest import UserDocker, ViewerImages, json_of, listeners
 
-pytestmark = pytest.mark.sandbox
+# The first test also makes the Debian root for the images (about a minute, cached afterwards).
+pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(900)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -127,6 +128,12 @@ def _artifact(shot: Path) -> None:
     if where:
         Path(where).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(where) / shot.name)
+
+
+def test_up_without_a_host_says_how_to_get_one(user_docker: UserDocker, tmp_path: Path):
+    done = run_cli("viewer", "up", "--stack", "nohost", "--cloud", "local", env={**user_docker.env, "GPUPROV_HOME": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: stack 'nohost' has no host; bring one up first: gpuprov up" in done.stderr
 
 
 def test_the_browser_shows_the_sample_study_and_reaches_monai_label_through_the_tunnel(viewer_up: World, tmp_path: Path):

@@ -35,6 +35,7 @@ def viewer_up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt 
     from gpuprov.viewer import stack as viewer_stack
 
     settings = viewer_config(image=image, orthanc_image=orthanc_image, port=port, orthanc_port=orthanc_port)
+    viewer_stack.check_docker()  # before anything else: without Docker there is nothing to wire
     cfg, host = stack_host(cloud, config, stack)
     status = viewer_stack.up(cfg, settings, host, config_path=config, progress=progress, timeout_s=timeout)
     if json_:
