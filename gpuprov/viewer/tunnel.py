@@ -24,6 +24,7 @@ from pathlib import Path
 from gpuprov.infra.config import SERVICE_PORTS, StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
+from gpuprov.infra.settings import Settings
 from gpuprov.viewer.errors import TunnelFailed
 from gpuprov.viewer.paths import viewer_dir
 
@@ -167,6 +168,17 @@ def stop(stack: str) -> None:
 # --- the background process itself ------------------------------------------------------------
 
 
+def _still_the_stack_host(config: StackConfig, settings: Settings, ident: str) -> bool:
+    """Whether the stack's running host, found as every command finds it, is still the one forwarded to."""
+    from gpuprov.infra.stacks import StackNotUp, running_host
+    from gpuprov.provisioning.ssh import host_identity
+
+    try:
+        return host_identity(running_host(config, settings)) == ident
+    except StackNotUp:
+        return False
+
+
 def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpuprov.viewer.tunnel")
     parser.add_argument("--stack", required=True)
@@ -176,7 +188,6 @@ def _serve(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from gpuprov.infra.config import load_config
-    from gpuprov.infra.settings import Settings
     from gpuprov.infra.stacks import running_host
     from gpuprov.provisioning.ssh import host_identity
     from gpuprov.provisioning.tunnel import Tunnel
@@ -191,15 +202,23 @@ def _serve(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         config = load_config(args.config, {"stack": args.stack, "cloud": args.cloud})
-        host = running_host(config, Settings.from_env())
+        settings = Settings.from_env()
+        host = running_host(config, settings)
         ports = {SERVICE: args.port} if args.port else {}
         with Tunnel(config, host, services=[SERVICE], local_ports=ports,
                     progress=lambda m: print(m, flush=True)) as tunnel:
             port = int(tunnel.urls[SERVICE].rsplit(":", 1)[1])
             _write_record(config.stack, TunnelRecord(os.getpid(), port, host_identity(host), host.address, time.time()))
             print(f"forwarding 127.0.0.1:{port} to {host.address}:127.0.0.1:{SERVICE_PORTS[SERVICE]}", flush=True)
+            checked = time.monotonic()
             while not stopping:
                 time.sleep(0.2)
+                if time.monotonic() - checked > 5:
+                    checked = time.monotonic()
+                    # `gpuprov down` forgot the host, or `up` replaced it: nothing left to forward to.
+                    if not _still_the_stack_host(config, settings, host_identity(host)):
+                        print("the stack's host is gone or was replaced; tunnel closed", flush=True)
+                        break
     except GpuprovError as err:
         print(f"error: {err}", flush=True)
         return err.exit_code

@@ -11,6 +11,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,11 +204,16 @@ def test_a_replaced_host_is_followed_by_the_next_up_with_no_edit(viewer_up: Worl
     w = viewer_up
     old = json_of(w.cli("viewer", "status", "--json").stdout)
     w.box.destroy()  # type: ignore[attr-defined]  the GPU host goes (down), a new one comes (up)
+    # The old tunnel notices its host is gone and ends by itself: nothing keeps calling a dead address.
+    deadline = time.monotonic() + 30
+    while _runs(old["tunnel_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _runs(old["tunnel_pid"])
     _deploy(w.box, w.root, w.stack, monkeypatch)
     again = w.up("--json")
     assert again.returncode == 0, again.stderr
     new = json_of(again.stdout)
-    assert new["tunnel_pid"] != old["tunnel_pid"] and "started the SSH tunnel" in again.stderr
+    assert "started the SSH tunnel" in again.stderr and _runs(new["tunnel_pid"])
     assert "segmentation" in requests.get(w.url("/monai/info/"), timeout=10).json()["models"]
     assert '"GET /monai/info/' in w.monai_log()  # the NEW host's MONAI Label answered
 
