@@ -45,6 +45,7 @@ def orthanc_credentials(stack: str) -> OrthancCredentials:
     """Orthanc's account for this stack's viewer, generated once and kept 0600. It lives as long as
     Orthanc's data does (``viewer down --purge`` removes both), whichever GPU host comes and goes."""
     path = credentials_path(stack)
+    viewer_dir(stack, create=True)
     try:
         return OrthancCredentials(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -108,7 +109,7 @@ def _digest(*parts: str) -> str:
 
 def render(stack: str, viewer: ViewerConfig, tunnel_port: int, viewer_image: str) -> Rendered:
     """Write the stack's viewer files; returns what the containers must run with."""
-    d = viewer_dir(stack)
+    d = viewer_dir(stack, create=True)
     creds = orthanc_credentials(stack)
     nginx, orthanc = nginx_conf(viewer, tunnel_port, creds), orthanc_json(creds)
     compose = (FILES / "compose.yaml").read_text()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from gpuprov.infra.errors import GpuprovError
 from gpuprov.viewer.errors import ViewerError
 from gpuprov.viewer.render import OrthancCredentials
 
@@ -45,7 +46,7 @@ def dicom_candidates(path: Path) -> Iterator[tuple[str, bytes]]:
     elif path.is_file():
         yield path.name, path.read_bytes()
     else:
-        raise ViewerError(f"{path} does not exist; name a DICOM folder, a .zip of one, or use --sample")
+        raise GpuprovError(f"{path} does not exist; name a DICOM folder, a .zip of one, or use --sample")
 
 
 def import_path(orthanc_url: str, creds: OrthancCredentials, path: Path) -> ImportResult:

@@ -118,6 +118,7 @@ def ensure(config: StackConfig, host: GpuHost, *, config_path: Path | None, time
 
 
 def _start(config: StackConfig, config_path: Path | None, ident: str, port: int, timeout_s: float) -> TunnelRecord:
+    viewer_dir(config.stack, create=True)
     log = log_path(config.stack)
     argv = [sys.executable, "-m", "gpuprov.viewer.tunnel", "--stack", config.stack, "--cloud", config.cloud,
             "--port", str(port)]

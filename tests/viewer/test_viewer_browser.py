@@ -242,3 +242,35 @@ def test_down_leaves_nothing_running_and_keeps_the_studies_until_purged(viewer_u
     assert w.docker.docker("ps", "-aq").stdout.split() == []
     assert w.up().returncode == 0  # and a fresh one starts empty
     assert requests.get(w.url("/pacs/dicom-web/studies"), timeout=10).json() == []
+
+
+def test_without_an_image_the_viewer_is_built_once_from_the_repository_recipe(
+        user_docker: UserDocker, viewer_images: ViewerImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The clone -> checkout -> `docker build -f <recipe> Viewers/` path, against a repository of our own
+    (no GitHub here) whose recipe builds on the test's Debian base (no registry here)."""
+    from gpuprov.infra.config import load_config, viewer_config
+    from gpuprov.viewer.image import RECIPE, ensure_viewer_image
+    from gpuprov.viewer.stack import docker
+
+    repo = tmp_path / "ohif-ai"
+    recipe = repo / "Viewers" / RECIPE
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text("FROM gpuprov-test/debian-viewer-base:bookworm\n"
+                      "RUN mkdir -p /var/www/html && echo built-from-recipe > /var/www/html/index.html\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "recipe"], check=True)
+    ref = subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    for key, value in {**user_docker.env, "DOCKER_BUILDKIT": "0"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(None, {"stack": "b", "monai_label_repo": f"file://{repo}", "monai_label_ref": ref})
+    said: list[str] = []
+    image = ensure_viewer_image(cfg, viewer_config(), docker, said.append)
+    assert image == f"gpuprov/ohif-ai-viewer:{ref}" and any("building the viewer image" in m for m in said)
+    out = user_docker.docker("run", "--rm", "--entrypoint", "cat", image, "/var/www/html/index.html").stdout
+    assert out.strip() == "built-from-recipe"
+    said.clear()
+    assert ensure_viewer_image(cfg, viewer_config(), docker, said.append) == image and said == []  # built once
+    named = viewer_config(image="registry.example/ohif-ai-viewer:mine")
+    assert ensure_viewer_image(cfg, named, docker, said.append) == "registry.example/ohif-ai-viewer:mine"

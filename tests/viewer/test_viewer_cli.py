@@ -49,13 +49,14 @@ def test_up_without_docker_says_what_to_install():
     assert "docker is not installed here" in _one_error_line(done.stderr)
 
 
-def test_status_and_down_of_a_stack_without_a_viewer():
+def test_status_and_down_of_a_stack_without_a_viewer(gpuprov_home: Path):
     done = run_cli("viewer", "status", "--stack", "quiet")
     assert done.returncode == 0 and "no viewer for stack 'quiet'" in done.stdout
     done = run_cli("viewer", "status", "--stack", "quiet", "--json")
     assert json.loads(done.stdout)["url"] is None
     done = run_cli("viewer", "down", "--stack", "quiet")
     assert done.returncode == 0 and "no container or tunnel left" in done.stdout
+    assert not (gpuprov_home / "viewer" / "quiet").exists()  # asking leaves no trace
 
 
 def test_nginx_config_listens_on_loopback_and_sends_monai_to_the_tunnel_only(gpuprov_home: Path):
