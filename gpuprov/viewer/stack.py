@@ -112,9 +112,9 @@ def up(config: StackConfig, viewer: ViewerConfig, host: GpuHost, *, config_path:
        progress: Progress, timeout_s: float = 180.0) -> ViewerStatus:
     """Bring the viewer stack up (or bring it in line), wired to ``host``'s MONAI Label through the tunnel.
     The caller has checked Docker (:func:`check_docker`)."""
-    if "monai_label" not in config.stacks:
-        raise ViewerError(f"stack '{config.stack}' does not deploy monai_label (its stacks: "
-                          f"{', '.join(config.stacks)}); add it and run `gpuprov deploy --stack {config.stack}`")
+    if tunnel.APP not in config.apps:
+        raise ViewerError(f"stack '{config.stack}' does not deploy {tunnel.APP} (its apps: {', '.join(config.apps)}); "
+                          f"add it to `apps` and run `gpuprov deploy --stack {config.stack}`")
     record, started = tunnel.ensure(config, host, config_path=config_path)
     progress(f"{'started' if started else 'reusing'} the SSH tunnel to MONAI Label on {host.address} "
              f"(127.0.0.1:{record.port}, pid {record.pid})")

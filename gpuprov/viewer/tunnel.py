@@ -21,14 +21,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gpuprov.infra.config import SERVICE_PORTS, StackConfig
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.settings import Settings
 from gpuprov.viewer.errors import TunnelFailed
 from gpuprov.viewer.paths import viewer_dir
 
-SERVICE = "monai_label"
+APP = SERVICE = "monai_label"  # the MONAI Label app, and its one service
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _serve(argv: list[str]) -> int:
                     progress=lambda m: print(m, flush=True)) as tunnel:
             port = int(tunnel.urls[SERVICE].rsplit(":", 1)[1])
             _write_record(config.stack, TunnelRecord(os.getpid(), port, host_identity(host), host.address, time.time()))
-            print(f"forwarding 127.0.0.1:{port} to {host.address}:127.0.0.1:{SERVICE_PORTS[SERVICE]}", flush=True)
+            print(f"forwarding 127.0.0.1:{port} to {host.address}:127.0.0.1:{tunnel.ports[SERVICE]}", flush=True)
             checked = time.monotonic()
             while not stopping:
                 time.sleep(0.2)

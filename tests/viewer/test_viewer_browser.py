@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -41,7 +42,7 @@ def _free_port() -> int:
 class World:
     root: Path  # the state root: the sandbox's key, pins, stack record and the viewer's files
     stack: str
-    box: object  # LocalSandbox
+    box: Any  # the LocalSandbox serving MONAI Label's stand-in
     docker: UserDocker
     images: ViewerImages
     port: int
@@ -62,7 +63,7 @@ class World:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def monai_log(self) -> str:
-        sock = self.box.docker_socket  # type: ignore[attr-defined]
+        sock = self.box.docker_socket
         done = subprocess.run(["docker", f"--host=unix://{sock}", "logs", "monai_sam2"], capture_output=True, text=True)
         return done.stdout + done.stderr
 
@@ -76,7 +77,7 @@ def _deploy(box, root: Path, stack: str, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setenv("GPUPROV_HOME", str(root))
     host = box.create()
-    cfg = load_config(None, {"stack": stack, "cloud": "local", "stacks": ["monai_label"]})
+    cfg = load_config(None, {"stack": stack, "cloud": "local", "apps": ["monai_label"]})
     records.save(stack, "local", host)
     deploy(cfg, host)
     wait_healthy(cfg, host, 60)
@@ -203,7 +204,7 @@ def test_a_second_up_reuses_the_tunnel_and_recreates_nothing(viewer_up: World):
 def test_a_replaced_host_is_followed_by_the_next_up_with_no_edit(viewer_up: World, monkeypatch: pytest.MonkeyPatch):
     w = viewer_up
     old = json_of(w.cli("viewer", "status", "--json").stdout)
-    w.box.destroy()  # type: ignore[attr-defined]  the GPU host goes (down), a new one comes (up)
+    w.box.destroy()  # the GPU host goes (down), a new one comes (up)
     # The old tunnel notices its host is gone and ends by itself: nothing keeps calling a dead address.
     deadline = time.monotonic() + 30
     while _runs(old["tunnel_pid"]) and time.monotonic() < deadline:
