@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 GPUPROV := $(VENV)/bin/gpuprov
 # What the local sandbox host needs from the system (installed only when missing, only as root).
 SYSTEM_PACKAGES := openssh-server openssh-client docker.io busybox-static iproute2 util-linux procps
+# What the viewer's browser test needs: Debian's Chromium (driven by Playwright, no browser download)
+# and mmdebstrap (the Debian root its nginx and Orthanc images are made from).
+SYSTEM_PACKAGES += chromium mmdebstrap
 
-.PHONY: setup system venv up down test lint pulumi-yaml bench-deploy bench-idle faults
+.PHONY: setup system venv up down test lint pulumi-yaml bench-deploy bench-idle faults viewer-dist
 
 setup: system venv
 
@@ -56,3 +59,9 @@ bench-idle: venv
 # FAULT_SEED=<n> replays a run's choices; FAULT_CYCLES / FAULT_WORKERS size it.
 faults: setup
 	$(PY) -m faults.run $(FAULT_ARGS)
+
+# OHIF-AI's viewer built from its npm sources (the recipe's steps, tests/viewer/build_ohif_dist.sh) into
+# .cache/ohif-ai-viewer-dist; the viewer's browser test then serves it instead of the stand-in page.
+# OHIF_AI_SRC=<git URL or dir> (default GitHub), OHIF_AI_TREE=<checked-out tree>, OHIF_AI_RELOCK=1.
+viewer-dist:
+	bash tests/viewer/build_ohif_dist.sh

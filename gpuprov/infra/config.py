@@ -40,6 +40,7 @@ CLOUDS: tuple[str, ...] = _clouds.names()
 _SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
 _HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64})?$")
 PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 OLD_KEYS = {"stacks": "apps"}  # renamed keys, still read (with a one-line notice)
 
@@ -201,7 +202,7 @@ class StackConfig(BaseModel):
     @field_validator("vllm_image", "open_webui_image", "monai_label_image")
     @classmethod
     def _image(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not re.match(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64})?$", v):
+        if v is not None and not _IMAGE_REF.match(v):
             raise ConfigError(info.field_name, v, "expected an image reference such as registry/name:tag")
         return v
 
@@ -277,6 +278,49 @@ class StackConfig(BaseModel):
         if self.hf_token is not None:
             return self.hf_token.get_secret_value()
         return os.environ.get("HF_TOKEN") or None
+
+
+class ViewerConfig(BaseModel):
+    """The local viewer stack (``gpuprov viewer``): OHIF-AI's viewer behind nginx, and Orthanc, on
+    this machine. It follows the stack's ``monai_label_repo`` / ``monai_label_ref``, so the viewer
+    and the server it talks to come from one commit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str | None = Field(None, description="Viewer image (nginx + the OHIF-AI build); built from the "
+                                                "repository's Viewers/ recipe when unset.")
+    orthanc_image: str = Field("jodogne/orthanc-plugins:1.12.4", description="Orthanc image with the DICOMweb plugin.")
+    port: int = Field(1026, description="Port of the viewer on 127.0.0.1 (OHIF-AI's own: 1026).")
+    orthanc_port: int = Field(8042, description="Port of Orthanc's REST API on 127.0.0.1.")
+
+    @field_validator("image", "orthanc_image")
+    @classmethod
+    def _image(cls, v: str | None, info: Any) -> str | None:
+        if v is not None and not _IMAGE_REF.match(v):
+            raise ConfigError(f"--{info.field_name.replace('_', '-')}", v,
+                              "expected an image reference such as registry/name:tag")
+        return v
+
+    @field_validator("port", "orthanc_port")
+    @classmethod
+    def _port(cls, v: int, info: Any) -> int:
+        if not 1024 <= v <= 65535:
+            raise ConfigError(f"--{info.field_name.replace('_', '-')}", v, "expected a port from 1024 to 65535")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ViewerConfig:
+        if self.port == self.orthanc_port:
+            raise ConfigError("--orthanc-port", self.orthanc_port, "the viewer and Orthanc need two different ports")
+        return self
+
+
+def viewer_config(**values: Any) -> ViewerConfig:
+    """Validate the viewer's settings (command-line flags; unset ones take their defaults)."""
+    try:
+        return ViewerConfig(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as err:
+        raise _first_error(err) from None
 
 
 def _first_error(err: ValidationError) -> ConfigError:

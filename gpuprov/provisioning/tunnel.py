@@ -46,12 +46,14 @@ class Tunnel:
     """``with Tunnel(config, host) as t: t.urls[SERVICE]`` -> ``http://127.0.0.1:PORT``."""
 
     def __init__(self, config: StackConfig, host: GpuHost, *, key_path: Path | None = None,
-                 services: list[str] | None = None, same_ports: bool = False, progress: Progress | None = None):
+                 services: list[str] | None = None, same_ports: bool = False, progress: Progress | None = None,
+                 local_ports: dict[str, int] | None = None):
         self.target = target_for(config, host, key_path)
         self.services = services or deployed_services(config)
         # Each service's port on the host; a name no app declares stops here, naming the known ones.
         self.ports = {name: registry().service(name)[1].port for name in self.services}
         self.same_ports = same_ports  # the CLI asks for each service's own port locally when it is free
+        self.local_ports = local_ports or {}  # preferred local port per service (kept across restarts)
         self.progress = progress or (lambda _m: None)
         self.urls: dict[str, str] = {}
         self.reconnects = 0
@@ -147,7 +149,7 @@ class Tunnel:
         self._transport()  # fail now, with a clear error, when the host cannot be reached
         try:
             for service in self.services:
-                sock = _listen(self.ports[service] if self.same_ports else None)
+                sock = _listen(self.local_ports.get(service) or (self.ports[service] if self.same_ports else None))
                 self._listeners[service] = sock
                 self.urls[service] = f"http://127.0.0.1:{sock.getsockname()[1]}"
                 t = threading.Thread(target=self._serve, args=(service, sock), daemon=True)

@@ -1,5 +1,11 @@
 # OHIF-AI MONAI Label server stand-in: /info/ and /infer/segmentation with the real shapes.
 route() {
+  # One access-log line per request on the container's output (nc's, PID 1), in the shape of the real
+  # server's uvicorn log: `docker logs monai_sam2` shows what reached it, e.g. through the viewer's tunnel.
+  printf 'INFO:     stand-in - "%s %s HTTP/1.1"\n' "$METHOD" "$REQ_PATH" > /proc/1/fd/1 2>/dev/null || true
+  # OHIF-AI's server is FastAPI(root_path="/monai") (monailabel/app.py): /monai/info/ and /info/ both
+  # reach the same route, and the viewer's nginx passes /monai/... through unchanged.
+  case "$REQ_PATH" in /monai/*) REQ_PATH=${REQ_PATH#/monai} ;; esac
   case "$METHOD $REQ_PATH" in
     "GET /info/"|"GET /info")
       json "200 OK" '{"name":"MONAILabel - Radiology (stand-in)","description":"stand-in for the OHIF-AI MONAI Label server","version":"0.8.5","labels":["segmentation"],"models":{"segmentation":{"type":"segmentation","labels":{"segmentation":1},"dimension":3,"description":"SAM2 / MedSAM2 / SAM3 / nnInteractive"},"Histogram+GraphCut":{"type":"scribbles","labels":{},"dimension":3,"description":"scribbles"},"GMM+GraphCut":{"type":"scribbles","labels":{},"dimension":3,"description":"scribbles"}},"trainers":{},"strategies":{},"scoring":{},"train_stats":{},"datastore":{"total":0,"completed":0}}' ;;
