@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 
 import pytest
 import requests
@@ -211,7 +212,16 @@ def test_an_opened_port_is_reachable_from_outside_and_closes_again(deployed):
     try:
         result = deploy(opened, host)
         assert [c for c in result.changed if not c.startswith(("files:", "image:"))] == ["monai_label"]
-        info = requests.get(f"http://{host.address}:8002/info/", timeout=10).json()
+        # deploy() returns once the container is started (the CLI then waits for health): give it a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                info = requests.get(f"http://{host.address}:8002/info/", timeout=10).json()
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         assert "segmentation" in info["models"]
         with pytest.raises(OSError):  # the others stay behind SSH
             socket.create_connection((host.address, 8000), timeout=2).close()
