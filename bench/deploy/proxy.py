@@ -1,5 +1,5 @@
 """A delaying TCP proxy: adds a fixed one-way delay in each direction (so a simulated round trip),
-because `tc netem` is not available here (../../shared/SANDBOX.md). Also counts "turns": how
+because `tc netem` is not in this kernel (`tc qdisc add ... netem` answers "Specified qdisc kind is unknown"). Also counts "turns": how
 often the client speaks again after the server answered, a tool-neutral count of the round trips
 a protocol exchange really waits for."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gpuprov.infra.host import utcnow
 from gpuprov.infra.paths import state_root
+from gpuprov.infra.processes import alive
 
 
 @dataclass
@@ -58,16 +59,7 @@ class CiLease:
     @property
     def alive(self) -> bool:
         """Whether the process that holds the lease still runs (a zombie does not count)."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:
-            return not Path(f"/proc/{self.pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-        except OSError:
-            return True
+        return alive(self.pid)
 
     def release(self) -> None:
         self.path(self.stack).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
+from gpuprov.infra.processes import alive
 from gpuprov.infra.settings import Settings
 from gpuprov.viewer.errors import TunnelFailed
 from gpuprov.viewer.paths import viewer_dir
@@ -64,20 +65,6 @@ def _write_record(stack: str, record: TunnelRecord) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(record)))
     tmp.replace(path)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
 
 
 def _is_our_tunnel(pid: int) -> bool:

@@ -32,6 +32,7 @@ from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost, expiry, utcnow, wait_for_ssh_banner
 from gpuprov.infra.keys import stack_keypair
 from gpuprov.infra.paths import state_root
+from gpuprov.infra.processes import alive as _alive
 
 Progress = Callable[[str], None]
 SUBNET_PREFIX = "10.213"  # ours alone: only inside namespaces this module creates
@@ -59,22 +60,6 @@ class SandboxState:
 
 def _run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
 
 
 def _kill(pid: int | None, timeout: float = 15.0) -> None:
