@@ -1,9 +1,12 @@
-"""The stack's generated service secrets, kept on the operator's machine as secrets.
+"""The stack's generated service secrets: with the stack, as Pulumi secrets, and cached on this machine.
 
-One JSON file per stack under the state root, 0600: ``{"apps": {APP: {NAME: VALUE}}}``, each value
-generated once, the first time a deploy of an app that declares it needs it (an API key, a web UI's
-secret key and admin account, ...). They reach the host only inside root-only (0600) env
-files, written over the SSH channel's stdin, never on a command line.
+Each value is generated once, the first time a deploy of an app that declares it needs it (an API
+key, a web UI's secret key and admin account, ...), and saved first with the stack (secret stack
+config in its Pulumi backend, :func:`gpuprov.infra.stacks.secret_store`), so a colleague's deploy
+uses the same values, then in one JSON file per stack under the state root, 0600:
+``{"apps": {APP: {NAME: VALUE}}}`` (the only store of stacks without a Pulumi backend: local,
+existing). They reach the host only inside root-only (0600) env files, written over the SSH
+channel's stdin, never on a command line.
 
 A file of the earlier flat format (``{NAME: VALUE}``) is read as the secrets of every app that
 declares those names, and rewritten in the new format the next time a secret is added.
@@ -19,6 +22,7 @@ from typing import Any
 
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, Secrets
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.paths import state_root
 
 
@@ -48,25 +52,36 @@ def _write(path: Path, store: dict[str, dict[str, str]]) -> None:
     tmp.replace(path)
 
 
-def app_secrets(stack: str, apps: Sequence[App]) -> tuple[dict[str, Secrets], dict[str, list[str]]]:
-    """Each app's secrets, generating what is missing. Returns (app -> secrets, app -> names generated now)."""
-    path = secrets_path(stack)
-    store = _read(path)
+def app_secrets(config: StackConfig, apps: Sequence[App]) -> tuple[dict[str, Secrets], dict[str, list[str]]]:
+    """Each app's secrets, generating what is missing. Returns (app -> secrets, app -> names generated now).
+
+    The stack's own store wins over this machine's copy; a value only this machine has (a stack
+    deployed before its secrets travelled with it) is added to the stack's store."""
+    from gpuprov.infra.stacks import secret_store
+
+    path = secrets_path(config.stack)
+    local = _read(path)
+    shared = secret_store(config)
+    remote = shared.load_service_secrets(config) if shared else {}
+    store = {app: {**local.get(app, {}), **remote.get(app, {})} for app in {*local, *remote}}
     generated: dict[str, list[str]] = {}
     for app in apps:
         have = store.setdefault(app.name, {})
         for s in app.secrets:
             if s.name not in have:
-                have[s.name] = s.generate(stack)
+                have[s.name] = s.generate(config.stack)
                 generated.setdefault(app.name, []).append(s.name)
-    if generated:
-        _write(path, store)
+    stored = {k: v for k, v in store.items() if v}
+    if shared and stored != remote:
+        shared.save_service_secrets(config, stored)
+    if stored != local:
+        _write(path, stored)
     return {a.name: Secrets(store.get(a.name, {})) for a in apps}, generated
 
 
-def secrets_of(stack: str, app: App) -> Secrets:
+def secrets_of(config: StackConfig, app: App) -> Secrets:
     """One app's secrets (generated when missing)."""
-    return app_secrets(stack, [app])[0][app.name]
+    return app_secrets(config, [app])[0][app.name]
 
 
 def forget(stack: str) -> None:
