@@ -29,7 +29,7 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) 
 def test_the_wheel_in_a_fresh_virtualenv_plans_ups_and_downs_from_elsewhere(tmp_path: Path):
     need_sandbox()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "GPUPROV_", "PULUMI_"))}
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                   "-w", str(tmp_path / "dist"), str(CHECKOUT)], tmp_path, clean)
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("gpuprov-*.whl")
