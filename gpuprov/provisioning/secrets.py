@@ -52,31 +52,63 @@ def _write(path: Path, store: dict[str, dict[str, str]]) -> None:
     tmp.replace(path)
 
 
+HOST_KEYS = "_host_keys"  # the store's entry of host-key pins: {host identity: "ENTRY KEYTYPE BASE64"}
+
+
+class _Store:
+    """The stack's store: its own (in its Pulumi backend) merged over this machine's copy."""
+
+    def __init__(self, config: StackConfig):
+        from gpuprov.infra.stacks import secret_store
+
+        self.config, self.path = config, secrets_path(config.stack)
+        self.local = _read(self.path)
+        self.shared = secret_store(config)
+        self.remote = self.shared.load_service_secrets(config) if self.shared else {}
+        self.values = {k: {**self.local.get(k, {}), **self.remote.get(k, {})} for k in {*self.local, *self.remote}}
+
+    def save(self) -> None:
+        """Save to the stack first (the truth), then to this machine's copy; only what changed."""
+        stored = {k: v for k, v in self.values.items() if v}
+        if self.shared and stored != self.remote:
+            self.shared.save_service_secrets(self.config, stored)
+        if stored != self.local:
+            _write(self.path, stored)
+
+
 def app_secrets(config: StackConfig, apps: Sequence[App]) -> tuple[dict[str, Secrets], dict[str, list[str]]]:
     """Each app's secrets, generating what is missing. Returns (app -> secrets, app -> names generated now).
 
     The stack's own store wins over this machine's copy; a value only this machine has (a stack
     deployed before its secrets travelled with it) is added to the stack's store."""
-    from gpuprov.infra.stacks import secret_store
-
-    path = secrets_path(config.stack)
-    local = _read(path)
-    shared = secret_store(config)
-    remote = shared.load_service_secrets(config) if shared else {}
-    store = {app: {**local.get(app, {}), **remote.get(app, {})} for app in {*local, *remote}}
+    store = _Store(config)
     generated: dict[str, list[str]] = {}
     for app in apps:
-        have = store.setdefault(app.name, {})
+        have = store.values.setdefault(app.name, {})
         for s in app.secrets:
             if s.name not in have:
                 have[s.name] = s.generate(config.stack)
                 generated.setdefault(app.name, []).append(s.name)
-    stored = {k: v for k, v in store.items() if v}
-    if shared and stored != remote:
-        shared.save_service_secrets(config, stored)
-    if stored != local:
-        _write(path, stored)
-    return {a.name: Secrets(store.get(a.name, {})) for a in apps}, generated
+    store.save()
+    return {a.name: Secrets(store.values.get(a.name, {})) for a in apps}, generated
+
+
+def host_key_pins(config: StackConfig, identity: str) -> list[str]:
+    """The known_hosts lines pinned for the host ``identity`` (:func:`gpuprov.provisioning.ssh.host_identity`),
+    by whoever connected first: pins travel with the stack, so a colleague's first connect is checked too."""
+    pinned = _Store(config).values.get(HOST_KEYS, {}).get(identity)
+    return pinned.splitlines() if pinned else []
+
+
+def add_host_key_pin(config: StackConfig, identity: str, line: str) -> None:
+    """Record a pin made at first connect with the stack (and this machine's copy)."""
+    store = _Store(config)
+    pins = store.values.setdefault(HOST_KEYS, {})
+    lines = pins.get(identity, "").splitlines()
+    if line not in lines:
+        pins[identity] = "\n".join([*lines, line])  # only this host's pins: a replaced host starts afresh
+        store.values[HOST_KEYS] = {identity: pins[identity]}
+        store.save()
 
 
 def secrets_of(config: StackConfig, app: App) -> Secrets:

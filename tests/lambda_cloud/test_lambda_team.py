@@ -47,6 +47,10 @@ def test_a_colleague_deploys_tunnels_and_downs_my_stack_by_name(standin: LambdaS
         keys = [json.loads((tmp_path / who / "secrets" / "team.json").read_text())["apps"]["vllm_cxr"]["vllm_api_key"]
                 for who in ("alice", "bob")]
         assert keys[0] == keys[1]
+        pinned = (tmp_path / "alice" / "known_hosts" / "team").read_text().split()
+        carried = json.loads((tmp_path / "bob" / "secrets" / "team.json").read_text())["apps"]["_host_keys"]
+        assert [line.split() for line in "\n".join(carried.values()).splitlines()] == [pinned]  # Alice's pin, Bob's check
+        assert (tmp_path / "bob" / "known_hosts" / "team").read_text().split() == pinned
         login_key = (tmp_path / "alice" / "keys" / "team" / "id_ed25519").read_text()
         for path in (p for p in shared.rglob("*") if p.is_file()):  # the shared state: secrets only sealed
             text = path.read_text(errors="ignore")
