@@ -66,14 +66,17 @@ class _Store:
         self.shared = secret_store(config)
         self.remote = self.shared.load_service_secrets(config) if self.shared else {}
         self.values = {k: {**self.local.get(k, {}), **self.remote.get(k, {})} for k in {*self.local, *self.remote}}
+        self.local.pop(HOST_KEYS, None)
 
     def save(self) -> None:
-        """Save to the stack first (the truth), then to this machine's copy; only what changed."""
+        """Save to the stack first (the truth), then to this machine's copy (its pins are in known_hosts,
+        not here); only what changed."""
         stored = {k: v for k, v in self.values.items() if v}
         if self.shared and stored != self.remote:
             self.shared.save_service_secrets(self.config, stored)
-        if stored != self.local:
-            _write(self.path, stored)
+        mine = {k: v for k, v in stored.items() if k != HOST_KEYS}
+        if mine != self.local:
+            _write(self.path, mine)
 
 
 def app_secrets(config: StackConfig, apps: Sequence[App]) -> tuple[dict[str, Secrets], dict[str, list[str]]]:
@@ -103,6 +106,8 @@ def host_key_pins(config: StackConfig, identity: str) -> list[str]:
 def add_host_key_pin(config: StackConfig, identity: str, line: str) -> None:
     """Record a pin made at first connect with the stack (and this machine's copy)."""
     store = _Store(config)
+    if store.shared is None:  # no stack store: this machine's known_hosts is where pins live
+        return
     pins = store.values.setdefault(HOST_KEYS, {})
     lines = pins.get(identity, "").splitlines()
     if line not in lines:

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+from gpuprov.infra.config import build_config
+from gpuprov.infra.settings import Settings
+from gpuprov.infra.stacks import MockRuntimeBackend
 from gpuprov.testing.lambda_api import LambdaStandIn
 from tests.conftest import need_sandbox, run_cli
 
@@ -20,7 +23,8 @@ pytestmark = pytest.mark.sandbox
 
 
 @pytest.mark.timeout(900)
-def test_a_colleague_deploys_tunnels_and_downs_my_stack_by_name(standin: LambdaStandIn, tmp_path: Path) -> None:
+def test_a_colleague_deploys_tunnels_and_downs_my_stack_by_name(standin: LambdaStandIn, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     need_sandbox()
     box = LocalSandbox("teambox", root=tmp_path / "boxes", login_user="ubuntu")
     box.create()
@@ -48,7 +52,10 @@ def test_a_colleague_deploys_tunnels_and_downs_my_stack_by_name(standin: LambdaS
                 for who in ("alice", "bob")]
         assert keys[0] == keys[1]
         pinned = (tmp_path / "alice" / "known_hosts" / "team").read_text().split()
-        carried = json.loads((tmp_path / "bob" / "secrets" / "team.json").read_text())["apps"]["_host_keys"]
+        for name, value in bob.items():
+            monkeypatch.setenv(name, value)
+        carried = MockRuntimeBackend(Settings.from_env()).load_service_secrets(
+            build_config({"stack": "team", "cloud": "lambda"}))["_host_keys"]
         assert [line.split() for line in "\n".join(carried.values()).splitlines()] == [pinned]  # Alice's pin, Bob's check
         assert (tmp_path / "bob" / "known_hosts" / "team").read_text().split() == pinned
         login_key = (tmp_path / "alice" / "keys" / "team" / "id_ed25519").read_text()
