@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -40,6 +41,8 @@ CLOUDS: tuple[str, ...] = _clouds.names()
 _SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
 _HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# A fully qualified Pulumi stack name, ``org/project/stack`` (Pulumi's own characters for org and project).
+_QUALIFIED_STACK = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})/(?P<project>[A-Za-z0-9_.-]{1,100})/(?P<stack>[^/]*)$")
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64})?$")
 PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 OLD_KEYS = {"stacks": "apps"}  # renamed keys, still read (with a one-line notice)
@@ -74,7 +77,8 @@ class StackConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stack: str = Field("dev", description="Stack name: lower-case letters, digits and dashes.")
+    stack: str = Field("dev", description="Stack name: lower-case letters, digits and dashes; as a Pulumi "
+                       "stack it may be fully qualified, org/project/stack.")
     cloud: str = Field("local", description=f"Where the GPU host comes from: {or_list(CLOUDS)}.")
     region: str | None = Field(None, description="Cloud region; the cloud's default when unset (Lambda: any with capacity).")
     zone: str | None = Field(None, description="Zone (GCP); the region's default zone when unset.")
@@ -104,6 +108,34 @@ class StackConfig(BaseModel):
     image: str | None = Field(
         None, description="Machine image: an AWS AMI id (ami-...), a GCP image link or family/<name>; "
         "unset: the cloud's GPU image (AWS Deep Learning Base AMI, GCP Deep Learning VM).")
+
+    # The ``org/project`` of a fully qualified stack name; ``stack`` itself keeps the last part, the
+    # name the Pulumi program sees (``pulumi.get_stack()``) and every resource, tag and file is named by.
+    _qualifier: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _qualified_stack(cls, data: Any, handler: Any) -> StackConfig:
+        qualifier = None
+        if isinstance(data, dict) and isinstance(data.get("stack"), str) and "/" in data["stack"]:
+            m = _QUALIFIED_STACK.match(data["stack"])
+            if not m:
+                raise ConfigError("stack", data["stack"], "a fully qualified stack name is org/project/stack")
+            qualifier, data = f"{m['org']}/{m['project']}", {**data, "stack": m["stack"]}
+        model: StackConfig = handler(data)
+        if qualifier:
+            model._qualifier = qualifier
+        return model
+
+    @property
+    def pulumi_stack(self) -> str:
+        """The stack's name in its Pulumi backend: ``org/project/stack`` when given so, else ``stack``."""
+        return f"{self._qualifier}/{self.stack}" if self._qualifier else self.stack
+
+    @property
+    def pulumi_project(self) -> str:
+        """The Pulumi project the stack belongs to (``gpuprov`` unless the stack name says another)."""
+        return self._qualifier.split("/")[1] if self._qualifier else "gpuprov"
 
     # --- field checks: each raises ConfigError naming the key -------------------
 

@@ -93,7 +93,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     started = time.monotonic()
     target = target_for(config, host, key_path)
     apps = registry().selected(config.apps)
-    secrets, generated = app_secrets(config.stack, apps)
+    secrets, generated = app_secrets(config, apps)
     inputs = build_inputs_of(apps, build_inputs)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
     wait_for_ssh(host, ssh_timeout_s)

@@ -71,7 +71,7 @@ def test_secrets_are_root_only_files_and_never_on_a_command_line(deployed):
     root = HOST_ROOT
     modes = on_host(cfg, host, f"stat -c '%a %n' {root}/vllm_cxr/secrets.env {root}/vllm_cxr/webui.env")
     assert [line.split()[0] for line in modes.splitlines()] == ["600", "600"]
-    key = secrets_of(cfg.stack, registry().app("vllm_cxr"))["vllm_api_key"]
+    key = secrets_of(cfg, registry().app("vllm_cxr"))["vllm_api_key"]
     processes = on_host(cfg, host, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
     assert "/standin/http.sh" in processes  # we do see the containers' command lines ...
     assert key not in processes  # ... and the key is not on any of them
@@ -257,7 +257,7 @@ def test_open_webui_login_is_on_with_the_generated_admin_only(deployed):
     cfg, host, _ = deployed
     wait_healthy(cfg, host, 60)  # creates the admin through the tunnel when there is none
     wait_healthy(cfg, host, 60)  # and afterwards only checks it signs in
-    secrets = secrets_of(cfg.stack, registry().app("vllm_cxr"))
+    secrets = secrets_of(cfg, registry().app("vllm_cxr"))
     with Tunnel(cfg, host) as tunnel:
         url = tunnel.urls["open_webui"]
         ok = requests.post(f"{url}/api/v1/auths/signin", timeout=10,

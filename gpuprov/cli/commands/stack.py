@@ -13,6 +13,7 @@ from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, lo
 from gpuprov.infra import records
 from gpuprov.infra.clouds import driver_for
 from gpuprov.infra.host import utcnow
+from gpuprov.infra.stacks import stack_cloud
 from gpuprov.infra.teardown import teardown
 
 LOCAL_HINT = (
@@ -45,9 +46,9 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
 def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
     """Remove everything the stack created, and check that nothing is left."""
     cfg = load(cloud, config, stack)
-    record = records.load(cfg.stack)
-    if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
-        cfg = load(record.cloud, None, cfg.stack)  # `gpuprov down -s NAME` removes what NAME is
+    known = stack_cloud(cfg, settings()) if cloud is None and config is None else None
+    if known is not None and known != cfg.cloud:
+        cfg = load(known, None, stack)  # `gpuprov down -s NAME` removes what NAME is
     teardown(cfg, progress, settings())
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
 

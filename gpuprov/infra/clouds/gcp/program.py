@@ -36,7 +36,7 @@ NETWORK = "default"
 # The DLVM image is about 50 GB; the images, the MONAI Label build and the model cache come on top.
 BOOT_DISK_GB = 150
 # Firewall rules carry no labels: this marker in the description is how the policy pack
-# (policy/rules.py ALLOW_PUBLIC_MARKER) knows that public ingress was asked for (allow_public).
+# (gpuprov/policy/rules.py ALLOW_PUBLIC_MARKER) knows that public ingress was asked for (allow_public).
 ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"
 _ONCE_LABELS = [f'labels["{TAG_CREATED_AT}"]', f'labels["{TAG_EXPIRES_AT}"]']
 
