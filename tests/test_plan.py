@@ -36,13 +36,13 @@ def plan_cli(*args: str, config: str | None = None, tmp_path: Path) -> subproces
 
 @pytest.mark.parametrize(("cloud", "instance", "price"), [
     ("aws", "aws:ec2/instance:Instance", catalog.find_offer("aws", "g5.xlarge")),
-    ("gcp", "gcp:compute/instance:Instance", catalog.find_offer("gcp", "n1-standard-4")),
+    ("gcp", "gcp:compute/instance:Instance", catalog.find_offer("gcp", "g2-standard-4")),
 ])
 def test_plan_json_needs_no_credentials_and_no_network(cloud, instance, price, tmp_path):
     result = plan_cli("--cloud", cloud, "--json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"resources", "exposure", "cost"}
+    assert set(plan) == {"resources", "exposure", "cost", "serving"}
     types = [r["type"] for r in plan["resources"]]
     assert types.count(instance) == 1 and f"gpuprov:{cloud}:GpuHost" in types
     assert all(set(r) == {"type", "name", "inputs"} and ":" in r["type"] for r in plan["resources"])

@@ -18,7 +18,18 @@ from typing import Any
 
 import requests
 
-from gpuprov.apps.base import App, AppCheck, BuildInput, Service, ServiceCheck, SmokeFailed, SourceBuild
+from gpuprov.apps.base import (
+    App,
+    AppCheck,
+    BuildInput,
+    GpuNeed,
+    GpuTarget,
+    Service,
+    ServiceCheck,
+    Sizing,
+    SmokeFailed,
+    SourceBuild,
+)
 
 
 def image(config: Any) -> str:
@@ -88,6 +99,37 @@ def _smoke(check: AppCheck) -> dict[str, Any]:
     return {"monai_label": {"label_name": params["label_name"], "mask_bytes": len(mask), "params_keys": sorted(params)}}
 
 
+# GPU memory of the server's models, all resident in its one process; sources beside each.
+MODELS_GIB = (
+    ("nnInteractive", 10.0, "10 GB VRAM recommended (https://github.com/MIC-DKFZ/nnInteractive#prerequisites)"),
+    ("SAM2.1 tiny", 1.0, "38.9 M params (https://github.com/facebookresearch/sam2), with working memory; estimate"),
+    ("MedSAM2", 1.0, "SAM2.1 tiny-based (https://github.com/bowang-lab/MedSAM2), with working memory; estimate"),
+)
+SAM3_GIB = (4.2, "848 M params in float32 (https://github.com/facebookresearch/sam3) and working memory; estimate")
+CUDA_CONTEXT_GIB = 0.5
+BLACKWELL_TORCH = ("the OHIF-AI Dockerfile builds on torch 2.6 with CUDA 12.1, which has no Blackwell kernels "
+                   "(PyTorch supports Blackwell from 2.7 with CUDA 12.8: https://pytorch.org/blog/pytorch-2-7/)")
+
+
+def sizing(config: Any, target: GpuTarget) -> Sizing:
+    """What the MONAI Label server takes on the card (its figures are fixed), and where its build cannot run."""
+    problems = []
+    gpu = target.gpu
+    if gpu is not None and gpu.generation == "blackwell" and not config.monai_label_image:
+        problems.append(f"MONAI Label cannot run on a {gpu.name} (Blackwell) when built from "
+                        f"{config.monai_label_ref[:7]}: {BLACKWELL_TORCH}; build an image on torch 2.7+ with "
+                        "CUDA 12.8 and set monai_label_image, or deploy apps: [vllm_cxr]")
+    if gpu is None:
+        return Sizing({}, (), tuple(problems))
+    models = list(MODELS_GIB) + ([("SAM3", *SAM3_GIB)] if "sam3.pt" in target.inputs else [])
+    gib = sum(m[1] for m in models) + CUDA_CONTEXT_GIB
+    basis = "; ".join(f"{name} {size:g} GiB ({src})" for name, size, src in models)
+    if "sam3.pt" not in target.inputs:
+        basis += f"; SAM3 adds {SAM3_GIB[0]:g} GiB when sam3.pt is supplied"
+    return Sizing({}, (GpuNeed("monai_label", round(gib, 1), f"CUDA context {CUDA_CONTEXT_GIB} GiB; {basis}"),),
+                  tuple(problems))
+
+
 APP = App(
     name="monai_label",
     summary="the OHIF-AI MONAI Label server (SAM2 / SAM3 / nnInteractive) on 8002",
@@ -105,4 +147,5 @@ APP = App(
     ),
     smoke=_smoke,
     backup=("data/predictions", "data/studies"),
+    sizing=sizing,
 )

@@ -27,6 +27,7 @@ from gpuprov.apps.base import (
     ServiceCheck,
     SmokeFailed,
 )
+from gpuprov.apps.vllm_cxr.sizing import SETTINGS, sizing
 
 ADMIN_NAME = "gpuprov admin"
 
@@ -36,7 +37,7 @@ def _env(ctx: HostContext) -> dict[str, str]:
     return {
         "MODEL_ID": c.model_id,
         "SERVED_MODEL_NAME": c.served_model_name,
-        "GPU_MEMORY_UTILIZATION": str(c.gpu_memory_utilization),
+        **ctx.sizing,  # dtype, context, multimodal limits and GPU share for the host's GPU (sizing.py)
         "OPENAI_API_BASE_URL": f"http://{ctx.peer('vllm')}:8000/v1",
     }
 
@@ -125,7 +126,7 @@ APP = App(
     services=(
         Service(
             name="vllm", container="vllm", port=8000, image=lambda c: c.vllm_image, health=_vllm_health,
-            hash_env=("MODEL_ID", "SERVED_MODEL_NAME", "GPU_MEMORY_UTILIZATION"), hash_files=("secrets.env",),
+            hash_env=("MODEL_ID", "SERVED_MODEL_NAME", *SETTINGS), hash_files=("secrets.env",),
             metrics=Metrics("/metrics", running=("vllm:num_requests_running",), waiting=("vllm:num_requests_waiting",),
                             counters=("vllm:request_success_total", "vllm:prompt_tokens_total")),
         ),
@@ -146,4 +147,5 @@ APP = App(
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
     after_healthy=_ensure_admin,
+    sizing=sizing,
 )
