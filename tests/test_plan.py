@@ -67,7 +67,7 @@ def test_plan_shows_opened_ports_with_their_sources_and_key_settings(tmp_path):
     assert "gcp:compute/firewall:Firewall" in text and "scheduling.onHostMaintenance: TERMINATE" in text
     assert "8002 monai_label  from 198.51.100.0/24 (direct)" in text
     assert "8000 vllm         from nobody" in text
-    assert "$0.540/hour" in text and "spot capacity" in text
+    assert "$0.710/hour" in text and "spot capacity" in text
 
 
 def test_public_ranges_without_allow_public_are_refused_with_exit_2(tmp_path):

@@ -1,4 +1,18 @@
 # OHIF-AI MONAI Label server stand-in: /info/ and /infer/segmentation with the real shapes.
+
+# The real server downloads nnInteractive's weights at import (basic_infer.py: snapshot_download(...,
+# local_dir="/code/checkpoints")) unless they are there already; the stand-in does the same with a
+# small file, so a test sees whether a recreated container downloaded again.
+on_start() {
+  weights=/code/checkpoints/nnInteractive_v1.0
+  if [ -s "$weights/fold_0/checkpoint_final.pth" ]; then
+    echo "nnInteractive weights found in $weights"
+  else
+    echo "downloading nnInteractive weights into $weights"
+    mkdir -p "$weights/fold_0" /code/checkpoints/.cache/huggingface
+    date +%s%N > "$weights/fold_0/checkpoint_final.pth"
+  fi
+}
 route() {
   # One access-log line per request on the container's output (nc's, PID 1), in the shape of the real
   # server's uvicorn log: `docker logs monai_sam2` shows what reached it, e.g. through the viewer's tunnel.
