@@ -51,6 +51,8 @@ def test_deploy_serves_both_stacks_healthy_through_the_tunnel_and_a_redeploy_is_
         answer = smoke(cfg, tunnel.urls)
         assert answer["vllm"]["model"] == cfg.served_model_name
         assert answer["monai_label"]["label_name"] == "segmentation"
+        assert sorted(answer["monai_label"]["mask_shape"]) == [8, 16, 16]  # the generated series' shape
+        assert answer["vllm"]["total_tokens"] > 1000  # the chest X-ray went with the question
         # vLLM's key is enforced, as --api-key would
         assert requests.get(f"{tunnel.urls['vllm']}/v1/models", timeout=10).status_code == 401
     again = deploy(cfg, host)
@@ -101,6 +103,15 @@ def test_vllm_runs_with_the_settings_sized_for_the_host(deployed):
     assert json.loads(env["LIMIT_MM_PER_PROMPT"]) == {"image": 1, "video": 0}
     args = on_host(cfg, host, "docker inspect vllm --format '{{json .Args}}'")
     assert "--max-model-len" in json.loads(args) and "--limit-mm-per-prompt" in json.loads(args)
+    # ... and vLLM holds prompts to them: a second image in one prompt is refused, as vLLM refuses it
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with Tunnel(cfg, host) as tunnel:
+        key = secrets_of(cfg.stack, registry().app("vllm_cxr"))["vllm_api_key"]
+        r = requests.post(f"{tunnel.urls['vllm']}/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": cfg.served_model_name,
+                                "messages": [{"role": "user", "content": [image, image]}]})
+    assert r.status_code == 400 and "At most 1 image(s)" in r.json()["message"]
 
 
 def test_a_recreated_monai_label_container_reuses_its_downloaded_weights(deployed):

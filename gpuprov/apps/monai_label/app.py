@@ -10,10 +10,14 @@ takes a volume and a JSON ``params`` form field and answers multipart ``params``
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import struct
+import tempfile
+import zipfile
 from email.message import Message
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -46,19 +50,6 @@ def _health(check: ServiceCheck) -> str | None:
     return None
 
 
-def tiny_nifti(shape: tuple[int, int, int] = (8, 8, 4)) -> bytes:
-    """A small gzipped NIfTI-1 uint8 volume: a valid input for MONAI Label's /infer endpoints."""
-    hdr = bytearray(348)
-    struct.pack_into("<i", hdr, 0, 348)
-    struct.pack_into("<8h", hdr, 40, 3, *shape, 1, 1, 1, 1)
-    struct.pack_into("<hh", hdr, 70, 2, 8)  # datatype uint8, 8 bits
-    struct.pack_into("<8f", hdr, 76, 1, 1, 1, 1, 1, 1, 1, 1)
-    struct.pack_into("<ff", hdr, 108, 352.0, 1.0)  # vox_offset, scl_slope
-    hdr[344:348] = b"n+1\0"
-    voxels = bytes((x * 16) % 256 for x in range(shape[0] * shape[1] * shape[2]))
-    return gzip.compress(bytes(hdr) + b"\0" * 4 + voxels, mtime=0)
-
-
 def _multipart(content_type: str, body: bytes) -> dict[str, Message]:
     msg = BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     if not msg.is_multipart():
@@ -70,19 +61,37 @@ def _multipart(content_type: str, body: bytes) -> dict[str, Message]:
     return parts
 
 
+SMOKE_SERIES = (8, 16)  # slices, rows and columns of the generated series the smoke test sends
+
+
+def series_zip(slices: int, size: int) -> bytes:
+    """A synthetic CT series (pydicom, no patient data) as the DICOM zip OHIF-AI's viewer uploads."""
+    from gpuprov.viewer.studies import write_sample_series
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_sample_series(Path(tmp), slices=slices, size=size)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for path in paths:
+                archive.write(path, path.name)
+    return buffer.getvalue()
+
+
 def _smoke(check: AppCheck) -> dict[str, Any]:
-    """``nninter: init``, then an nnInteractive point prompt; the mask must come back as NIfTI."""
-    url, volume = check.urls["monai_label"], tiny_nifti()
+    """``nninter: init`` with a DICOM series, then an nnInteractive point prompt inside it; the mask must
+    come back as a NIfTI volume of the series' shape."""
+    slices, size = SMOKE_SERIES
+    url, volume = check.urls["monai_label"], series_zip(slices, size)
 
     def infer(params: dict[str, Any]) -> requests.Response:
         return requests.post(f"{url}/infer/segmentation", timeout=300,
-                             files={"file": ("volume.nii.gz", volume, "application/gzip")},
+                             files={"file": ("series.zip", volume, "application/zip")},
                              data={"params": json.dumps(params)})
 
     r = infer({"nninter": "init"})
     if r.status_code != 200 or r.json() != {}:
         raise SmokeFailed("monai_label", f"nninter init answered {r.status_code}: {r.text[:200]}")
-    r = infer({"nninter": True, "pos_points": [[4, 4, 2]], "neg_points": []})
+    r = infer({"nninter": True, "pos_points": [[size // 2, size // 2, slices // 2]], "neg_points": []})
     if r.status_code != 200:
         raise SmokeFailed("monai_label", f"the point prompt answered {r.status_code}: {r.text[:200]}")
     try:
@@ -92,11 +101,15 @@ def _smoke(check: AppCheck) -> dict[str, Any]:
         assert isinstance(payload, bytes)
         mask = gzip.decompress(payload)
         assert struct.unpack_from("<i", mask, 0)[0] == 348, "the image part is not a NIfTI-1 volume"
+        dims = struct.unpack_from("<4h", mask, 40)
+        assert dims[0] == 3 and sorted(dims[1:]) == sorted((size, size, slices)), \
+            f"the mask is {dims[1:]}, the series {size}x{size}x{slices}"
         for key in ("prompt_info", "label_name"):
             assert key in params, f"params lacks {key}"
     except (KeyError, ValueError, OSError, AssertionError) as err:
         raise SmokeFailed("monai_label", f"the segmentation answer has the wrong shape ({err})") from None
-    return {"monai_label": {"label_name": params["label_name"], "mask_bytes": len(mask), "params_keys": sorted(params)}}
+    return {"monai_label": {"label_name": params["label_name"], "mask_shape": list(dims[1:]),
+                            "mask_bytes": len(mask), "params_keys": sorted(params)}}
 
 
 # GPU memory of the server's models, all resident in its one process; sources beside each.

@@ -9,6 +9,7 @@ the first account that signs up (``POST /api/v1/auths/signup``) becomes its admi
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets as random
 from typing import Any
@@ -28,6 +29,7 @@ from gpuprov.apps.base import (
     SmokeFailed,
 )
 from gpuprov.apps.vllm_cxr.sizing import SETTINGS, sizing
+from gpuprov.apps.vllm_cxr.xray import chest_xray_png
 
 ADMIN_NAME = "gpuprov admin"
 
@@ -80,12 +82,15 @@ def _webui_health(check: ServiceCheck) -> str | None:
 
 
 def _smoke(check: AppCheck) -> dict[str, Any]:
-    """A chat completion a user would send, its answer checked for the OpenAI shape."""
+    """What the model is for: a chest X-ray (generated, no patient data) and a question, as an OpenAI
+    multimodal message; the answer is checked for the OpenAI shape and for tokens produced."""
     model = check.config.served_model_name
+    image = "data:image/png;base64," + base64.b64encode(chest_xray_png()).decode()
+    content = [{"type": "text", "text": "Describe any abnormality in this chest X-ray."},
+               {"type": "image_url", "image_url": {"url": image}}]
     r = requests.post(f"{check.urls['vllm']}/v1/chat/completions", timeout=300,
                       headers={"Authorization": f"Bearer {check.secrets['vllm_api_key']}"},
-                      json={"model": model, "max_tokens": 64,
-                            "messages": [{"role": "user", "content": "Is a chest X-ray with clear lungs normal?"}]})
+                      json={"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": content}]})
     if r.status_code != 200:
         raise SmokeFailed("vllm", f"chat completion answered {r.status_code}: {r.text[:200]}")
     body = r.json()
@@ -94,6 +99,7 @@ def _smoke(check: AppCheck) -> dict[str, Any]:
         assert message["role"] == "assistant" and isinstance(message["content"], str) and message["content"]
         assert body["object"] == "chat.completion" and body["model"] == model
         usage = body["usage"]["total_tokens"]
+        assert body["usage"]["completion_tokens"] > 0
     except (KeyError, IndexError, TypeError, AssertionError):
         raise SmokeFailed("vllm", f"the chat completion has the wrong shape: {json.dumps(body)[:300]}") from None
     return {"vllm": {"model": body["model"], "answer_chars": len(message["content"]), "total_tokens": usage}}

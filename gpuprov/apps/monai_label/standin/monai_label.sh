@@ -33,6 +33,12 @@ infer() {
     json "422 Unprocessable Entity" '{"detail":[{"loc":["body","file"],"msg":"field required","type":"value_error.missing"}]}'
     return
   fi
+  # The real server reads a DICOM zip, a DICOM file or a NIfTI volume; anything else fails there.
+  zip=$(printf 'PK\003\004') gz=$(printf '\037\213')
+  if ! sed -n '/name="file"/,$p' "$BODY" | grep -aq -e "$zip" -e 'DICM' -e "$gz"; then
+    json "500 Internal Server Error" '{"detail":"the file is not a DICOM zip, DICOM file or NIfTI volume"}'
+    return
+  fi
   params=$(sed -n '/name="params"/,/^--/p' "$BODY" | tr -d '\r' | grep -a '^{' | head -n 1)
   case "$params" in
     *'"nninter"'*'"init"'*|*'"nninter"'*'"reset"'*) json "200 OK" '{}'; return ;;
