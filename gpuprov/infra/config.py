@@ -93,7 +93,9 @@ class StackConfig(BaseModel):
                                   "monai_label, or an app folder of your own listed in GPUPROV_APP_PATH.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
     served_model_name: str = Field("monai-reasoning-cxr-3b", description="Model name vLLM answers to.")
-    gpu_memory_utilization: float = Field(0.5, description="Share of GPU memory vLLM may take (0 < x <= 1).")
+    gpu_memory_utilization: float | None = Field(None, description="Share of GPU memory vLLM may take (0 < x <= 1); "
+                                                  "unset: what the GPU memory budget leaves it on the card.")
+    max_model_len: int = Field(8192, description="Longest prompt plus answer vLLM accepts, in tokens (1024 to 32768).")
     vllm_image: str = Field("vllm/vllm-openai:v0.11.0", description="vLLM image reference with a pinned tag.")
     open_webui_image: str = Field("ghcr.io/open-webui/open-webui:v0.6.34", description="Open WebUI image reference.")
     monai_label_image: str | None = Field(None, description="Prebuilt OHIF-AI MONAI Label image; built on the host when unset.")
@@ -205,9 +207,16 @@ class StackConfig(BaseModel):
 
     @field_validator("gpu_memory_utilization")
     @classmethod
-    def _gpu_share(cls, v: float) -> float:
-        if not 0 < v <= 1:  # NaN fails this too
+    def _gpu_share(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 1:  # NaN fails this too
             raise ConfigError("gpu_memory_utilization", v, "expected a share greater than 0 and at most 1, such as 0.5")
+        return v
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _context(cls, v: int) -> int:
+        if not 1024 <= v <= 32768:  # NV-Reason-CXR-3B's context is 32k
+            raise ConfigError("max_model_len", v, "expected tokens from 1024 to 32768 (the model's context)")
         return v
 
     @field_validator("idle_minutes")

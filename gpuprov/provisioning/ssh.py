@@ -193,7 +193,10 @@ class Remote:
                             on_line(line.decode(errors="replace"))
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                elif (chan.exit_status_ready() and (chan.eof_received or chan.closed)
+                      and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                    # The exit status can come before the last of the output (sshd sends it when the
+                    # process ends): done only once the host has also closed its end of the output.
                     break
                 else:
                     time.sleep(0.005)
