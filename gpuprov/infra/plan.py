@@ -51,7 +51,8 @@ def plan(
     calls: dict[str, CallHandler] | None = None,
     output_defaults: OutputDefaults | None = None,
 ) -> dict[str, Any]:
-    """``{"resources": [...], "exposure": [...], "cost": {...}}`` for ``config``."""
+    """``{"resources": [...], "exposure": [...], "cost": {...}, "idle_protection": ...}`` for ``config``
+    (``idle_protection``: what protects the host when its idle agent cannot act, else None)."""
     from gpuprov import infra
     from gpuprov.infra.prices import estimate_for
 
@@ -62,7 +63,10 @@ def plan(
     cost: dict[str, Any] = asdict(estimate_for(config))
     if config.spot:
         cost["note"] = "spot capacity: billed at the market price, usually far below this on-demand ceiling"
-    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost}
+    from gpuprov.infra.clouds import driver_for
+
+    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost,
+            "idle_protection": driver_for(config.cloud).idle_protection(config)}
 
 
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

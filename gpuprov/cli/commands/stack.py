@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
@@ -121,3 +122,5 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
               f"  [dim]({c['source']})[/dim]")
     if c.get("note"):
         out.print(f"      {c['note']}")
+    if result.get("idle_protection"):
+        err.print(f"[bold yellow]warning:[/bold yellow] {escape(result['idle_protection'])}")

@@ -153,6 +153,9 @@ class CloudDriver(abc.ABC):
     image_grammar: ClassVar[tuple[re.Pattern[str], str] | None] = None
     #: Environment variables that carry this cloud's credentials, for messages ("set LAMBDA_API_KEY").
     credential_hint: ClassVar[str] = ""
+    #: Environment variables holding this cloud's secrets: never handed to ``gpuprov ci``'s CMD
+    #: (:mod:`gpuprov.ci.env`) unless passed by name.
+    secret_env: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
@@ -281,9 +284,14 @@ class CloudDriver(abc.ABC):
     def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
         """What the host's idle agent does to stop the bill here, and why that and not something else."""
 
-    def idle_credentials(self) -> dict[str, str]:
+    def idle_credentials(self, config: StackConfig) -> dict[str, str]:
         """The credential the idle action needs on the host (its secret file's entries); {} when none."""
         return {}
+
+    def idle_protection(self, config: StackConfig) -> str | None:
+        """When the host's idle agent cannot stop the bill here (no credential it may use), what protects the
+        host instead, in one line for ``plan`` and ``deploy``; None when the agent can act."""
+        return None
 
     # --- prices -------------------------------------------------------------------------------------------
 

@@ -38,6 +38,10 @@ class AwsDriver(CatalogCloud):
     supports_spot = True
     image_grammar = (re.compile(r"^ami-[0-9a-f]{8,17}\Z"), "an AMI id such as ami-0123456789abcdef0")
     credential_hint = "AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID...)"
+    # boto3's credential variables (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/credentials.html)
+    secret_env = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                  "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+                  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
     KEY_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
         "pulumi:providers:aws": ("region",),
         INSTANCE: ("instanceType", "ami", "metadataOptions.httpTokens", "rootBlockDevice.volumeType",

@@ -41,6 +41,9 @@ class GcpDriver(CatalogCloud):
                                 r"projects/[a-z0-9-]+/global/images/[a-z0-9-]+)\Z"),
                      "an image link (projects/P/global/images/NAME) or family/NAME")
     credential_hint = "GOOGLE_CLOUD_PROJECT (and Application Default Credentials)"
+    # Application Default Credentials and gcloud's token overrides
+    secret_env = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_OAUTH_ACCESS_TOKEN", "CLOUDSDK_AUTH_ACCESS_TOKEN",
+                  "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", "GOOGLE_GHA_CREDS_PATH")
     KEY_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
         INSTANCE: ("machineType", "zone", "guestAccelerators", "bootDisk.initializeParams.image",
                    "bootDisk.initializeParams.size", "scheduling.onHostMaintenance", "scheduling.provisioningModel"),

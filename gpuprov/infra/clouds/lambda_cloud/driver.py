@@ -31,6 +31,7 @@ INSTANCE_TYPE = re.compile(r"^gpu_[0-9]+x_[a-z0-9_]+\Z")
 NAME_PREFIX = "gpuprov-"  # keys and rulesets are named gpuprov-<stack>; instances gpuprov-<stack>-<8 hex>
 MAX_RULES = 20  # Lambda's limit per ruleset
 GONE = frozenset({"terminated"})  # instance states that no longer bill nor exist for our purposes
+AGENT_KEY_ENV = "GPUPROV_LAMBDA_AGENT_API_KEY"  # a key made for idle agents only, revocable on its own
 SSH_VIA_DEFAULT = "direct, from anywhere (Lambda's default firewall; SSH key login only)"
 
 
@@ -49,6 +50,7 @@ class LambdaDriver(CatalogCloud):
     name = "lambda"
     title = "Lambda Cloud"
     credential_hint = "LAMBDA_API_KEY"
+    secret_env = ("LAMBDA_API_KEY", AGENT_KEY_ENV)
 
     # --- config ----------------------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ class LambdaDriver(CatalogCloud):
     # --- what a stack left; the reaper -----------------------------------------------------------
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
-        from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK
+        from gpuprov.infra.tags import TAG_CREATED_AT, TAG_MANAGED, TAG_STACK
 
         api = self.client()
         found: list[Leftover] = []
@@ -134,7 +136,8 @@ class LambdaDriver(CatalogCloud):
             if stack is None or inst.tags.get(TAG_STACK) == stack:
                 found.append(Leftover(self.name, "instance", inst.id, inst.tags.get(TAG_STACK), inst.name,
                                       inst.region, inst.status, dict(inst.tags)))
-        # Keys and rulesets carry no tags in Lambda's API: gpuprov names them gpuprov-<stack>, exactly.
+        # Keys and rulesets carry no tags in Lambda's API: gpuprov names them gpuprov-<stack>, exactly. A ruleset
+        # has its creation time (the reaper's grace for one with no instance); a key has none.
         for key in api.list_ssh_keys():
             owner = named_stack(key.name)
             if owner and (stack is None or owner == stack):
@@ -142,7 +145,8 @@ class LambdaDriver(CatalogCloud):
         for rs in api.list_firewall_rulesets():
             owner = named_stack(rs.name)
             if owner and (stack is None or owner == stack):
-                found.append(Leftover(self.name, "firewall-ruleset", rs.id, owner, rs.name, rs.region))
+                made = {TAG_CREATED_AT: str(int(rs.created.timestamp()))} if rs.created else {}
+                found.append(Leftover(self.name, "firewall-ruleset", rs.id, owner, rs.name, rs.region, tags=made))
         return found
 
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
@@ -223,14 +227,30 @@ class LambdaDriver(CatalogCloud):
     # --- on the host; prices ---------------------------------------------------------------------
 
     def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
+        if not self.idle_credentials(config):
+            return IdleAction("stop-apps", "no agent key (GPUPROV_LAMBDA_AGENT_API_KEY): the agent cannot terminate "
+                              "the instance, so it stops the apps; the host bills until its expiry is reaped or "
+                              "`gpuprov down`")
         return IdleAction(
             "http", "Lambda has no stop, and an OS shutdown keeps billing: the instance is terminated through the API",
             method="POST", url=f"{self.settings.lambda_api_url}/api/v1/instance-operations/terminate",
             body={"instance_ids": [host.instance_id]}, secret="lambda_api_key")
 
-    def idle_credentials(self) -> dict[str, str]:
-        key = os.environ.get("LAMBDA_API_KEY")
+    def idle_credentials(self, config: StackConfig) -> dict[str, str]:
+        """The agent's own key (GPUPROV_LAMBDA_AGENT_API_KEY, one the user made for agents and can revoke alone);
+        the operator's LAMBDA_API_KEY only when the config says ``lambda_agent_uses_operator_key: true``."""
+        key = os.environ.get(AGENT_KEY_ENV)
+        if not key and config.lambda_agent_uses_operator_key:
+            key = os.environ.get("LAMBDA_API_KEY")
         return {"lambda_api_key": key} if key else {}
+
+    def idle_protection(self, config: StackConfig) -> str | None:
+        if self.idle_credentials(config):
+            return None
+        return (f"no {AGENT_KEY_ENV} (a Lambda key made for idle agents): the host's idle agent cannot terminate "
+                f"it and only stops the apps when idle; the host bills until its expiry "
+                f"({config.max_lifetime_hours:g} h after launch) is reaped by a scheduled `gpuprov reap`, or "
+                "`gpuprov down`. Set the agent key, or lambda_agent_uses_operator_key: true to use your own key")
 
     def live_offers(self, region: str | None = None) -> list[PricedOffer]:
         from gpuprov.cost.live import PricedOffer, fallback, today
