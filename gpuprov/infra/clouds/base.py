@@ -132,7 +132,7 @@ class Finding:
     """One resource the reaper found to remove, and why."""
 
     item: Leftover
-    reason: str  # expired | abandoned | orphaned | stack-teardown | expired-with-instance
+    reason: str  # expired | abandoned | orphaned | stack-teardown | with-instance | dangling
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
