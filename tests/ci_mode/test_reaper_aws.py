@@ -71,3 +71,15 @@ def test_the_owner_sweep_takes_only_that_owners_ci_stack(aws):  # noqa: F811
         ("instance", "ci-a", "orphaned"), ("key-pair", "ci-a", "orphaned"), ("security-group", "ci-a", "orphaned")]
     states = _states(ec2)
     assert states[mine] == "terminated" and states[other] == "running"
+
+
+def test_extend_moves_the_expiry_tags_of_the_callers_stack_only(aws):  # noqa: F811
+    ec2 = boto3.client("ec2", region_name=REGION)
+    mine = _stack(ec2, "dev", timedelta(minutes=10), "me@m1")
+    result = run_cli("extend", "--cloud", "aws", "--stack", "dev", "--hours", "3", "--json",
+                     env={"GPUPROV_AWS_REGIONS": REGION, "GPUPROV_OWNER": "me@m1"})
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["retagged"]) == 3  # instance, security group, key pair
+    tags = {t["Key"]: t["Value"] for r in ec2.describe_instances(InstanceIds=[mine])["Reservations"]
+            for i in r["Instances"] for t in i["Tags"]}
+    assert int(tags[TAG_EXPIRES_AT]) > int((utcnow() + timedelta(hours=3)).timestamp())

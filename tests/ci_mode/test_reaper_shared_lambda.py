@@ -181,3 +181,31 @@ def test_a_live_ci_run_in_another_pid_namespace_is_not_torn_down(two, standin: L
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_extend_keeps_a_host_past_its_first_expiry(two, standin: LambdaStandIn):
+    alice, bob = two
+    alice.up("long-job", hours=0.001)  # expires ~4 s after launch
+    result = alice.cli("extend", "--stack", "long-job", "--hours", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    moved = json.loads(result.stdout)
+    assert moved["agent"] == "not deployed" and any(r.startswith("instance ") for r in moved["retagged"])
+    status = alice.cli("status", "--stack", "long-job", "--json")
+    assert json.loads(status.stdout)["stacks"][0]["expires_at"] == moved["expires_at"]
+    time.sleep(4.5)  # past the launch's expiry tag: Lambda cannot change tags, the name carries the new one
+    for who in (bob, alice):
+        assert who.reap("--grace-minutes", "0")["found"] == []
+    assert names(standin)["instances"] == ["gpuprov-long-job"]
+    # A colleague cannot extend it: it is not theirs.
+    theirs = bob.cli("extend", "--cloud", "lambda", "--stack", "long-job", "--hours", "1")
+    assert theirs.returncode == 1 and "lists no host of stack 'long-job' made by you" in theirs.stderr
+    unknown = bob.cli("extend", "--stack", "long-job")  # no record here and no cloud named: nothing to guess
+    assert unknown.returncode == 1 and "no stack 'long-job' on local here" in unknown.stderr
+
+
+def test_status_warns_before_the_expiry(two, standin: LambdaStandIn):
+    alice, _ = two
+    alice.up("soon", hours=0.5)
+    result = alice.cli("status", "--stack", "soon")
+    assert result.returncode == 0, result.stderr
+    assert "warning: stack soon expires in" in result.stderr and "gpuprov extend --stack soon" in result.stderr

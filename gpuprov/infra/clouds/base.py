@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from gpuprov.infra.errors import GpuprovError
@@ -271,6 +272,12 @@ class CloudDriver(abc.ABC):
         """
         return [f"{self.name}: gpuprov does not remove resources here ({', '.join(str(i.item) for i in items)})"] \
             if items else []
+
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        """Move the expiry of ``items`` (a stack's own resources, from :meth:`inventory`) to ``expires`` in the
+        cloud, where the reaper reads it (``gpuprov extend``). Raises :class:`CloudError` when it cannot."""
+        if items:
+            raise CloudError(f"{self.title}: gpuprov cannot move an expiry here")
 
     # --- on the host -------------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from gpuprov.infra.clouds.base import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pulumi
     from pulumi.runtime import MockCallArgs, MockResourceArgs
 
@@ -166,6 +168,15 @@ class AwsDriver(CatalogCloud):
                     continue
                 progress(f"aws {region}: deleted {item.kind} {item.name or item.id}")
         return errors
+
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        from gpuprov.infra.clouds.aws import sdk
+
+        by_region: dict[str, list[str]] = {}
+        for item in items:
+            by_region.setdefault(str(item.region), []).append(item.id)
+        for region, ids in by_region.items():
+            sdk.set_expiry_tag(region, ids, expires)
 
     # --- on the host; prices ---------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gpuprov.infra.clouds.base import (
@@ -33,6 +34,26 @@ MAX_RULES = 20  # Lambda's limit per ruleset
 GONE = frozenset({"terminated"})  # instance states that no longer bill nor exist for our purposes
 AGENT_KEY_ENV = "GPUPROV_LAMBDA_AGENT_API_KEY"  # a key made for idle agents only, revocable on its own
 SSH_VIA_DEFAULT = "direct, from anywhere (Lambda's default firewall; SSH key login only)"
+
+
+EXPIRY_SUFFIX = re.compile(r"~([0-9a-z]{6})\Z")  # `gpuprov extend`'s expiry, in base 36 epoch seconds
+B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def name_with_expiry(name: str, expires: datetime) -> str:
+    """An instance name carrying ``expires``: Lambda cannot update tags (OpenAPI 1.8.3: ``POST /instances/{id}``
+    takes only ``name``, at most 64 characters), so ``gpuprov extend`` appends ``~<base 36 epoch>``."""
+    n, digits = int(expires.timestamp()), ""
+    while n:
+        n, r = divmod(n, 36)
+        digits = B36[r] + digits
+    return f"{EXPIRY_SUFFIX.sub('', name)[:57]}~{digits.rjust(6, '0')}"
+
+
+def expiry_in_name(name: str | None) -> str | None:
+    """The epoch seconds ``gpuprov extend`` put in an instance name, as the tag's text, or None."""
+    m = EXPIRY_SUFFIX.search(name or "")
+    return str(int(m.group(1), 36)) if m else None
 
 
 def resource_name(stack: str) -> str:
@@ -126,7 +147,7 @@ class LambdaDriver(CatalogCloud):
     # --- what a stack left; the reaper -----------------------------------------------------------
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
-        from gpuprov.infra.tags import TAG_CREATED_AT, TAG_MANAGED, TAG_STACK
+        from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
         api = self.client()
         found: list[Leftover] = []
@@ -134,8 +155,12 @@ class LambdaDriver(CatalogCloud):
             if inst.status in GONE or inst.tags.get(TAG_MANAGED) != "true":
                 continue
             if stack is None or inst.tags.get(TAG_STACK) == stack:
+                tags = dict(inst.tags)
+                moved = expiry_in_name(inst.name)  # `gpuprov extend` moved it: the name wins over the launch tag
+                if moved:
+                    tags[TAG_EXPIRES_AT] = moved
                 found.append(Leftover(self.name, "instance", inst.id, inst.tags.get(TAG_STACK), inst.name,
-                                      inst.region, inst.status, dict(inst.tags)))
+                                      inst.region, inst.status, tags))
         # Keys and rulesets carry no tags in Lambda's API: gpuprov names them gpuprov-<stack>, exactly. A ruleset
         # has its creation time (the reaper's grace for one with no instance); a key has none.
         for key in api.list_ssh_keys():
@@ -213,6 +238,12 @@ class LambdaDriver(CatalogCloud):
             except LambdaError as err:
                 errors.append(f"lambda: could not delete {f.item.kind} {f.item.name or f.item.id}: {err}")
         return errors
+
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        """Rename the instances (see :func:`name_with_expiry`); keys and rulesets carry no expiry here."""
+        api = self.client()
+        for item in (i for i in items if i.bills):
+            api.rename_instance(item.id, name_with_expiry(item.name or resource_name(str(item.stack)), expires))
 
     @staticmethod
     def _delete_ruleset(api: LambdaCloud, ruleset_id: str, in_use: type[BaseException], timeout_s: float) -> None:
