@@ -54,3 +54,18 @@ def test_the_owner_sweep_takes_only_that_owners_ci_instances(compute: ComputeSta
     report = reap(["gcp"], sweep_owner="gha:org/a", grace=timedelta(minutes=30))
     assert report.ok, report.errors
     assert [(f.item.id, f.reason) for f in report.removed] == [("gpuprov-ci-a", "orphaned")]
+
+
+def test_extend_moves_the_expiry_label_and_the_instance_survives_its_first_expiry(
+        compute: ComputeStandIn, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+    from tests.conftest import run_cli
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    compute.add_instance(PROJECT, "us-central1-a", "gpuprov-dev", labels("dev", timedelta(seconds=2), "me@m1"))
+    result = run_cli("extend", "--cloud", "gcp", "--stack", "dev", "--hours", "1", env={"GPUPROV_OWNER": "me@m1"})
+    assert result.returncode == 0, result.stderr
+    assert "1 cloud resource(s) retagged" in result.stdout
+    report = reap(["gcp"], now=utcnow() + timedelta(minutes=30))  # past the first expiry, before the new one
+    assert report.ok and report.found == []
+    set_labels = ("POST", f"/compute/v1/projects/{PROJECT}/zones/us-central1-a/instances/gpuprov-dev/setLabels")
+    assert set_labels in compute.requests

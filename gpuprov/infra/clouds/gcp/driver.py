@@ -17,6 +17,8 @@ from gpuprov.infra.clouds.base import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pulumi
     from pulumi.runtime import MockCallArgs, MockResourceArgs
 
@@ -141,6 +143,12 @@ class GcpDriver(CatalogCloud):
                  for i in api.find_labelled_instances(project, stack)]  # TERMINATED still holds billed disks
         found += [Leftover(self.name, "firewall", f.name, f.stack, f.name) for f in api.find_gpuprov_firewalls(project, stack)]
         return found
+
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        """The instances' expiry label; firewall rules carry no labels (they go with their instances)."""
+        api, project = self.api(), self.project()
+        for item in (i for i in items if i.bills):
+            api.set_expiry_label(project, str(item.region), item.id, str(int(expires.timestamp())))
 
     def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
         from gpuprov.infra.clouds.gcp.sdk import GcpError
