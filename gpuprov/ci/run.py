@@ -111,9 +111,11 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
     if held is not None and not held.abandoned and not held.mine:
         # Before the try: a refused run must not tear down the stack another run is using. A lease
         # this process cannot prove dead (another machine, boot or container) counts as held.
-        raise StackBusy(f"stack '{config.stack}' is held by a gpuprov ci (pid {held.pid} on machine "
-                        f"{held.machine_id[:12] or 'unknown'}) that cannot be proven gone from here; pick another "
-                        f"--stack, or wait for it (its hosts expire at {held.deadline})")
+        who = (f"a running gpuprov ci (pid {held.pid})" if held.holder.same_kernel_view() else
+               f"a gpuprov ci on another machine, boot or container (pid {held.pid} there) that cannot be proven "
+               "gone from here")
+        raise StackBusy(f"stack '{config.stack}' is held by {who}; pick another --stack or wait for it "
+                        f"(its run ends by {held.deadline})")
     # Imported now, not mid-run: a signal raised inside an import can come out wrapped in another error.
     import gpuprov.infra.clouds.local.sandbox  # noqa: F401
     import gpuprov.provisioning.deploy

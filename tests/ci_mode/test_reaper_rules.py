@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -130,12 +129,31 @@ def test_a_lease_is_abandoned_only_when_its_process_is_provably_gone():
 
 def test_a_reused_pid_does_not_make_a_live_lease_look_abandoned_or_a_dead_one_alive():
     CiLease.claim("reused", "lambda", 600)
-    parent = os.getppid()  # a pid that runs, but is not the lease's process
-    _rewrite("reused", pid=parent)  # the recorded start time is ours, not the parent's: the pid was reused
-    assert CiLease.load("reused").abandoned  # type: ignore[union-attr]
+    other = subprocess.Popen(["sleep", "30"])  # a pid that runs, but is not the lease's process
+    try:
+        _rewrite("reused", pid=other.pid)  # the recorded start time is ours, not sleep's: the pid was reused
+        assert CiLease.load("reused").abandoned  # type: ignore[union-attr]
+    finally:
+        other.kill()
+        other.wait()
     for field, value in [("machine_id", "0" * 32), ("boot_id", "another-boot"), ("pid_ns", "pid:[1]"),
                          ("machine_id", "")]:
         CiLease.claim("elsewhere", "lambda", 600)
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
         _rewrite("elsewhere", pid=int(dead.stdout), **{field: value})  # the pid is free *here*, which proves nothing
         assert not CiLease.load("elsewhere").abandoned, field  # type: ignore[union-attr]
+
+
+def test_a_ci_run_elsewhere_on_a_shared_home_is_never_taken_over():
+    """A lease written on another machine with a pid that is free here: a new run refuses, and tears nothing down."""
+    from tests.conftest import run_cli
+
+    CiLease.claim("shared", "local", 600)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _rewrite("shared", pid=int(dead.stdout), machine_id="f" * 32)
+    result = run_cli("ci", "--cloud", "local", "--no-deploy", "--stack", "shared", "--", "true")
+    assert result.returncode == 90, result.stderr
+    assert "held by a gpuprov ci on another machine, boot or container" in result.stderr
+    assert CiLease.load("shared") is not None  # still theirs
+    reaped = run_cli("reap", "--json")
+    assert json.loads(reaped.stdout)["stacks_torn_down"] == []
