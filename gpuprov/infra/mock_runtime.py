@@ -170,10 +170,18 @@ class MockStateFile:
         except FileNotFoundError:
             return {}
 
-    def save(self, resources: dict[str, dict[str, Any]], outputs: dict[str, Any] | None = None) -> None:
+    def save(self, resources: dict[str, dict[str, Any]], outputs: dict[str, Any] | None = None,
+             cloud: str | None = None) -> None:
+        """Write the state; ``cloud`` (kept from the last save when not given) says where the stack lives."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if cloud is None:
+            try:
+                cloud = json.loads(self.path.read_text()).get("cloud")
+            except (FileNotFoundError, ValueError):
+                cloud = None
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"resources": resources, "outputs": outputs or {}}, indent=2, default=str))
+        state = {"cloud": cloud, "resources": resources, "outputs": outputs or {}}
+        tmp.write_text(json.dumps(state, indent=2, default=str))
         tmp.chmod(0o600)
         tmp.replace(self.path)
 

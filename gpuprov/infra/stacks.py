@@ -170,9 +170,13 @@ class MockRuntimeBackend:
         try:
             outputs = run_program(lambda: gpuprov.infra.build(config), mocks, stack=config.stack)
         finally:
-            # Whatever was created is recorded, even when the run failed, so destroy can remove it.
+            # Whatever was created is recorded, even when the run failed, so destroy can remove it;
+            # a failed first run that created nothing leaves no state (nor a stack to `down`).
             merged = {**prior, **mocks.state}
-            state.save(merged, outputs)
+            if merged or outputs is not None:
+                state.save(merged, outputs, cloud=config.cloud)
+            else:
+                state.remove()
         gone = {k: v for k, v in prior.items() if k not in mocks.state}
         if gone:
             destroy_dynamic(gone, on_deleted=lambda n: self.progress(f"deleted {n}"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gpuprov.infra import records
 from gpuprov.infra.clouds.base import Progress
 from gpuprov.infra.clouds.existing.host import existing_host
@@ -18,7 +20,8 @@ class ExistingBackend:
 
     def up(self, config: StackConfig) -> GpuHost:
         host = existing_host(config)
-        records.save(config.stack, config.cloud, host)
+        key = config.ssh_private_key_path
+        records.save(config.stack, config.cloud, host, ssh_key_path=str(Path(key).expanduser()) if key else None)
         return host
 
     def destroy(self, config: StackConfig) -> None:
