@@ -94,9 +94,10 @@ def _recorded_machine(stack: str, cloud: str, config: Path | None) -> dict[str, 
 def table(*headers: str, whole: tuple[str, ...] = ()) -> Any:
     """A rich table for narrow terminals (80 columns): the ``whole`` columns (addresses, instance types)
     are not wrapped (the others wrap between words first to make room), and nothing is cut to an ellipsis."""
+    from rich import box
     from rich.table import Column, Table
 
-    return Table(*(Column(h, overflow="fold", no_wrap=h in whole) for h in headers))
+    return Table(*(Column(h, overflow="fold", no_wrap=h in whole) for h in headers), box=box.SIMPLE_HEAD, collapse_padding=True)
 
 
 def print_table(grid: Any) -> None:

@@ -78,9 +78,9 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
             wait_healthy(cfg, host, timeout_s, progress=show)
     except (GpuprovError, KeyboardInterrupt):
         # Say it plainly: the host outlives a failed deploy, and may be billing.
-        if host.usd_hour:
-            err.print(f"[yellow]the host is still up and billing ${host.usd_hour:.2f}/h:[/yellow] fix the cause and "
-                      f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
+        billing = f" and billing ${host.usd_hour:.2f}/h" if host.usd_hour else ""
+        err.print(f"[yellow]the host is still up{billing}:[/yellow] fix the cause and "
+                  f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
         raise
     for login in result.credentials:
         err.print(f"[bold]{escape(login.label)} (shown once; kept 0600 in {escape(login.kept_in)}):[/bold] "
@@ -123,10 +123,13 @@ def auth_hint(stack: str, services: list[str]) -> str | None:
     """How to authenticate to a tunnelled vLLM, without the key itself: where it is kept."""
     if "vllm" not in services:
         return None
+    from gpuprov.apps import registry
     from gpuprov.provisioning.secrets import secrets_path
 
+    app = registry().service("vllm")[0].name
+    where = secrets_path(stack)
     return (f"vllm's /v1 API wants `Authorization: Bearer <key>`; the key (vllm_api_key) is kept 0600 in "
-            f"{secrets_path(stack)}: KEY=$(jq -r '.apps.vllm_cxr.vllm_api_key' {secrets_path(stack)})")
+            f"{where}: KEY=$(jq -r '.apps.{app}.vllm_api_key' {where})")
 
 
 @app.command()
