@@ -275,7 +275,6 @@ def test_the_tunnel_says_when_a_port_is_taken_takes_port_overrides_and_says_wher
     """Issue #11: MONAI Label moved to a random port without a word, and nothing said where vLLM's key is."""
     import contextlib
     import os
-    import signal
     import sys
 
     from gpuprov.provisioning.secrets import secrets_path
@@ -292,13 +291,19 @@ def test_the_tunnel_says_when_a_port_is_taken_takes_port_overrides_and_says_wher
                              "--port", f"open_webui={chosen}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         urls = dict(proc.stdout.readline().split() for _ in range(3))
         assert urls["open_webui"] == f"http://127.0.0.1:{chosen}"
         assert urls["monai_label"] != "http://127.0.0.1:8002"
+        said: list[str] = []
+        while not said or "forwarding over SSH" not in said[-1]:  # everything it says before it forwards
+            line = proc.stderr.readline()
+            assert line, "".join(said)
+            said.append(line)
+        stderr = "".join(said)
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=20)
+        proc.kill()  # how it stops is the Ctrl-C test's; here only what it said counts
+        proc.wait(timeout=20)
         holder.close()
     port = urls["monai_label"].rsplit(":", 1)[1]
     assert (f"WARNING: local port 8002 is taken; monai_label is on 127.0.0.1:{port} instead (a client set for 8002 "
