@@ -25,7 +25,16 @@ class ExistingBackend:
         return host
 
     def destroy(self, config: StackConfig) -> None:
-        self.progress(f"existing host {config.host}: nothing to remove (gpuprov did not create it)")
+        """The machine stays (gpuprov did not create it); what deploy installed there goes."""
+        from gpuprov.provisioning.uninstall import uninstall
+
+        record = records.load(config.stack)
+        if record is not None and record.deployed:
+            self.progress(f"existing host {config.host}: removing what gpuprov installed (its apps, idle agent, "
+                          "files); the machine itself stays")
+            uninstall(config, record.host)
+        else:
+            self.progress(f"existing host {config.host}: nothing was deployed there; the machine itself stays")
         records.forget(config.stack)
 
     def outputs(self, config: StackConfig) -> GpuHost | None:
