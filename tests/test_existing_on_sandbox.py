@@ -14,7 +14,7 @@ INSTALLED = ["opt/gpuprov", "etc/gpuprov", "usr/local/bin/gpuprov-idle", "etc/sy
              "etc/systemd/system/gpuprov-idle.timer", "run/gpuprov-idle.pid"]
 
 
-def _listing(box: LocalSandbox) -> dict[str, object]:
+def _listing(box: LocalSandbox) -> dict[str, list[str]]:
     """What a look at the machine shows: gpuprov's files (under its root) and every container and volume."""
     root = box.dir / "host"
     docker = ssh(box, "docker ps -a --format '{{.Names}}'; echo ---; docker volume ls -q")
