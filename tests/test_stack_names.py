@@ -107,3 +107,18 @@ def test_stack_help_says_the_real_default(command, says):
 def test_status_json_names_the_key_that_logs_in(existing_stack, tmp_path):
     [stack] = json.loads(run_cli("status", "--json").stdout)["stacks"]
     assert stack["ssh_key_path"] == str(tmp_path / "id")
+
+
+def test_up_of_a_stack_that_lives_elsewhere_refuses_another_cloud(existing_stack):
+    result = run_cli("up", "--stack", "nc-lam3", "--cloud", "local", "--no-deploy")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: stack 'nc-lam3' lives on existing, not local; drop --cloud (and a "
+                                     "config file's `cloud:`) to reach it, or name another stack with --stack")
+    assert [s["cloud"] for s in json.loads(run_cli("status", "--json").stdout)["stacks"]] == ["existing"]
+
+
+def test_up_by_name_alone_stays_where_the_stack_lives(existing_stack):
+    result = run_cli("up", "--stack", "nc-lam3", "--no-deploy")
+    assert result.returncode == 0, result.stderr
+    assert "nc-lam3: existing host up at nvidia@192.0.2.10:2222" in result.stdout
+    assert [s["cloud"] for s in json.loads(run_cli("status", "--json").stdout)["stacks"]] == ["existing"]

@@ -39,7 +39,11 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
        deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the apps once the host is up.")] = True,
        ) -> None:
     """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its apps."""
+    from gpuprov.infra.stack_index import UNKNOWN_CLOUD, known_stacks
+
     cfg = load(cloud, config, stack)
+    if known_stacks(settings()).get(cfg.stack, cfg.cloud) not in (cfg.cloud, UNKNOWN_CLOUD):
+        cfg = load_existing(cloud, config, stack)  # the stack lives elsewhere: up it there, or refuse another cloud
     if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)
     driver = driver_for(cfg.cloud, settings())
