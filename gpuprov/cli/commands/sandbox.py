@@ -66,4 +66,7 @@ def lambda_api(
             standin.stop()
     finally:
         if box is not None:
+            from gpuprov.infra.keys import forget_keypair
+
             box.destroy()
+            forget_keypair(SANDBOX_NAME)  # the box's own login key: nothing is left of it
