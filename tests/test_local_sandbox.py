@@ -104,3 +104,23 @@ def test_down_forgets_the_gone_host_so_the_same_stack_comes_up_again(gpuprov_hom
     finally:
         assert run_cli("down", "--stack", "again").returncode == 0
     assert LocalSandbox("again", root=gpuprov_home).leftovers() == []
+
+
+def test_a_second_up_keeps_the_expiry_and_down_leaves_no_key_or_pin(gpuprov_home: Path):
+    """Issue #11: a second `up` of a running sandbox showed expiry `-` (the record held null)."""
+    need_sandbox()
+    first = run_cli("up", "--stack", "nc-twice", "--no-deploy")
+    assert first.returncode == 0, first.stderr
+    try:
+        [before] = json.loads(run_cli("status", "--json").stdout)["stacks"]
+        again = run_cli("up", "--stack", "nc-twice", "--no-deploy")
+        assert again.returncode == 0, again.stderr
+        [after] = json.loads(run_cli("status", "--json").stdout)["stacks"]
+        assert before["expires_at"] is not None
+        assert after["expires_at"] == before["expires_at"]
+    finally:
+        down = run_cli("down", "--stack", "nc-twice")
+    assert down.returncode == 0, down.stderr
+    assert LocalSandbox("nc-twice", root=gpuprov_home).leftovers() == []
+    assert not (gpuprov_home / "keys" / "nc-twice").exists()
+    assert sorted(p.name for p in (gpuprov_home / "known_hosts").glob("nc-twice*")) == []

@@ -9,12 +9,14 @@ the same stack or ``gpuprov reap`` remove what it left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
 from gpuprov.ci.env import command_env
@@ -65,6 +67,23 @@ def _teardown_until_done(config: StackConfig, settings: Settings, summary: CiSum
     summary.signals_during_teardown = list(signals.noted)
 
 
+def _in_own_group(cmd: list[str], group: str) -> str:
+    """CMD on the host in a session (process group) of its own whose id is kept in ``group``: what
+    :func:`_stop_group` signals. CMD's exit code is the script's."""
+    g = shlex.quote(group)
+    inner = shlex.quote(f"echo $$ > {g}; exec \"$@\"")
+    return (f"if command -v setsid >/dev/null 2>&1; then setsid sh -c {inner} gpuprov-ci {shlex.join(cmd)} & "
+            f"else {shlex.join(cmd)} & fi\nwait $!\ncode=$?\nrm -f {g}\nexit $code\n")
+
+
+def _stop_group(group: str) -> str:
+    """SIGTERM to CMD's process group on the host, SIGKILL to what is left after 5 seconds."""
+    g = shlex.quote(group)
+    return (f"pg=$(cat {g} 2>/dev/null) || exit 0\nkill -TERM -\"$pg\" 2>/dev/null\n"
+            f"for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -\"$pg\" 2>/dev/null || break; sleep 0.5; done\n"
+            f"kill -KILL -\"$pg\" 2>/dev/null\nrm -f {g}\n")
+
+
 def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, timeout_s: float,
                  pass_env: tuple[str, ...] = ()) -> int:
     """Run CMD on the host over SSH, or here with the services' tunnel URLs in the least environment
@@ -72,8 +91,16 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
     if on == "host":
         from gpuprov.provisioning.ssh import Remote, target_for
 
+        group = f"/tmp/gpuprov-ci-{uuid.uuid4().hex}.pgid"  # noqa: S108  a name of its own, on the host
         with Remote(target_for(config, host)) as remote:
-            code, _out, stderr = remote.script(shlex.join(cmd) + "\n", on_line=print, timeout_s=timeout_s)
+            try:
+                code, _out, stderr = remote.script(_in_own_group(cmd, group), on_line=print, timeout_s=timeout_s)
+            except BaseException:
+                # Interrupted (a signal, the time limit): closing the channel would leave CMD running on
+                # the host (an existing machine keeps it running), so its process group is stopped first.
+                with contextlib.suppress(Exception):
+                    remote.script(_stop_group(group), timeout_s=20)
+                raise
         if stderr:
             sys.stderr.write(stderr)
         return code

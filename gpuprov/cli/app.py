@@ -48,7 +48,7 @@ CloudOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML stack config (bare keys or a Pulumi.<stack>.yaml).")
 ]
-StackOpt = Annotated[str | None, typer.Option("--stack", "-s", help="Stack name (default: dev).")]
+StackOpt = Annotated[str | None, typer.Option("--stack", "-s", help="Stack name (default: dev, or the config's `stack:`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 
@@ -61,6 +61,54 @@ def settings() -> Settings:
 def load(cloud: str | None, config: Path | None, stack: str | None, **overrides: Any) -> StackConfig:
     """The validated stack config from ``--config`` plus flags."""
     return load_config(config, {"cloud": cloud, "stack": stack, **overrides})
+
+
+def load_existing(cloud: str | None, config: Path | None, stack: str | None) -> StackConfig:
+    """The config of a stack that exists (:mod:`gpuprov.infra.stack_index`), on the cloud it lives on.
+
+    A stack named by ``--stack`` alone is reached where it lives; flags or a config file that name
+    another cloud are refused, and so is a name (typed or the default) no stack has.
+    """
+    from gpuprov.infra.stack_index import UNKNOWN_CLOUD, StackElsewhere, known_stacks, require
+    from gpuprov.infra.stacks import stack_cloud
+
+    cfg = load(cloud, config, stack)
+    where = require(cfg.stack, known_stacks(settings()), defaulted="stack" not in cfg.model_fields_set)
+    if where == UNKNOWN_CLOUD:  # a stack only its Pulumi backend knows (a colleague's): its outputs say where
+        where = stack_cloud(cfg, settings()) or cfg.cloud
+    if where == cfg.cloud:
+        return cfg
+    if "cloud" in cfg.model_fields_set:
+        raise StackElsewhere(cfg.stack, where, cfg.cloud)
+    return load(where, config, cfg.stack, **_recorded_machine(cfg.stack, where, config))
+
+
+def _recorded_machine(stack: str, cloud: str, config: Path | None) -> dict[str, Any]:
+    """An existing machine named by ``--stack`` alone: its ``host:`` from the stack's record."""
+    from gpuprov.infra import records
+
+    record = records.load(stack)
+    if cloud != "existing" or config is not None or record is None:
+        return {}
+    host = record.host
+    return {"host": f"{host.ssh_user}@{host.address}:{host.ssh_port}", "ssh_private_key_path": record.ssh_key_path}
+
+
+def table(*headers: str, whole: tuple[str, ...] = ()) -> Any:
+    """A rich table for narrow terminals (80 columns): the ``whole`` columns (addresses, instance types)
+    are not wrapped (the others wrap between words first to make room), and nothing is cut to an ellipsis."""
+    from rich import box
+    from rich.table import Column, Table
+
+    return Table(*(Column(h, overflow="fold", no_wrap=h in whole) for h in headers), box=box.SIMPLE_HEAD, collapse_padding=True)
+
+
+def print_table(grid: Any) -> None:
+    """Print ``grid`` on stdout, each column at least as wide as its longest word (so words wrap whole)."""
+    for column in grid.columns:
+        words = [w for cell in [column.header, *column.cells] for w in str(cell).split()]
+        column.min_width = min(max((len(w) for w in words), default=1), 24)
+    out.print(grid)
 
 
 def progress(message: str) -> None:
@@ -83,12 +131,41 @@ def _notice(message: Warning | str, category: type[Warning], *_args: Any, **_kwa
     err.print(f"{label} {escape(str(message))}")
 
 
-def _usage_error(exc: Exception) -> int:
-    """A usage error from whichever click typer runs on: one line, then the command's usage."""
+def _context_for(command: Any, args: list[str]) -> Any:
+    """The click context of the (sub)command ``args`` name, made without parsing its options: for the
+    usage line of an error click raised without one (a missing option value)."""
+    import contextlib
+
+    try:
+        cmd = typer.main.get_command(command) if isinstance(command, typer.Typer) else command
+        ctx = cmd.make_context("gpuprov", [], resilient_parsing=True)
+        for word in args:
+            sub = getattr(ctx.command, "commands", {}).get(word)
+            if sub is None:
+                if not word.startswith("-"):
+                    break
+                continue
+            ctx = sub.make_context(word, [], parent=ctx, resilient_parsing=True)
+        return ctx
+    except Exception:  # noqa: BLE001  only the usage line is lost
+        with contextlib.suppress(Exception):
+            return None
+    return None
+
+
+def _usage_error(exc: Exception, command: Any = None, args: list[str] | None = None) -> int:
+    """A usage error from whichever click typer runs on: one line, then the command's usage (on stderr)."""
+    import contextlib
+
     ctx = getattr(exc, "ctx", None)
+    if ctx is None and command is not None:
+        ctx = _context_for(command, sys.argv[1:] if args is None else args)
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-        err.print(ctx.get_help(), markup=False, highlight=False)  # a bare group: its help is the answer
+        with contextlib.redirect_stdout(sys.stderr):  # typer's rich help prints itself
+            text = ctx.get_help()
+        if text:
+            err.print(text, markup=False, highlight=False)  # a bare group: its help is the answer
         return EXIT_USAGE
     _error_line(message)
     if ctx is not None:
@@ -142,7 +219,7 @@ def run(command: Any, args: list[str] | None = None, prog_name: str | None = Non
             err.print("interrupted")
             return EXIT_INTERRUPTED
         if _is_click_error(exc):
-            return _usage_error(exc)
+            return _usage_error(exc, command, args)
         if type(exc).__name__ == "Exit" and hasattr(exc, "exit_code"):
             return int(exc.exit_code)
         return _internal_error(exc)

@@ -432,6 +432,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             if ":" in key and not key.startswith("gpuprov:"):
                 continue  # another namespace's setting (aws:region, gcp:project): its provider reads it
             key = key.removeprefix("gpuprov:")
+            if key == "hf_token" and not (isinstance(value, dict) and "secure" in value):
+                # The README's rule: secrets never come from plain config files (the value is not echoed).
+                raise ConfigError("hf_token", "(a token, not shown)", f"secrets are not read from plain config files "
+                                  f"like {path}: remove it there and set HF_TOKEN in the environment")
             values[key] = value.get("secure") if isinstance(value, dict) and "secure" in value else value
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return build_config(values)

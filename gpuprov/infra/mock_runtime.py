@@ -184,9 +184,11 @@ class MockStateFile:
     def load(self) -> dict[str, dict[str, Any]]:
         return dict(self._read().get("resources", {}))
 
-    def save(self, resources: dict[str, dict[str, Any]], outputs: dict[str, Any] | None = None) -> None:
+    def save(self, resources: dict[str, dict[str, Any]], outputs: dict[str, Any] | None = None,
+             cloud: str | None = None) -> None:
+        """Write the state; ``cloud`` (kept from the last save when not given) says where the stack lives."""
         data = self._read()
-        self._write({**data, "resources": resources, "outputs": outputs or {}})
+        self._write({**data, "resources": resources, "outputs": outputs or {}, **({"cloud": cloud} if cloud else {})})
 
     def outputs(self) -> dict[str, Any] | None:
         data = self._read()

@@ -57,11 +57,18 @@ def plan(
     memory budget, and what stops the stack there.
     """
     from gpuprov import infra
+    from gpuprov.infra.keys import forget_keypair, key_dir
     from gpuprov.infra.prices import estimate_for
 
     cloud_calls, cloud_outputs = placeholders(config.cloud)
     mocks = EngineMocks(calls={**cloud_calls, **(calls or {})}, output_defaults=output_defaults or cloud_outputs)
-    run_program(lambda: infra.build(config), mocks, stack=config.stack)
+    keys = key_dir(config.stack)
+    had_keys = keys.exists()
+    try:
+        run_program(lambda: infra.build(config), mocks, stack=config.stack)
+    finally:
+        if not had_keys:  # the program makes the stack's key pair to name it; a plan leaves nothing behind
+            forget_keypair(config.stack)
     resources = [{"type": r.type, "name": r.name, "inputs": r.inputs} for r in mocks.resources]
     cost: dict[str, Any] = asdict(estimate_for(config))
     if config.spot:

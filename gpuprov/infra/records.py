@@ -22,6 +22,7 @@ class StackRecord(BaseModel):
     host: GpuHost
     created_at: datetime
     deployed: list[str] = []  # services deployed on the host, kept by provisioning
+    ssh_key_path: str | None = None  # the configured private key that logs in (an existing machine's); None: the stack's own
 
 
 def _dir() -> Path:
@@ -30,12 +31,13 @@ def _dir() -> Path:
     return d
 
 
-def save(stack: str, cloud: str, host: GpuHost) -> StackRecord:
+def save(stack: str, cloud: str, host: GpuHost, ssh_key_path: str | None = None) -> StackRecord:
     old = load(stack)
     record = StackRecord(
         stack=stack, cloud=cloud, host=host,
         created_at=old.created_at if old and old.cloud == cloud else utcnow(),
         deployed=old.deployed if old else [],
+        ssh_key_path=ssh_key_path,
     )
     write(record)
     return record

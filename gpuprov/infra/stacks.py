@@ -338,13 +338,17 @@ class MockRuntimeBackend:
             outputs = run_program(lambda: gpuprov.infra.build(config), mocks, stack=config.stack,
                                   project=config.pulumi_project)
         finally:
-            # Whatever was created is recorded, even when the run failed, so destroy can remove it.
-            # Secret outputs are sealed, as the engine keeps them; never in the plain state.
-            secret = {k: outputs.pop(k) for k in SECRET_OUTPUTS if k in outputs}
+            # Whatever was created is recorded, even when the run failed, so destroy can remove it; a failed
+            # first run that created nothing leaves no state (nor a stack to `down`). Secret outputs are
+            # sealed, as the engine keeps them; never in the plain state.
+            secret = {k: outputs.pop(k) for k in SECRET_OUTPUTS if k in outputs} if outputs else {}
             merged = {**prior, **mocks.state}
-            state.save(merged, outputs)
-            if secret or self._sealed(config).get("outputs"):
-                self._seal(config, {**self._sealed(config), "outputs": secret})
+            if merged or outputs is not None or state.sealed_secrets():
+                state.save(merged, outputs, cloud=config.cloud)
+                if secret or self._sealed(config).get("outputs"):
+                    self._seal(config, {**self._sealed(config), "outputs": secret})
+            else:
+                state.remove()
         gone = {k: v for k, v in prior.items() if k not in mocks.state}
         if gone:
             destroy_dynamic(gone, on_deleted=lambda n: self.progress(f"deleted {n}"))
@@ -415,7 +419,7 @@ class MockRuntimeBackend:
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def known_stacks(settings: Settings | None = None, project: str = "gpuprov") -> list[str]:
+def backend_stacks(settings: Settings | None = None, project: str = "gpuprov") -> list[str]:
     """The stacks of ``project`` that the Pulumi backend in use knows (what a colleague made included)."""
     settings = settings or Settings.from_env()
     backend = pulumi_backend(settings)

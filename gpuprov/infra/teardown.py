@@ -50,6 +50,8 @@ def forget_host(stack: str) -> None:
     from gpuprov.provisioning import secrets
     from gpuprov.provisioning.ssh import known_hosts_path
 
-    known_hosts_path(stack).unlink(missing_ok=True)
+    pins = known_hosts_path(stack)
+    for path in (pins, pins.with_name(f"{pins.name}.host"), pins.with_name(f"{pins.name}.replaced")):
+        path.unlink(missing_ok=True)
     secrets.forget(stack)
     forget_keypair(stack)

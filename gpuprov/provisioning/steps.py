@@ -9,6 +9,7 @@ Every path they touch is a logical host path, prefixed on the host (:func:`on_ho
 from __future__ import annotations
 
 import base64
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -56,9 +57,14 @@ def docker_engine(facts: HostFacts) -> Action | None:
         return None
     if facts.sandbox:
         # A sandbox shares another machine: gpuprov never installs anything on it.
+        if os.geteuid() != 0:  # the sandbox shares this machine: whether it has an engine depends on who we are
+            raise ProvisioningError(
+                "the local sandbox host has no Docker engine: it starts one only when gpuprov runs as root (dockerd "
+                "needs root). Run gpuprov as root to deploy apps there; as this user, `gpuprov up --no-deploy` "
+                "brings the host up without apps (SSH only)")
         raise ProvisioningError(
-            "the sandbox host has no Docker engine with Compose (the local sandbox starts one only as root, with "
-            "dockerd installed); run `make setup` as root, then `gpuprov down --cloud local` and `gpuprov up`")
+            "the local sandbox host has no Docker engine with Compose: install dockerd and the compose plugin "
+            "(`make setup` does, as root), then recreate the host (`gpuprov down --stack NAME`, `gpuprov up --stack NAME`)")
     if facts.os_id not in ("ubuntu", "debian"):
         raise ProvisioningError(
             f"the host runs '{facts.os_id}' without Docker Engine + Compose v2; gpuprov installs them on Ubuntu or "

@@ -149,9 +149,16 @@ class Tunnel:
         self._transport()  # fail now, with a clear error, when the host cannot be reached
         try:
             for service in self.services:
-                sock = _listen(self.local_ports.get(service) or (self.ports[service] if self.same_ports else None))
+                wanted = self.local_ports.get(service) or (self.ports[service] if self.same_ports else None)
+                sock = _listen(wanted)
                 self._listeners[service] = sock
-                self.urls[service] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+                got = sock.getsockname()[1]
+                self.urls[service] = f"http://127.0.0.1:{got}"
+                if wanted and got != wanted:
+                    # Said loudly: a client set for the usual port would reach whatever holds it instead.
+                    self.progress(f"WARNING: local port {wanted} is taken; {service} is on 127.0.0.1:{got} "
+                                  f"instead (a client set for {wanted} would reach whatever holds it). "
+                                  f"`--port {service}=PORT` picks the port")
                 t = threading.Thread(target=self._serve, args=(service, sock), daemon=True)
                 t.start()
                 self._threads.append(t)

@@ -323,3 +323,46 @@ def test_open_webui_login_is_on_with_the_generated_admin_only(deployed):
         intruder = requests.post(f"{url}/api/v1/auths/signup", timeout=10,
                                  json={"email": "x@example.com", "password": "x", "name": "x"})
         assert intruder.status_code == 403
+
+
+def test_the_tunnel_says_when_a_port_is_taken_takes_port_overrides_and_says_where_the_key_is(deployed):
+    """Issue #11: MONAI Label moved to a random port without a word, and nothing said where vLLM's key is."""
+    import contextlib
+    import os
+    import sys
+
+    from gpuprov.provisioning.secrets import secrets_path
+
+    cfg, host, _ = deployed
+    holder = socket.socket()
+    with contextlib.suppress(OSError):  # taken already (by anything): the point is that it is taken
+        holder.bind(("127.0.0.1", 8002))
+        holder.listen(1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        chosen = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "tunnel", "--stack", cfg.stack,
+                             "--port", f"open_webui={chosen}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        urls = dict(proc.stdout.readline().split() for _ in range(3))
+        assert urls["open_webui"] == f"http://127.0.0.1:{chosen}"
+        assert urls["monai_label"] != "http://127.0.0.1:8002"
+        said: list[str] = []
+        while not said or "forwarding over SSH" not in said[-1]:  # everything it says before it forwards
+            line = proc.stderr.readline()
+            assert line, "".join(said)
+            said.append(line)
+        stderr = "".join(said)
+    finally:
+        proc.kill()  # how it stops is the Ctrl-C test's; here only what it said counts
+        proc.wait(timeout=20)
+        holder.close()
+    port = urls["monai_label"].rsplit(":", 1)[1]
+    assert (f"WARNING: local port 8002 is taken; monai_label is on 127.0.0.1:{port} instead (a client set for 8002 "
+            "would reach whatever holds it). `--port monai_label=PORT` picks the port") in stderr
+    where = secrets_path(cfg.stack)
+    assert (f"vllm's /v1 API wants `Authorization: Bearer <key>`; the key (vllm_api_key) is kept 0600 in {where}: "
+            f"KEY=$(jq -r '.apps.vllm_cxr.vllm_api_key' {where})") in stderr
+    assert secrets_of(cfg.stack, registry().apps["vllm_cxr"])["vllm_api_key"] not in stderr

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.table import Table
-
 from gpuprov.apps import BUILTIN_DIR, registry
-from gpuprov.cli.app import JsonOpt, app, out
+from gpuprov.cli.app import JsonOpt, app, print_table, table
 
 
 @app.command("apps")
@@ -25,9 +23,9 @@ def list_apps(json_: JsonOpt = False) -> None:
     if json_:
         print(json.dumps({"apps": rows}, indent=2))
         return
-    table = Table("app", "services (port)", "build inputs", "from")
+    grid = table("app", "services (port)", "build inputs", "from")
     for r in rows:
-        table.add_row(r["app"], ", ".join(f"{s['service']} ({s['port']})" for s in r["services"]),
+        grid.add_row(r["app"], ", ".join(f"{s['service']} ({s['port']})" for s in r["services"]),
                       ", ".join(i["name"] for i in r["build_inputs"]) or "-",
                       "built-in" if r["builtin"] else r["folder"])
-    out.print(table)
+    print_table(grid)

@@ -36,7 +36,8 @@ import typer
 from gpuprov.ci.env import check_names
 from gpuprov.ci.run import run_ci
 from gpuprov.ci.summary import EXIT_INFRA
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, progress, settings
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, app, err, load, progress, settings
+from gpuprov.infra.stack_index import check_free_for_ci
 
 TTL_MARGIN_H = 0.5  # the host's expiry tag: the time limit plus this, so the reaper gets a kill -9'd run's host
 
@@ -69,7 +70,9 @@ def ci(
     json_: JsonOpt = False,
     cloud: CloudOpt = None,
     config: ConfigOpt = None,
-    stack: StackOpt = None,
+    stack: Annotated[str | None, typer.Option(
+        "--stack", "-s", help="Stack name; a new one (never an existing stack) for this run: ci-<GITHUB_RUN_ID>-"
+                              "<attempt>, else ci-<random> (default).")] = None,
 ) -> None:
     """Bring a GPU host up, deploy, run CMD, and always tear down (verified).
 
@@ -87,6 +90,7 @@ def ci(
     cfg = load(cloud, config, stack)
     if stack is None and cfg.stack == "dev":
         cfg = load(cloud, config, _default_stack())
+    check_free_for_ci(cfg.stack, cfg.cloud, settings())
     ttl_h = timeout / 60 + TTL_MARGIN_H
     if ttl_h < cfg.max_lifetime_hours:
         cfg = load(cloud, config, cfg.stack, max_lifetime_hours=ttl_h)

@@ -7,9 +7,8 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out, settings
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out, print_table, settings, table
 from gpuprov.cost.estimate import estimate
 from gpuprov.cost.live import PricedOffer
 from gpuprov.cost.spend import spend_so_far
@@ -49,22 +48,22 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     if configured is None:
         why = "not in the price list" if driver_for(cfg.cloud, settings()).creates_cloud_resources else "no cloud bill"
         out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} {itype or ''} ({why}); alternatives below")
-    table = Table("", "provider", "type", "GPU", "$/hour", "$/day", "$/month", "price from")
+    grid = table("", "provider", "type", "GPU", "$/hour", "$/day", "$/month", "price from", whole=("type",))
     for r in rows:
         source = f"{'live' if r['live'] else 'catalog'}, {r['as_of']}"
-        table.add_row("*" if r["configured"] else "", r["cloud"], r["type"], f"{r['gpus']}x {r['gpu']}",
+        grid.add_row("*" if r["configured"] else "", r["cloud"], r["type"], f"{r['gpus']}x {r['gpu']}",
                       f"{r['usd_hour']:.3f}", f"{r['usd_day']:.2f}", f"{r['usd_month']:.2f}", source)
-    out.print(table)
+    print_table(grid)
     notes = sorted({f"{r['cloud']}: {r['note']}" for r in rows if r["note"] and r["note"] != "offline"})
     for note in notes:
         out.print(f"[dim]catalog prices for {note}[/dim]")
     out.print("[dim]* the configured offer; $/month is 730 hours[/dim]")
     if spends:
-        spend_table = Table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget")
+        spend_table = table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget", whole=("stack", "type"))
         for row in spends:
             budget = "-" if row["budget_usd"] is None else f"${row['budget_usd']:.2f} ({row['budget_state']})"
             spend_table.add_row(row["stack"], row["cloud"], row["instance_type"] or "-", f"{row['hours']:.1f} h",
                                 f"{row['usd_hour']:.3f}", f"${row['usd']:.2f}", budget)
-        out.print(spend_table)
+        print_table(spend_table)
     else:
         out.print("no running stacks: nothing spent")

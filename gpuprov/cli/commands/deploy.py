@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
+from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load_existing, out, progress, settings
 from gpuprov.infra import records
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
-from gpuprov.infra.stacks import running_host, stack_cloud
+from gpuprov.infra.stacks import running_host
 
 BuildInputOpt = Annotated[
     list[str] | None,
@@ -31,10 +31,7 @@ WaitOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for e
 
 def stack_host(cloud: str | None, config: Path | None, stack: str | None) -> tuple[StackConfig, GpuHost]:
     """The stack's config and its running host (from the stack's outputs), or a clear error."""
-    cfg = load(cloud, config, stack)
-    known = stack_cloud(cfg, settings()) if cloud is None and config is None else None
-    if known is not None and known != cfg.cloud:
-        cfg = load(known, None, stack)  # `-s NAME` alone means the stack NAME is
+    cfg = load_existing(cloud, config, stack)  # `-s NAME` alone means the stack NAME is, wherever it lives
     return cfg, running_host(cfg, settings())
 
 
@@ -81,9 +78,9 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
             wait_healthy(cfg, host, timeout_s, progress=show)
     except (GpuprovError, KeyboardInterrupt):
         # Say it plainly: the host outlives a failed deploy, and may be billing.
-        if host.usd_hour:
-            err.print(f"[yellow]the host is still up and billing ${host.usd_hour:.2f}/h:[/yellow] fix the cause and "
-                      f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
+        billing = f" and billing ${host.usd_hour:.2f}/h" if host.usd_hour else ""
+        err.print(f"[yellow]the host is still up{billing}:[/yellow] fix the cause and "
+                  f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
         raise
     for login in result.credentials:
         err.print(f"[bold]{escape(login.label)} (shown once; kept 0600 in {escape(login.kept_in)}):[/bold] "
@@ -106,17 +103,54 @@ def deploy(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = N
     deploy_and_check(cfg, host, json_out=json_, inputs=inputs, timeout_s=timeout)
 
 
+PortOpt = Annotated[list[str] | None, typer.Option(
+    "--port", metavar="SERVICE=PORT", help="The local port of one service (e.g. monai_label=18002); repeatable. "
+                                           "Default: each service's own port when free, else any free port.")]
+
+
+def local_ports(given: list[str] | None) -> dict[str, int]:
+    """``--port SERVICE=PORT`` values as {service: port}."""
+    ports: dict[str, int] = {}
+    for item in given or []:
+        name, sep, port = item.partition("=")
+        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise typer.BadParameter(f"{item!r}: expected SERVICE=PORT, such as monai_label=18002", param_hint="--port")
+        ports[name] = int(port)
+    return ports
+
+
+def auth_hint(stack: str, services: list[str]) -> str | None:
+    """How to authenticate to a tunnelled vLLM, without the key itself: where it is kept."""
+    if "vllm" not in services:
+        return None
+    from gpuprov.apps import registry
+    from gpuprov.provisioning.secrets import secrets_path
+
+    app = registry().service("vllm")[0].name
+    where = secrets_path(stack)
+    return (f"vllm's /v1 API wants `Authorization: Bearer <key>`; the key (vllm_api_key) is kept 0600 in "
+            f"{where}: KEY=$(jq -r '.apps.{app}.vllm_api_key' {where})")
+
+
 @app.command()
-def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
+def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None, port: PortOpt = None) -> None:
     """Forward every deployed service to http://127.0.0.1:<port> over one SSH connection, until Ctrl-C."""
     from gpuprov.provisioning.tunnel import Tunnel
 
+    ports = local_ports(port)
     cfg, host = stack_host(cloud, config, stack)
     record = records.load(cfg.stack)
     services = (record.deployed if record else None) or None  # what deploy recorded; else what the config says
-    with Tunnel(cfg, host, services=services, same_ports=True, progress=progress) as t:
+    with Tunnel(cfg, host, services=services, same_ports=True, progress=progress, local_ports=ports) as t:
+        unknown = sorted(set(ports) - set(t.urls))
+        if unknown:
+            raise typer.BadParameter(f"{', '.join(unknown)}: not a tunnelled service ({', '.join(t.urls)})",
+                                     param_hint="--port")
         for service, url in t.urls.items():
             print(f"{service}  {url}", flush=True)
+        hint = auth_hint(cfg.stack, list(t.urls))
+        if hint:
+            err.print(hint, markup=False)
         err.print("[dim]forwarding over SSH; Ctrl-C to stop[/dim]")
         try:
             t.run_forever()

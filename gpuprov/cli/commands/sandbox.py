@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from gpuprov.cli.app import err, progress, sandbox_app
+from gpuprov.infra.stack_index import STANDIN_SANDBOX
 
-SANDBOX_NAME = "lambda-api"  # the sandbox host the stand-in's instances are, under the state root
+SANDBOX_NAME = STANDIN_SANDBOX  # the sandbox host the stand-in's instances are, under the state root
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -65,4 +66,7 @@ def lambda_api(
             standin.stop()
     finally:
         if box is not None:
+            from gpuprov.infra.keys import forget_keypair
+
             box.destroy()
+            forget_keypair(SANDBOX_NAME)  # the box's own login key: nothing is left of it

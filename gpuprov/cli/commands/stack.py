@@ -8,14 +8,26 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
+from gpuprov.cli.app import (
+    CloudOpt,
+    ConfigOpt,
+    JsonOpt,
+    StackOpt,
+    app,
+    err,
+    load,
+    load_existing,
+    out,
+    print_table,
+    progress,
+    settings,
+    table,
+)
 from gpuprov.infra import records
 from gpuprov.infra.clouds import driver_for
 from gpuprov.infra.host import utcnow
-from gpuprov.infra.stacks import stack_cloud
-from gpuprov.infra.teardown import teardown
+from gpuprov.infra.teardown import forget_host, teardown
 
 LOCAL_HINT = (
     "No cloud configured: using the local sandbox host (no GPU, no bill). "
@@ -28,16 +40,30 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
        deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the apps once the host is up.")] = True,
        ) -> None:
     """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its apps."""
+    from gpuprov.infra.stack_index import UNKNOWN_CLOUD, known_stacks
+
     cfg = load(cloud, config, stack)
+    if known_stacks(settings()).get(cfg.stack, cfg.cloud) not in (cfg.cloud, UNKNOWN_CLOUD):
+        cfg = load_existing(cloud, config, stack)  # the stack lives elsewhere: up it there, or refuse another cloud
     if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)
     from gpuprov.apps.fit import require_fit
 
     require_fit(cfg)  # before anything is created: the apps must run on the type's GPU, and fit on it
     driver = driver_for(cfg.cloud, settings())
-    if driver.has_credentials():
-        driver.preflight(cfg, progress)
-    host = driver.backend(progress).up(cfg)
+    try:
+        if driver.has_credentials():
+            driver.preflight(cfg, progress)
+        host = driver.backend(progress).up(cfg)
+    except BaseException:
+        from gpuprov.infra.stack_index import known_stacks
+
+        # Nothing of it was kept: no key pair or host key stays. (A Pulumi CLI backend's stacks are not
+        # listed here yet, so its key pair stays for the re-run or `down`.)
+        pulumi_kept = driver.creates_cloud_resources and settings().pulumi != "mock"
+        if not pulumi_kept and cfg.stack not in known_stacks(settings()):
+            forget_host(cfg.stack)
+        raise
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
     if deploy:  # up = host + deploy
@@ -49,12 +75,27 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
 @app.command()
 def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
     """Remove everything the stack created, and check that nothing is left."""
-    cfg = load(cloud, config, stack)
-    known = stack_cloud(cfg, settings()) if cloud is None and config is None else None
-    if known is not None and known != cfg.cloud:
-        cfg = load(known, None, stack)  # `gpuprov down -s NAME` removes what NAME is
+    cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
     teardown(cfg, progress, settings())
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
+
+
+def _key_path(rec: records.StackRecord) -> str | None:
+    """The private key that logs in to the stack's host: the configured one, else the stack's own pair."""
+    from gpuprov.infra.keys import key_dir
+
+    if rec.ssh_key_path:
+        return rec.ssh_key_path
+    own = key_dir(rec.stack) / "id_ed25519"
+    return str(own) if own.exists() else None
+
+
+def _secrets_file(stack: str) -> str | None:
+    """Where the stack's generated secrets (vLLM's API key, logins) are kept, 0600; None before a deploy."""
+    from gpuprov.provisioning.secrets import secrets_path
+
+    path = secrets_path(stack)
+    return str(path) if path.exists() else None
 
 
 def _fmt_uptime(delta: timedelta | None) -> str:
@@ -68,8 +109,13 @@ EXPIRY_WARNING = timedelta(hours=1)
 
 
 @app.command()
-def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
+def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
+        "--stack", "-s", help="Show only this stack (default: every stack).")] = None) -> None:
     """Show each stack: target, address, state, uptime, hourly price."""
+    if stack is not None:
+        from gpuprov.infra.stack_index import known_stacks, require
+
+        require(stack, known_stacks(settings()))
     rows: list[dict[str, Any]] = []
     for rec in records.all_records():
         if stack and rec.stack != stack:
@@ -81,7 +127,7 @@ def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
             "ssh_user": host.ssh_user, "state": state, "instance_type": host.instance_type, "gpu": host.gpu,
             "uptime": host.uptime(),
             "usd_hour": host.usd_hour, "expires_at": host.expires_at,
-            "deployed": rec.deployed,
+            "deployed": rec.deployed, "ssh_key_path": _key_path(rec), "secrets_file": _secrets_file(rec.stack),
         })
     if json_:
         for r in rows:
@@ -92,16 +138,22 @@ def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
     if not rows:
         out.print("no stacks; `gpuprov up` brings one up")
         return
-    table = Table("stack", "target", "address", "state", "uptime", "$/hour", "expires")
+    grid = table("stack", "target", "address", "state", "uptime", "$/hour", "expires", whole=("stack", "address"))
     now = utcnow()
     for r in rows:
         expires = "-"
         if r["expires_at"]:
             left = r["expires_at"] - now
             expires = f"in {_fmt_uptime(left)}" if left.total_seconds() > 0 else "overdue"
-        table.add_row(str(r["stack"]), str(r["cloud"]), f"{r['ssh_user']}@{r['address']}:{r['ssh_port']}",
+        grid.add_row(str(r["stack"]), str(r["cloud"]), f"{r['ssh_user']}@{r['address']}:{r['ssh_port']}",
                       str(r["state"]), _fmt_uptime(r["uptime"]), f"{r['usd_hour']:.2f}", expires)
-    out.print(table)
+    print_table(grid)
+    from gpuprov.cli.commands.deploy import auth_hint
+
+    for r in rows:
+        hint = auth_hint(str(r["stack"]), list(r["deployed"]))
+        if hint:
+            out.print(f"{r['stack']}: {hint}", markup=False)
     for r in rows:  # before the reaper and the idle agent act on the expiry, say how to keep the host
         if r["expires_at"] and timedelta(0) < r["expires_at"] - now <= EXPIRY_WARNING:
             err.print(f"[bold yellow]warning:[/bold yellow] stack {r['stack']} expires in "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gpuprov.infra import records
 from gpuprov.infra.clouds.base import Progress
 from gpuprov.infra.clouds.existing.host import existing_host
@@ -18,11 +20,21 @@ class ExistingBackend:
 
     def up(self, config: StackConfig) -> GpuHost:
         host = existing_host(config)
-        records.save(config.stack, config.cloud, host)
+        key = config.ssh_private_key_path
+        records.save(config.stack, config.cloud, host, ssh_key_path=str(Path(key).expanduser()) if key else None)
         return host
 
     def destroy(self, config: StackConfig) -> None:
-        self.progress(f"existing host {config.host}: nothing to remove (gpuprov did not create it)")
+        """The machine stays (gpuprov did not create it); what deploy installed there goes."""
+        from gpuprov.provisioning.uninstall import uninstall
+
+        record = records.load(config.stack)
+        if record is not None and record.deployed:
+            self.progress(f"existing host {config.host}: removing what gpuprov installed (its apps, idle agent, "
+                          "files); the machine itself stays")
+            uninstall(config, record.host)
+        else:
+            self.progress(f"existing host {config.host}: nothing was deployed there; the machine itself stays")
         records.forget(config.stack)
 
     def outputs(self, config: StackConfig) -> GpuHost | None:

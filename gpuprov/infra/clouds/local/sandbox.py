@@ -205,7 +205,7 @@ class LocalSandbox:
         running = self.host()
         if running is not None:
             self.progress(f"local sandbox '{self.name}' already running at {running.address}")
-            return running
+            return _with_expiry(running, max_lifetime_hours)
         if self.state() is not None or self.dir.exists():
             self.progress("removing the remains of an earlier sandbox")
             self.destroy()
@@ -218,9 +218,7 @@ class LocalSandbox:
             # Teardown is sacred: a half-made sandbox is removed before the error reaches the user.
             self.destroy()
             raise
-        if max_lifetime_hours:
-            host = host.model_copy(update={"expires_at": expiry(host.launched_at or utcnow(), max_lifetime_hours)})
-        return host
+        return _with_expiry(host, max_lifetime_hours)
 
     def _create(self) -> GpuHost:
         self.dir.mkdir(parents=True, mode=0o700)
@@ -407,6 +405,13 @@ class LocalSandbox:
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(st), indent=2))
         tmp.replace(self._state_file)
+
+
+def _with_expiry(host: GpuHost, max_lifetime_hours: float | None) -> GpuHost:
+    """The host with its expiry: the lifetime cap counted from its launch (a second ``up`` keeps it)."""
+    if not max_lifetime_hours:
+        return host
+    return host.model_copy(update={"expires_at": expiry(host.launched_at or utcnow(), max_lifetime_hours)})
 
 
 def _current_user() -> str:

@@ -1,0 +1,45 @@
+"""Issue #11: a SIGINT during `gpuprov ci`'s CMD left the remote command running; on `cloud: existing`
+(nothing is torn down) it ran on. The existing machine here is a real local sandbox host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+from tests.conftest import need_sandbox
+
+
+def test_sigint_during_cmd_stops_it_on_the_host(tmp_path: Path, gpuprov_home: Path):
+    need_sandbox()
+    box = LocalSandbox(f"nc-{uuid.uuid4().hex[:6]}", root=tmp_path / "machine")
+    host = box.create()
+    marker = tmp_path / "ran-on"
+    try:
+        config = tmp_path / "existing.yaml"
+        config.write_text(f"cloud: existing\nhost: {host.ssh_user}@{host.address}:{host.ssh_port}\n"
+                          f"ssh_private_key_path: {box.client_key}\n")
+        cmd = f"echo started; sleep 6; touch {marker}"
+        proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "ci", "--config", str(config), "--no-deploy",
+                                 "--", "sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ))
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "started"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        time.sleep(8)  # past the moment the command would have finished
+        assert not marker.exists(), "the command ran on after the SIGINT"
+    finally:
+        box.destroy()
+    assert box.leftovers() == []
