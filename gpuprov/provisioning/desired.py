@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, AppError, HostContext, Secrets, env_name
+from gpuprov.infra import grammar
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.paths import REMOTE_FILES
 from gpuprov.provisioning.hostpaths import ROOT
@@ -125,11 +127,22 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_ENV_PLAIN = re.compile(r"[A-Za-z0-9_./:@+=,%-]*", re.ASCII)  # nothing Compose's .env parser reads as syntax
+
+
+def _env_value(value: str) -> str:
+    """``value`` as Compose reads it back literally: bare when plain, else single-quoted (Compose applies no
+    interpolation, escape or comment inside single quotes: docs.docker.com/compose/how-tos/environment-variables/
+    variable-interpolation/#env-file-syntax)."""
+    return value if _ENV_PLAIN.fullmatch(value) else f"'{value}'"
+
+
 def _env_file(app: App, name: str, values: Mapping[str, str]) -> bytes:
     for key, value in values.items():
-        if "\n" in value or "\r" in value:
-            raise AppError(f"app '{app.name}': {name} value {key} holds a line break; a .env value must be one line")
-    return "".join(f"{k}={v}\n" for k, v in values.items()).encode()
+        if grammar.control_character(value) is not None or "'" in value:
+            raise AppError(f"app '{app.name}': {name} value {key} holds a line break, control character or "
+                           "single quote; a .env value must be one line Compose can read literally")
+    return "".join(f"{k}={_env_value(v)}\n" for k, v in values.items()).encode()
 
 
 def desired_state(config: StackConfig, shape: HostShape, secrets: Mapping[str, Secrets]) -> Desired:
@@ -144,7 +157,10 @@ def desired_state(config: StackConfig, shape: HostShape, secrets: Mapping[str, S
 def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, secrets: Secrets) -> None:
     directory = f"{ROOT}/{app.name}"
     want.directories += [directory] + [f"{directory}/{d}" for d in app.directories]
-    binds = {s.name: "0.0.0.0" if s.port in config.open_ports else "127.0.0.1" for s in app.services}
+    # All addresses only for a port the cloud's firewall opens to allowed_cidrs (the config refuses open_ports
+    # without them); everything else stays on loopback, reached through the SSH tunnel.
+    binds = {s.name: "0.0.0.0" if s.port in config.open_ports and config.allowed_cidrs else "127.0.0.1"
+             for s in app.services}
     ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds)
     images = {s.name: s.image(config) for s in app.services}
     files = [RemoteFile(f"{directory}/{n}", (app.folder / n).read_bytes()) for n in app.compose_files(shape.gpus, shape.sandbox)]

@@ -68,7 +68,7 @@ def test_labels_and_network_tag_mark_the_stack():
 
 
 def test_no_allowed_cidrs_ssh_only_from_the_iap_range_and_nothing_else():
-    res, _, _ = run_gcp(open_ports=[8002])  # listed, but no ranges to open it to
+    res, _, _ = run_gcp()
     (rule,) = res[FIREWALL]
     assert rule["sourceRanges"] == [program.IAP_RANGE] == ["35.235.240.0/20"]
     assert rule["allows"] == [{"protocol": "tcp", "ports": ["22"]}] and rule["direction"] == "INGRESS"
