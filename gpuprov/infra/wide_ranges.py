@@ -32,11 +32,9 @@ def networks(sources: Iterable[object]) -> list[ipaddress.IPv4Network | ipaddres
 def reach(sources: Iterable[object]) -> dict[int, int]:
     """How many addresses of each IP version the sources reach together (overlaps counted once)."""
     nets = networks(sources)
-    out = {}
-    for version in (4, 6):
-        merged = ipaddress.collapse_addresses([n for n in nets if n.version == version])  # type: ignore[misc]
-        out[version] = sum(n.num_addresses for n in merged)
-    return out
+    v4 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))
+    v6 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))
+    return {4: sum(n.num_addresses for n in v4), 6: sum(n.num_addresses for n in v6)}
 
 
 def too_wide(sources: Iterable[object]) -> str | None:
