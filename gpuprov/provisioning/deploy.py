@@ -25,7 +25,7 @@ from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import ROOT, on_host
-from gpuprov.provisioning.secrets import app_secrets, secrets_path
+from gpuprov.provisioning.secrets import app_secrets, secrets_path, stored
 from gpuprov.provisioning.ssh import Remote, target_for, wait_for_ssh
 
 Progress = Callable[[str], None]
@@ -130,6 +130,14 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         records.write(record.model_copy(update={"deployed": services}))
     return DeployResult(changed, rounds, time.monotonic() - started, services,
                         _new_logins(config.stack, apps, secrets, generated))
+
+
+def stored_logins(stack: str, apps: list[App]) -> list[Credentials]:
+    """The logins of ``apps`` already generated for ``stack`` (``gpuprov secrets show``)."""
+    store = stored(stack)
+    return [Credentials(a.login.label, a.login.service, tuple(store[a.name][n] for n in a.login.secrets),
+                        str(secrets_path(stack)))
+            for a in apps if a.login and set(a.login.secrets) <= set(store.get(a.name, {}))]
 
 
 def _new_logins(stack: str, apps: list[App], secrets: dict[str, Secrets],

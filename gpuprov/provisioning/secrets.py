@@ -64,6 +64,11 @@ def app_secrets(stack: str, apps: Sequence[App]) -> tuple[dict[str, Secrets], di
     return {a.name: Secrets(store.get(a.name, {})) for a in apps}, generated
 
 
+def stored(stack: str) -> dict[str, dict[str, str]]:
+    """What the stack's store holds now, app -> name -> value (nothing generated)."""
+    return _read(secrets_path(stack))
+
+
 def secrets_of(stack: str, app: App) -> Secrets:
     """One app's secrets (generated when missing)."""
     return app_secrets(stack, [app])[0][app.name]
