@@ -18,9 +18,10 @@ from pathlib import Path
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, AppError, Secrets
 from gpuprov.infra import records
+from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
-from gpuprov.provisioning import idle_agent, steps
+from gpuprov.provisioning import idle_agent, sshd, steps
 from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, parse_facts, probe_script
@@ -102,7 +103,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     with Remote(target) as remote:
         # What the host should hold depends on what it says it is: probe the files of every shape.
         shapes = [desired_state(config, HostShape(g, s), secrets) for g in (0, 1) for s in (False, True)]
-        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values()))
+        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values()) | {sshd.DROP_IN})
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
         facts = gather_facts(remote, paths, refs)
@@ -110,6 +111,14 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         want.files += agent_files
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
+        extra = [agent_start] if agent_stale else []
+        # Only on hosts gpuprov made: an existing machine's sshd (a lab server's other users) is not ours
+        # to change, and a sandbox's sshd is started by gpuprov with its own config.
+        if driver_class(config.cloud).creates_cloud_resources and not facts.sandbox:
+            hardened = sshd.drop_in(host.ssh_user)
+            want.files.append(hardened)
+            if facts.files.get(hardened.path) != hardened.sha256:
+                extra.append(sshd.apply())
         sent = [_upload(remote, name, local, sha, say) for name, (local, sha) in inputs.items()
                 if facts.files.get(uploads[name]) != sha]
         # A build input on the host (uploaded now or before) is built in; its hash is in the image label.
@@ -118,7 +127,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                 sha = inputs[name][1] if name in inputs else facts.files.get(uploads[name])
                 if sha:
                     build.inputs[name] = sha
-        actions = steps.plan(facts, want, [agent_start] if agent_stale else [], before_images=sent)
+        actions = steps.plan(facts, want, extra, before_images=sent)
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")
