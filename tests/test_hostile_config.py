@@ -96,7 +96,7 @@ def env_values(text: str) -> dict[str, str]:
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if value.startswith("'"):
-            assert value.endswith("'") and "'" not in value[1:-1], line
+            assert value.endswith("'") and "'" not in value[1:-1] and not value.endswith("\\'"), line
             out[key] = value[1:-1]
         else:
             assert re.fullmatch(r"[A-Za-z0-9_./:@+=,%-]*", value), f"{line!r}: Compose would read syntax in it"

@@ -131,17 +131,17 @@ _ENV_PLAIN = re.compile(r"[A-Za-z0-9_./:@+=,%-]*", re.ASCII)  # nothing Compose'
 
 
 def _env_value(value: str) -> str:
-    """``value`` as Compose reads it back literally: bare when plain, else single-quoted (Compose applies no
-    interpolation, escape or comment inside single quotes: docs.docker.com/compose/how-tos/environment-variables/
-    variable-interpolation/#env-file-syntax)."""
+    """``value`` as Compose reads it back literally: bare when plain, else single-quoted. Compose's parser
+    (compose-spec/compose-go dotenv/parser.go) expands ``$`` and cuts at ``#`` in a bare value, and takes
+    a single-quoted one as it is, up to the first ``'`` not after a backslash."""
     return value if _ENV_PLAIN.fullmatch(value) else f"'{value}'"
 
 
 def _env_file(app: App, name: str, values: Mapping[str, str]) -> bytes:
     for key, value in values.items():
-        if grammar.control_character(value) is not None or "'" in value:
-            raise AppError(f"app '{app.name}': {name} value {key} holds a line break, control character or "
-                           "single quote; a .env value must be one line Compose can read literally")
+        if grammar.control_character(value) is not None or "'" in value or value.endswith("\\"):
+            raise AppError(f"app '{app.name}': {name} value {key} holds a line break, control character, single "
+                           "quote or final backslash; a .env value must be one line Compose can read literally")
     return "".join(f"{k}={_env_value(v)}\n" for k, v in values.items()).encode()
 
 

@@ -194,3 +194,11 @@ def test_a_new_sam3_checkpoint_rebuilds_monai_label_and_recreates_only_it():
     assert f"gpuprov.label=https://github.com/anandpreshob/OHIF-AI@179fe0ddc4e632d872c3d18bf05845cad302b0ee+sam3:{'ab' * 8} " in text
     assert [c for a in actions for c in a.changed] == ["image:gpuprov/ohif-ai-monai-label:179fe0ddc4e632d872c3d18bf05845cad302b0ee", "monai_label"]
     assert "--force-recreate" in actions[-1].script  # same tag, new image: the container must be recreated
+
+
+def test_env_values_compose_would_read_as_syntax_are_single_quoted():
+    """Compose's .env parser (compose-go dotenv) cuts a bare value at '#' and expands '$': such values
+    are written in single quotes, which it takes literally; plain ones stay bare."""
+    files = {f.path: f.content.decode() for f in want().files}
+    assert "WEBUI_ADMIN_NAME='gpuprov admin'\n" in files["/opt/gpuprov/vllm_cxr/webui.env"]
+    assert "MODEL_ID=nvidia/NV-Reason-CXR-3B\n" in files["/opt/gpuprov/vllm_cxr/.env"]
