@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
         ({"monai_label_ref": "179fe0d' ; id > /tmp/pwned ; echo '"}, "monai_label_ref", "40-hex"),
         ({"monai_label_repo": "--upload-pack=touch /tmp/x"}, "monai_label_repo", "https://"),
         ({"monai_label_repo": "https://user:pw@github.com/x/y"}, "monai_label_repo", "without credentials"),
+        ({"monai_label_repo": "file://relative/path"}, "monai_label_repo", "file:///path"),
+        ({"monai_label_repo": "ext::sh -c id"}, "monai_label_repo", "https://"),
         ({"vllm_image": "vllm/vllm-openai:v0.11.0\n"}, "vllm_image", "control character"),
         ({"stack": "dev\n"}, "stack", "control character"),
         ({"cloud": "aws", "instance_type": "g5.xlarge\n"}, "instance_type", "control character"),

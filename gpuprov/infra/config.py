@@ -237,9 +237,10 @@ class StackConfig(BaseModel):
     @field_validator("monai_label_repo")
     @classmethod
     def _repo(cls, v: str) -> str:
-        if not grammar.HTTPS_REPOSITORY.fullmatch(v):
+        if not grammar.REPOSITORY_URL.fullmatch(v):
             raise ConfigError("monai_label_repo", v, "expected an https:// repository URL without credentials, "
-                                                     "such as https://github.com/anandpreshob/OHIF-AI")
+                                                     "such as https://github.com/anandpreshob/OHIF-AI (or "
+                                                     "file:///path of a local clone)")
         return v
 
     @field_validator("region", "zone", "instance_type")

@@ -34,9 +34,10 @@ HF_MODEL_ID = re.compile(rf"{_HF_PART}/{_HF_PART}", re.ASCII)
 GIT_COMMIT = re.compile(r"[0-9a-f]{40}", re.ASCII)  # a full SHA-1 commit id: never a branch, never an option
 
 # An https:// repository URL: a host name, an optional port and plain path segments; no user info
-# (credentials in a URL would land in state and in `ps`), no query, no fragment.
-HTTPS_REPOSITORY = re.compile(
-    rf"https://{_DOMAIN_NAME}(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~%+-]+)+/?", re.ASCII)
+# (credentials in a URL would land in state and in `ps`), no query, no fragment. A file:/// URL of
+# an absolute path is the offline form (a clone on the machine that builds: tests, air-gapped hosts).
+_PATH = r"(?:/[A-Za-z0-9._~%+-]+)+/?"
+REPOSITORY_URL = re.compile(rf"(?:https://{_DOMAIN_NAME}(?::[0-9]{{1,5}})?|file://){_PATH}", re.ASCII)
 
 # A DNS name or IPv4 address (RFC 1123 labels), or an IPv6 address in brackets.
 HOST_ADDRESS = rf"(?:{_DOMAIN_NAME}|\[[0-9a-fA-F:.]+\])"
