@@ -140,7 +140,7 @@ def test_failover_skips_the_region_without_firewall_when_ports_are_opened(standi
     standin.set_capacity("gpu_1x_a10", ["us-south-1"])
     LambdaSshKeyProvider().create({"name": "gpuprov-p", "public_key": PUB})
     props = _instance_props(open_ports=[8002], allowed_cidrs=["203.0.113.7/32"])
-    with pytest.raises(LambdaError, match="no Lambda region has capacity"):
+    with pytest.raises(LambdaError, match="capacity only in us-south-1, where it applies no firewall rules"):
         LambdaInstanceProvider().create(props)
     assert standin.instances() == []
 

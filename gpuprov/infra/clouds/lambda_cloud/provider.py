@@ -26,6 +26,7 @@ from gpuprov.infra.clouds.lambda_cloud.errors import (
     FirewallRulesetInUse,
     InvalidParameters,
     LambdaError,
+    LaunchFailed,
     ObjectNotFound,
 )
 from gpuprov.infra.clouds.lambda_cloud.firewall import NO_FIREWALL_REGIONS, ExposedBeyondAllowList, check_exposure
@@ -229,7 +230,12 @@ class LambdaInstanceProvider(_LambdaProvider):
                                  region=props.get("region"), min_gpu_memory_gb=props.get("min_gpu_memory_gb"),
                                  regions=list(ruleset_ids) if props.get("firewall_required") else None)
         if opened:  # a port is opened: never where Lambda applies no firewall rules
-            offers = [o for o in offers if o.region not in NO_FIREWALL_REGIONS]
+            guarded = [o for o in offers if o.region not in NO_FIREWALL_REGIONS]
+            if offers and not guarded:
+                raise LaunchFailed(f"Lambda has capacity only in {', '.join(sorted({o.region for o in offers}))}, "
+                                   "where it applies no firewall rules, and open_ports needs them; try again later, "
+                                   "or leave open_ports empty and reach the services through gpuprov tunnel", [])
+            offers = guarded
         spec = LaunchSpec(name_prefix=props["name"], ssh_key_name=props["ssh_key_name"],
                           tags=dict(props.get("tags") or {}), firewall_ruleset_ids=ruleset_ids,
                           image_family=props.get("image_family"),
