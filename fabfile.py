@@ -13,18 +13,18 @@ from pathlib import Path
 from fabric import task
 
 from gpuprov.apps import APP_PATH_ENV, use_app_path
-from gpuprov.infra import records
 from gpuprov.infra.config import StackConfig, load_config
 from gpuprov.infra.host import GpuHost
-from gpuprov.infra.stacks import running_host
+from gpuprov.infra.stacks import running_host, stack_cloud
 
 use_app_path(os.environ.get(APP_PATH_ENV))  # app folders of your own, besides the built-ins
 
 
 def _stack(stack: str, cloud: str | None, config: str | None) -> tuple[StackConfig, GpuHost]:
-    record = records.load(stack)
-    cfg = load_config(Path(config) if config else None,
-                      {"stack": stack, "cloud": cloud or (record.cloud if record else None)})
+    cfg = load_config(Path(config) if config else None, {"stack": stack, "cloud": cloud})
+    known = stack_cloud(cfg) if cloud is None and config is None else None
+    if known is not None and known != cfg.cloud:
+        cfg = load_config(None, {"stack": stack, "cloud": known})  # the stack NAME is where its outputs say
     return cfg, running_host(cfg)
 
 

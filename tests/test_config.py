@@ -96,7 +96,7 @@ def test_cloud_defaults_resolve_from_the_catalog():
     assert build_config({"cloud": "aws"}).resolved_instance_type == "g5.xlarge"
     assert build_config({"cloud": "aws"}).resolved_region == "us-east-1"
     gcp = build_config({"cloud": "gcp", "region": "europe-west4"})
-    assert (gcp.resolved_instance_type, gcp.resolved_zone) == ("n1-standard-4", "europe-west4-a")
+    assert (gcp.resolved_instance_type, gcp.resolved_zone) == ("g2-standard-4", "europe-west4-a")
     assert build_config({"cloud": "lambda"}).resolved_instance_type == "gpu_1x_a10"
     # Lambda adds types often: any name of its scheme is accepted, the API judges it.
     assert build_config({"cloud": "lambda", "instance_type": "gpu_2x_b200_sxm6"}).instance_type

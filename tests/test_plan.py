@@ -36,13 +36,13 @@ def plan_cli(*args: str, config: str | None = None, tmp_path: Path) -> subproces
 
 @pytest.mark.parametrize(("cloud", "instance", "price"), [
     ("aws", "aws:ec2/instance:Instance", catalog.find_offer("aws", "g5.xlarge")),
-    ("gcp", "gcp:compute/instance:Instance", catalog.find_offer("gcp", "n1-standard-4")),
+    ("gcp", "gcp:compute/instance:Instance", catalog.find_offer("gcp", "g2-standard-4")),
 ])
 def test_plan_json_needs_no_credentials_and_no_network(cloud, instance, price, tmp_path):
     result = plan_cli("--cloud", cloud, "--json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"resources", "exposure", "cost"}
+    assert set(plan) == {"resources", "exposure", "cost", "serving"}
     types = [r["type"] for r in plan["resources"]]
     assert types.count(instance) == 1 and f"gpuprov:{cloud}:GpuHost" in types
     assert all(set(r) == {"type", "name", "inputs"} and ":" in r["type"] for r in plan["resources"])
@@ -67,7 +67,7 @@ def test_plan_shows_opened_ports_with_their_sources_and_key_settings(tmp_path):
     assert "gcp:compute/firewall:Firewall" in text and "scheduling.onHostMaintenance: TERMINATE" in text
     assert "8002 monai_label  from 198.51.100.0/24 (direct)" in text
     assert "8000 vllm         from nobody" in text
-    assert "$0.540/hour" in text and "spot capacity" in text
+    assert "$0.710/hour" in text and "spot capacity" in text
 
 
 def test_public_ranges_without_allow_public_are_refused_with_exit_2(tmp_path):

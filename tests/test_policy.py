@@ -16,7 +16,7 @@ from gpuprov.infra.clouds.aws import program as aws_program
 from gpuprov.infra.clouds.gcp import program as gcp_program
 from gpuprov.infra.config import build_config
 from gpuprov.infra.plan import plan
-from policy import rules
+from gpuprov.policy import rules
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
 EXPIRY = {tags.TAG_EXPIRES_AT: "1800000000"}
@@ -179,7 +179,7 @@ def test_what_is_fine_stays_fine(resource_type, props):
 
 
 def test_the_entry_point_builds_one_pack_of_every_policy(monkeypatch):
-    """Run policy/__main__.py as the engine would, with PolicyPack replaced by a recorder (the real one blocks)."""
+    """Run gpuprov/policy/__main__.py as the engine would, with PolicyPack replaced by a recorder (the real one blocks)."""
     import runpy
     import sys
     from pathlib import Path
@@ -193,6 +193,6 @@ def test_the_entry_point_builds_one_pack_of_every_policy(monkeypatch):
     try:
         runpy.run_path(str(Path(rules.__file__).with_name("__main__.py")), run_name="__main__")
     finally:
-        sys.modules.pop("rules", None)  # the entry point's own import of rules.py, not policy.rules
+        sys.modules.pop("rules", None)  # the entry point's own import of rules.py, not gpuprov.policy.rules
     assert len(built) == 1 and built[0]["name"] == "gpuprov"
     assert [p.name for p in built[0]["policies"]] == [p.name for p in rules.POLICIES]

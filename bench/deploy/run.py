@@ -68,7 +68,7 @@ def reset_host(cfg: StackConfig, host: GpuHost) -> None:
 
 def ansible_inputs(cfg: StackConfig, host: GpuHost, work: Path) -> dict[str, object]:
     """The same files, images and services gpuprov would converge to, as playbook variables."""
-    secrets, _ = app_secrets(cfg.stack, registry().selected(cfg.apps))
+    secrets, _ = app_secrets(cfg, registry().selected(cfg.apps))
     want = desired_state(cfg, HostShape(gpus=0, sandbox=True), secrets)
     agent_files, _ = idle_agent.install(cfg, host)
     staged = work / "files"

@@ -30,10 +30,12 @@ from gpuprov.provisioning.errors import ProvisioningError, SmokeFailed
 
 if TYPE_CHECKING:
     from gpuprov.infra.config import StackConfig
+    from gpuprov.infra.gpus import GpuSpec
 
 __all__ = [
-    "App", "AppCheck", "AppError", "BuildInput", "HostContext", "Login", "Metrics", "ProvisioningError",
-    "Secret", "Secrets", "Service", "ServiceCheck", "SmokeFailed", "SourceBuild", "env_name",
+    "App", "AppCheck", "AppError", "BuildInput", "GpuNeed", "GpuTarget", "HostContext", "Login", "Metrics",
+    "ProvisioningError", "Secret", "Secrets", "Service", "ServiceCheck", "Sizing", "SmokeFailed", "SourceBuild",
+    "env_name",
 ]
 
 
@@ -71,6 +73,34 @@ class Secrets(Mapping[str, str]):
 
 
 @dataclass(frozen=True)
+class GpuTarget:
+    """What an app is sized for: the catalog's GPU for the instance type at ``plan``, the host's own at deploy."""
+
+    gpu: GpuSpec | None  # None: no NVIDIA GPU gpuprov may use (a sandbox), or one gpuprov has no row for
+    arch: str | None  # the host's CPU architecture (``uname -m``: x86_64, aarch64); None: not known yet
+    others_gib: float = 0.0  # what the stack's other apps take on the same card
+    inputs: frozenset[str] = frozenset()  # build inputs the user supplied (``sam3.pt``)
+
+
+@dataclass(frozen=True)
+class GpuNeed:
+    """GPU memory one service takes, and how the figure was worked out (with its sources)."""
+
+    service: str
+    gib: float
+    basis: str
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """An app's settings for a GPU target, what it takes on the card, and why it cannot run there."""
+
+    settings: Mapping[str, str] = field(default_factory=dict)  # .env values (and what ``plan`` shows)
+    needs: tuple[GpuNeed, ...] = ()
+    problems: tuple[str, ...] = ()  # each: what cannot work, why (a source), what to do
+
+
+@dataclass(frozen=True)
 class HostContext:
     """What an app's ``env`` and ``secret_files`` are computed from."""
 
@@ -79,6 +109,7 @@ class HostContext:
     gpus: int  # NVIDIA GPUs the host reports (0 on a sandbox)
     host_network: bool  # containers share the host's network (the sandbox: its engine has no bridge)
     binds: Mapping[str, str] = field(default_factory=dict)  # service -> host address its port is published on
+    sizing: Mapping[str, str] = field(default_factory=dict)  # the app's settings for the host's GPU
 
     def peer(self, service: str) -> str:
         """The address another container of the same app reaches ``service`` at (its port is the same)."""
@@ -203,6 +234,8 @@ class App:
     smoke: Callable[[AppCheck], dict[str, Any]] | None = None  # service -> what its answer showed
     after_healthy: Callable[[AppCheck], str | None] | None = None  # returns a line to show, if any
     backup: tuple[str, ...] = ()  # folders under the app's folder on the host that `fab backup` archives
+    # Its settings and GPU memory for a GPU target (:mod:`gpuprov.apps.fit` adds the apps up); None: no GPU use.
+    sizing: Callable[[StackConfig, GpuTarget], Sizing] | None = None
     folder: Path = Path()  # set by the registry
 
     @property

@@ -108,6 +108,9 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
         # Before the try: a refused run must not tear down the stack another run is using.
         raise StackBusy(f"stack '{config.stack}' is held by a running gpuprov ci (pid {held.pid}); "
                         "pick another --stack or wait for it")
+    from gpuprov.apps.fit import require_fit
+
+    require_fit(config)  # before anything bills: the apps must run on the type's GPU, and fit on it
     # Imported now, not mid-run: a signal raised inside an import can come out wrapped in another error.
     import gpuprov.infra.clouds.local.sandbox  # noqa: F401
     import gpuprov.provisioning.deploy

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -43,6 +44,8 @@ _SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521
 _HOST = re.compile(rf"(?P<user>[a-z_][a-z0-9_.-]{{0,31}})@(?P<address>{grammar.HOST_ADDRESS})(:(?P<port>[0-9]{{1,5}}))?",
                    re.ASCII)
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# A fully qualified Pulumi stack name, ``org/project/stack`` (Pulumi's own characters for org and project).
+_QUALIFIED_STACK = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})/(?P<project>[A-Za-z0-9_.-]{1,100})/(?P<stack>[^/]*)$")
 OLD_KEYS = {"stacks": "apps"}  # renamed keys, still read (with a one-line notice)
 
 
@@ -75,7 +78,8 @@ class StackConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stack: str = Field("dev", description="Stack name: lower-case letters, digits and dashes.")
+    stack: str = Field("dev", description="Stack name: lower-case letters, digits and dashes; as a Pulumi "
+                       "stack it may be fully qualified, org/project/stack.")
     cloud: str = Field("local", description=f"Where the GPU host comes from: {or_list(CLOUDS)}.")
     region: str | None = Field(None, description="Cloud region; the cloud's default when unset (Lambda: any with capacity).")
     zone: str | None = Field(None, description="Zone (GCP); the region's default zone when unset.")
@@ -91,7 +95,9 @@ class StackConfig(BaseModel):
                                   "monai_label, or an app folder of your own listed in GPUPROV_APP_PATH.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
     served_model_name: str = Field("monai-reasoning-cxr-3b", description="Model name vLLM answers to.")
-    gpu_memory_utilization: float = Field(0.5, description="Share of GPU memory vLLM may take (0 < x <= 1).")
+    gpu_memory_utilization: float | None = Field(None, description="Share of GPU memory vLLM may take (0 < x <= 1); "
+                                                  "unset: what the GPU memory budget leaves it on the card.")
+    max_model_len: int = Field(8192, description="Longest prompt plus answer vLLM accepts, in tokens (1024 to 32768).")
     vllm_image: str = Field("vllm/vllm-openai:v0.11.0", description="vLLM image reference with a pinned tag.")
     open_webui_image: str = Field("ghcr.io/open-webui/open-webui:v0.6.34", description="Open WebUI image reference.")
     monai_label_image: str | None = Field(None, description="Prebuilt OHIF-AI MONAI Label image; built on the host when unset.")
@@ -107,6 +113,34 @@ class StackConfig(BaseModel):
     image: str | None = Field(
         None, description="Machine image: an AWS AMI id (ami-...), a GCP image link or family/<name>; "
         "unset: the cloud's GPU image (AWS Deep Learning Base AMI, GCP Deep Learning VM).")
+
+    # The ``org/project`` of a fully qualified stack name; ``stack`` itself keeps the last part, the
+    # name the Pulumi program sees (``pulumi.get_stack()``) and every resource, tag and file is named by.
+    _qualifier: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _qualified_stack(cls, data: Any, handler: Any) -> StackConfig:
+        qualifier = None
+        if isinstance(data, dict) and isinstance(data.get("stack"), str) and "/" in data["stack"]:
+            m = _QUALIFIED_STACK.match(data["stack"])
+            if not m:
+                raise ConfigError("stack", data["stack"], "a fully qualified stack name is org/project/stack")
+            qualifier, data = f"{m['org']}/{m['project']}", {**data, "stack": m["stack"]}
+        model: StackConfig = handler(data)
+        if qualifier:
+            model._qualifier = qualifier
+        return model
+
+    @property
+    def pulumi_stack(self) -> str:
+        """The stack's name in its Pulumi backend: ``org/project/stack`` when given so, else ``stack``."""
+        return f"{self._qualifier}/{self.stack}" if self._qualifier else self.stack
+
+    @property
+    def pulumi_project(self) -> str:
+        """The Pulumi project the stack belongs to (``gpuprov`` unless the stack name says another)."""
+        return self._qualifier.split("/")[1] if self._qualifier else "gpuprov"
 
     # --- field checks: each raises ConfigError naming the key -------------------
 
@@ -176,9 +210,16 @@ class StackConfig(BaseModel):
 
     @field_validator("gpu_memory_utilization")
     @classmethod
-    def _gpu_share(cls, v: float) -> float:
-        if not 0 < v <= 1:  # NaN fails this too
+    def _gpu_share(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 1:  # NaN fails this too
             raise ConfigError("gpu_memory_utilization", v, "expected a share greater than 0 and at most 1, such as 0.5")
+        return v
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _context(cls, v: int) -> int:
+        if not 1024 <= v <= 32768:  # NV-Reason-CXR-3B's context is 32k
+            raise ConfigError("max_model_len", v, "expected tokens from 1024 to 32768 (the model's context)")
         return v
 
     @field_validator("idle_minutes")

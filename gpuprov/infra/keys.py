@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,6 +36,22 @@ def private_key_path(config: StackConfig) -> Path:
     if config.ssh_private_key_path is not None:
         return Path(config.ssh_private_key_path).expanduser()
     return stack_keypair(config.stack)[0]
+
+
+def adopt_keypair(stack: str, private_key: str) -> None:
+    """Install the stack's generated key pair as its stack outputs carry it (a colleague made the host),
+    unless this machine has it already; 0600 in a 0700 folder."""
+    private = key_dir(stack) / "id_ed25519"
+    if private.exists():
+        return
+    private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = private.with_name(".id_ed25519.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(private_key if private_key.endswith("\n") else private_key + "\n")
+    public = subprocess.run(["ssh-keygen", "-y", "-f", str(tmp)], check=True, capture_output=True, text=True).stdout
+    private.with_suffix(".pub").write_text(f"{public.strip()} gpuprov-{stack}\n")
+    tmp.replace(private)
 
 
 def forget_keypair(stack: str) -> None:

@@ -17,7 +17,9 @@ or from the environment).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,32 +161,65 @@ def run_program(
 
 
 class MockStateFile:
-    """A stack's state under the mock runtime: dynamic resources with ids, outputs and providers."""
+    """A stack's state under the mock runtime: dynamic resources with ids, outputs and providers, and its
+    secret config, encrypted (:func:`seal`) as Pulumi's passphrase provider keeps it: never in plain text."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def load(self) -> dict[str, dict[str, Any]]:
+    def _read(self) -> dict[str, Any]:
         try:
-            return dict(json.loads(self.path.read_text())["resources"])
+            return dict(json.loads(self.path.read_text()))
         except FileNotFoundError:
             return {}
 
-    def save(self, resources: dict[str, dict[str, Any]], outputs: dict[str, Any] | None = None) -> None:
+    def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"resources": resources, "outputs": outputs or {}}, indent=2, default=str))
-        tmp.chmod(0o600)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=str)
         tmp.replace(self.path)
 
+    def load(self) -> dict[str, dict[str, Any]]:
+        return dict(self._read().get("resources", {}))
+
+    def save(self, resources: dict[str, dict[str, Any]], outputs: dict[str, Any] | None = None) -> None:
+        data = self._read()
+        self._write({**data, "resources": resources, "outputs": outputs or {}})
+
     def outputs(self) -> dict[str, Any] | None:
-        try:
-            return dict(json.loads(self.path.read_text())["outputs"])
-        except FileNotFoundError:
-            return None
+        data = self._read()
+        return dict(data.get("outputs") or {}) if data else None
+
+    def sealed_secrets(self) -> dict[str, str] | None:
+        return self._read().get("secrets")
+
+    def save_sealed_secrets(self, sealed: dict[str, str]) -> None:
+        data = self._read()
+        self._write({"resources": {}, "outputs": {}, **data, "secrets": sealed})
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def seal(plain: bytes, passphrase: str) -> dict[str, str]:
+    """``plain`` encrypted with AES-256-GCM under a key derived (scrypt) from ``passphrase``."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    salt, nonce = os.urandom(16), os.urandom(12)
+    key = hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    sealed = AESGCM(key).encrypt(nonce, plain, None)
+    return {k: base64.b64encode(v).decode() for k, v in (("salt", salt), ("nonce", nonce), ("ciphertext", sealed))}
+
+
+def unseal(sealed: dict[str, str], passphrase: str) -> bytes:
+    """What :func:`seal` sealed; ``cryptography``'s InvalidTag when the passphrase is not the one it used."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    raw = {k: base64.b64decode(sealed[k]) for k in ("salt", "nonce", "ciphertext")}
+    key = hashlib.scrypt(passphrase.encode(), salt=raw["salt"], n=2**14, r=8, p=1, dklen=32)
+    return AESGCM(key).decrypt(raw["nonce"], raw["ciphertext"], None)
 
 
 def destroy_dynamic(resources: dict[str, dict[str, Any]], on_deleted: Callable[[str], None] | None = None) -> None:

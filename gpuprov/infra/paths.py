@@ -15,4 +15,3 @@ def state_root() -> Path:
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the installed gpuprov package
 REMOTE_FILES = PACKAGE_ROOT / "remote"  # files that live on the host (package data)
-REPO_ROOT = PACKAGE_ROOT.parent

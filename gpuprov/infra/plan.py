@@ -51,7 +51,11 @@ def plan(
     calls: dict[str, CallHandler] | None = None,
     output_defaults: OutputDefaults | None = None,
 ) -> dict[str, Any]:
-    """``{"resources": [...], "exposure": [...], "cost": {...}}`` for ``config``."""
+    """``{"resources": [...], "exposure": [...], "cost": {...}, "serving": {...}}`` for ``config``.
+
+    ``serving``: the apps sized for the instance type's GPU (:mod:`gpuprov.apps.fit`): settings, the GPU
+    memory budget, and what stops the stack there.
+    """
     from gpuprov import infra
     from gpuprov.infra.prices import estimate_for
 
@@ -62,7 +66,12 @@ def plan(
     cost: dict[str, Any] = asdict(estimate_for(config))
     if config.spot:
         cost["note"] = "spot capacity: billed at the market price, usually far below this on-demand ceiling"
-    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost}
+    from gpuprov.apps.fit import planned
+
+    sized = planned(config)
+    serving: dict[str, Any] = sized.to_json() if sized else {
+        "gpu": None, "note": "sized at deploy, for the GPU and CPU architecture the host reports"}
+    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost, "serving": serving}
 
 
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

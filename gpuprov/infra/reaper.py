@@ -34,7 +34,7 @@ from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import utcnow
 from gpuprov.infra.lease import CiLease
 from gpuprov.infra.settings import Settings
-from gpuprov.infra.stacks import has_local_state
+from gpuprov.infra.stacks import has_local_state, in_pulumi_backend
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT
 
 Progress = Callable[[str], None]
@@ -51,11 +51,12 @@ class ReapFailed(GpuprovError):
 
 
 def stack_known_here(stack: str) -> bool:
-    """Whether this machine still has the stack: a record, saved state, or a live CI lease."""
+    """Whether the stack is somebody's: a record or saved state here, a live CI lease, or a stack of that name
+    in the Pulumi backend in use."""
     lease = CiLease.load(stack)
     if lease is not None:
         return lease.alive
-    return has_local_state(stack)
+    return has_local_state(stack) or in_pulumi_backend(stack)  # a colleague's stack on the team's backend
 
 
 # --- the report -------------------------------------------------------------------------------------

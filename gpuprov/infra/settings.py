@@ -11,6 +11,7 @@ Credentials are not settings: each cloud's SDK chain (or its documented variable
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +44,16 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float = 0.0) 
     return value
 
 
+_SECRETS_PROVIDER = re.compile(r"^(passphrase|default|(awskms|gcpkms|hashivault|azurekeyvault)://\S+)$")
+
+
+def _secrets_provider(raw: str | None) -> str | None:
+    if raw is not None and not _SECRETS_PROVIDER.match(raw):
+        raise SettingsError("GPUPROV_SECRETS_PROVIDER", raw, "use passphrase, default, or an awskms://, gcpkms://, "
+                            "hashivault:// or azurekeyvault:// URL (Pulumi's secrets providers)")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """How this machine reaches clouds and engines. Every field names the variable it comes from."""
@@ -66,6 +77,16 @@ class Settings:
     gcp_billing_url: str = GCP_BILLING_DEFAULT_URL
     #: ``GPUPROV_AWS_REGIONS``: the EC2 regions the reaper sweeps (comma-separated); empty: the default region.
     aws_regions: tuple[str, ...] = ()
+    #: ``PULUMI_BACKEND_URL``: the Pulumi backend the user's Pulumi uses (unset: the logged-in one).
+    pulumi_backend_url: str | None = None
+    #: ``PULUMI_HOME``: where the Pulumi CLI keeps its login (``credentials.json``); default ``~/.pulumi``.
+    pulumi_home: str | None = None
+    #: whether ``PULUMI_ACCESS_TOKEN`` is set (Pulumi then logs in to Pulumi Cloud by itself); never the token.
+    pulumi_access_token_set: bool = False
+    #: ``GPUPROV_SECRETS_PROVIDER``: the secrets provider of stacks gpuprov creates (``awskms://...``,
+    #: ``gcpkms://...``, ``hashivault://...``, ``azurekeyvault://...``, ``passphrase``, ``default``);
+    #: unset: the backend's default (Pulumi Cloud's own; a passphrase elsewhere).
+    secrets_provider: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,4 +105,8 @@ class Settings:
             gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT") or None,
             gcp_billing_url=(env.get("GPUPROV_GCP_BILLING_URL") or GCP_BILLING_DEFAULT_URL).rstrip("/"),
             aws_regions=tuple(r.strip() for r in (env.get("GPUPROV_AWS_REGIONS") or "").split(",") if r.strip()),
+            pulumi_backend_url=env.get("PULUMI_BACKEND_URL") or None,
+            pulumi_home=env.get("PULUMI_HOME") or None,
+            pulumi_access_token_set=bool(env.get("PULUMI_ACCESS_TOKEN")),
+            secrets_provider=_secrets_provider(env.get("GPUPROV_SECRETS_PROVIDER") or None),
         )

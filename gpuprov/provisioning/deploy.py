@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, AppError, Secrets
+from gpuprov.apps.fit import require_fit_on_host
 from gpuprov.infra import records
 from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import ConfigError, StackConfig
@@ -24,7 +25,7 @@ from gpuprov.infra.host import GpuHost
 from gpuprov.provisioning import idle_agent, sshd, steps
 from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
-from gpuprov.provisioning.facts import HostFacts, parse_facts, probe_script
+from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import ROOT, on_host
 from gpuprov.provisioning.secrets import app_secrets, secrets_path, stored
 from gpuprov.provisioning.ssh import Remote, target_for, wait_for_ssh
@@ -94,7 +95,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     started = time.monotonic()
     target = target_for(config, host, key_path)
     apps = registry().selected(config.apps)
-    secrets, generated = app_secrets(config.stack, apps)
+    secrets, generated = app_secrets(config, apps)
     inputs = build_inputs_of(apps, build_inputs)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
     wait_for_ssh(host, ssh_timeout_s)
@@ -107,7 +108,10 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
         facts = gather_facts(remote, paths, refs)
-        want = desired_state(config, HostShape(facts.gpus, facts.sandbox), secrets)
+        supplied = frozenset(n for n in uploads if n in inputs or facts.files.get(uploads[n]))
+        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied)
+        require_fit_on_host(config, shape.target)  # before anything changes: the GPU and architecture it really has
+        want = desired_state(config, shape, secrets)
         want.files += agent_files
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
@@ -141,9 +145,10 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                         _new_logins(config.stack, apps, secrets, generated))
 
 
-def stored_logins(stack: str, apps: list[App]) -> list[Credentials]:
-    """The logins of ``apps`` already generated for ``stack`` (``gpuprov secrets show``)."""
-    store = stored(stack)
+def stored_logins(config: StackConfig, apps: list[App]) -> list[Credentials]:
+    """The logins of ``apps`` already generated for the stack (``gpuprov secrets show``)."""
+    stack = config.stack
+    store = stored(config)
     return [Credentials(a.login.label, a.login.service, tuple(store[a.name][n] for n in a.login.secrets),
                         str(secrets_path(stack)))
             for a in apps if a.login and set(a.login.secrets) <= set(store.get(a.name, {}))]

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuprov.apps import registry
-from gpuprov.apps.base import App, AppError, HostContext, Secrets, env_name
+from gpuprov.apps.base import App, AppError, GpuTarget, HostContext, Secrets, env_name
+from gpuprov.apps.fit import fit
 from gpuprov.infra import grammar
 from gpuprov.infra.config import StackConfig
+from gpuprov.infra.gpus import GpuSpec
 from gpuprov.infra.paths import REMOTE_FILES
 from gpuprov.provisioning.hostpaths import ROOT
 
@@ -42,6 +44,13 @@ class HostShape:
 
     gpus: int = 0  # NVIDIA GPUs it reports
     sandbox: bool = False  # it declares itself a sandbox: stand-in images, host networking, no pulls
+    gpu: GpuSpec | None = None  # its first GPU, as it reports it (what the apps are sized for)
+    arch: str | None = None  # its CPU architecture (uname -m)
+    inputs: frozenset[str] = frozenset()  # build inputs supplied (on the host or sent now)
+
+    @property
+    def target(self) -> GpuTarget:
+        return GpuTarget(self.gpu, self.arch, inputs=self.inputs)
 
 
 @dataclass
@@ -149,19 +158,22 @@ def desired_state(config: StackConfig, shape: HostShape, secrets: Mapping[str, S
     """Everything the host should hold for ``config`` on a host of ``shape``; ``secrets``: app -> its secrets."""
     want = Desired(root=ROOT, sandbox=shape.sandbox)
     want.directories.append(ROOT)
+    sized = fit(config, shape.target).apps
     for app in registry().selected(config.apps):
-        _add_app(want, app, config, shape, secrets[app.name])
+        _add_app(want, app, config, shape, secrets[app.name], sized[app.name].settings if app.name in sized else {})
     return want
 
 
-def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, secrets: Secrets) -> None:
+def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, secrets: Secrets,
+             sizing: Mapping[str, str]) -> None:
     directory = f"{ROOT}/{app.name}"
     want.directories += [directory] + [f"{directory}/{d}" for d in app.directories]
     # All addresses only for a port the cloud's firewall opens to allowed_cidrs (the config refuses open_ports
     # without them); everything else stays on loopback, reached through the SSH tunnel.
     binds = {s.name: "0.0.0.0" if s.port in config.open_ports and config.allowed_cidrs else "127.0.0.1"
              for s in app.services}
-    ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds)
+    ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds,
+                      sizing=sizing)
     images = {s.name: s.image(config) for s in app.services}
     files = [RemoteFile(f"{directory}/{n}", (app.folder / n).read_bytes()) for n in app.compose_files(shape.gpus, shape.sandbox)]
     label = standin_label(app) if shape.sandbox else ""

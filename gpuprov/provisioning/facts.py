@@ -13,6 +13,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
+from gpuprov.infra.gpus import GpuSpec, from_host
 from gpuprov.provisioning.hostpaths import on_host
 
 MARK = "@@gpuprov-fact:"
@@ -46,12 +47,22 @@ class HostFacts:
     docker: str | None = None  # server version, None when missing or not answering
     compose: str | None = None
     gpus: int = 0
+    gpu_report: str = ""  # nvidia-smi's `name, compute_cap, memory.total` of the first GPU ("" without one)
     nvidia_toolkit: bool = False
     docker_runtimes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # logical path -> sha256
     images: dict[str, ImageFact] = field(default_factory=dict)
     containers: list[ContainerFact] = field(default_factory=list)
     markers: set[str] = field(default_factory=set)
+
+
+def gpu_spec(facts: HostFacts) -> GpuSpec | None:
+    """The host's first GPU as gpuprov sizes for it (its own report, completed from the table), or None."""
+    if not facts.gpus or not facts.gpu_report:
+        return None
+    fields = [f.strip() for f in facts.gpu_report.split(",")]
+    cc = fields[1] if len(fields) >= 3 else ""  # the second form has no compute_cap (drivers before 510)
+    return from_host(fields[0], cc, fields[-1] if len(fields) >= 2 else "")
 
 
 def probe_script(root: str, paths: list[str], images: list[str]) -> str:
@@ -75,6 +86,7 @@ s apt_lock; if command -v fuser >/dev/null 2>&1; then if fuser /var/lib/dpkg/loc
 s docker; $SUDO docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo missing
 s compose; $SUDO docker compose version --short 2>/dev/null || echo missing
 s gpus; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | grep -c '^GPU'; else echo 0; fi
+s gpu; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1; fi
 s nvidia_toolkit; if command -v nvidia-ctk >/dev/null 2>&1; then echo installed; else echo missing; fi
 s docker_runtimes; $SUDO docker info --format '{{{{json .Runtimes}}}}' 2>/dev/null
 s files; {f'(cd "${{GPUPROV_HOST_ROOT:-}}/" && $SUDO sha256sum -- {files} 2>/dev/null)' if files else ":"}
@@ -118,6 +130,7 @@ def parse_facts(text: str) -> HostFacts:
     gpus = first("gpus", "0")
     # A sandbox shares another machine: its GPUs are not ours to use.
     facts.gpus = int(gpus) if gpus.isdigit() and not facts.sandbox else 0
+    facts.gpu_report = "" if facts.sandbox else first("gpu")
     facts.nvidia_toolkit = first("nvidia_toolkit") == "installed"
     runtimes = first("docker_runtimes", "{}")
     try:

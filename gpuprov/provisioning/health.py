@@ -38,7 +38,7 @@ def check_service(service: str, url: str, config: StackConfig, secrets: Mapping[
 def check_all(config: StackConfig, urls: Mapping[str, str]) -> dict[str, str | None]:
     """Each service's health (None: healthy) through the given forwarded URLs."""
     owners = {name: registry().service(name)[0] for name in urls}
-    secrets, _ = app_secrets(config.stack, list({a.name: a for a in owners.values()}.values()))
+    secrets, _ = app_secrets(config, list({a.name: a for a in owners.values()}.values()))
     return {name: check_service(name, url, config, secrets[owners[name].name]) for name, url in urls.items()}
 
 
@@ -72,7 +72,7 @@ def wait_healthy(config: StackConfig, host: GpuHost, timeout_s: float, *, key_pa
     with Tunnel(config, host, key_path=key_path, progress=progress) as tunnel:
         wait_until_healthy(config, tunnel.urls, timeout_s, progress)
         apps = [a for a in registry().selected(config.apps) if a.after_healthy]
-        secrets, _ = app_secrets(config.stack, apps)
+        secrets, _ = app_secrets(config, apps)
         for app in apps:
             assert app.after_healthy is not None
             urls = {s.name: tunnel.urls[s.name] for s in app.services if s.name in tunnel.urls}

@@ -1,9 +1,12 @@
-"""The stack's generated service secrets, kept on the operator's machine as secrets.
+"""The stack's generated service secrets: with the stack, as Pulumi secrets, and cached on this machine.
 
-One JSON file per stack under the state root, 0600: ``{"apps": {APP: {NAME: VALUE}}}``, each value
-generated once, the first time a deploy of an app that declares it needs it (an API key, a web UI's
-secret key and admin account, ...). They reach the host only inside root-only (0600) env
-files, written over the SSH channel's stdin, never on a command line.
+Each value is generated once, the first time a deploy of an app that declares it needs it (an API
+key, a web UI's secret key and admin account, ...), and saved first with the stack (secret stack
+config in its Pulumi backend, :func:`gpuprov.infra.stacks.secret_store`), so a colleague's deploy
+uses the same values, then in one JSON file per stack under the state root, 0600:
+``{"apps": {APP: {NAME: VALUE}}}`` (the only store of stacks without a Pulumi backend: local,
+existing). They reach the host only inside root-only (0600) env files, written over the SSH
+channel's stdin, never on a command line.
 
 A file of the earlier flat format (``{NAME: VALUE}``) is read as the secrets of every app that
 declares those names, and rewritten in the new format the next time a secret is added.
@@ -19,6 +22,7 @@ from typing import Any
 
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, Secrets
+from gpuprov.infra.config import StackConfig
 from gpuprov.infra.paths import state_root
 
 
@@ -48,30 +52,78 @@ def _write(path: Path, store: dict[str, dict[str, str]]) -> None:
     tmp.replace(path)
 
 
-def app_secrets(stack: str, apps: Sequence[App]) -> tuple[dict[str, Secrets], dict[str, list[str]]]:
-    """Each app's secrets, generating what is missing. Returns (app -> secrets, app -> names generated now)."""
-    path = secrets_path(stack)
-    store = _read(path)
+HOST_KEYS = "_host_keys"  # the store's entry of host-key pins: {host identity: "ENTRY KEYTYPE BASE64"}
+
+
+class _Store:
+    """The stack's store: its own (in its Pulumi backend) merged over this machine's copy."""
+
+    def __init__(self, config: StackConfig):
+        from gpuprov.infra.stacks import secret_store
+
+        self.config, self.path = config, secrets_path(config.stack)
+        self.local = _read(self.path)
+        self.shared = secret_store(config)
+        self.remote = self.shared.load_service_secrets(config) if self.shared else {}
+        self.values = {k: {**self.local.get(k, {}), **self.remote.get(k, {})} for k in {*self.local, *self.remote}}
+        self.local.pop(HOST_KEYS, None)
+
+    def save(self) -> None:
+        """Save to the stack first (the truth), then to this machine's copy (its pins are in known_hosts,
+        not here); only what changed."""
+        stored = {k: v for k, v in self.values.items() if v}
+        if self.shared and stored != self.remote:
+            self.shared.save_service_secrets(self.config, stored)
+        mine = {k: v for k, v in stored.items() if k != HOST_KEYS}
+        if mine != self.local:
+            _write(self.path, mine)
+
+
+def app_secrets(config: StackConfig, apps: Sequence[App]) -> tuple[dict[str, Secrets], dict[str, list[str]]]:
+    """Each app's secrets, generating what is missing. Returns (app -> secrets, app -> names generated now).
+
+    The stack's own store wins over this machine's copy; a value only this machine has (a stack
+    deployed before its secrets travelled with it) is added to the stack's store."""
+    store = _Store(config)
     generated: dict[str, list[str]] = {}
     for app in apps:
-        have = store.setdefault(app.name, {})
+        have = store.values.setdefault(app.name, {})
         for s in app.secrets:
             if s.name not in have:
-                have[s.name] = s.generate(stack)
+                have[s.name] = s.generate(config.stack)
                 generated.setdefault(app.name, []).append(s.name)
-    if generated:
-        _write(path, store)
-    return {a.name: Secrets(store.get(a.name, {})) for a in apps}, generated
+    store.save()
+    return {a.name: Secrets(store.values.get(a.name, {})) for a in apps}, generated
 
 
-def stored(stack: str) -> dict[str, dict[str, str]]:
-    """What the stack's store holds now, app -> name -> value (nothing generated)."""
-    return _read(secrets_path(stack))
+def stored(config: StackConfig) -> dict[str, dict[str, str]]:
+    """What the stack's store holds now, app -> name -> value (nothing generated, no host-key pins)."""
+    return {k: v for k, v in _Store(config).values.items() if k != HOST_KEYS}
 
 
-def secrets_of(stack: str, app: App) -> Secrets:
+def host_key_pins(config: StackConfig, identity: str) -> list[str]:
+    """The known_hosts lines pinned for the host ``identity`` (:func:`gpuprov.provisioning.ssh.host_identity`),
+    by whoever connected first: pins travel with the stack, so a colleague's first connect is checked too."""
+    pinned = _Store(config).values.get(HOST_KEYS, {}).get(identity)
+    return pinned.splitlines() if pinned else []
+
+
+def add_host_key_pin(config: StackConfig, identity: str, line: str) -> None:
+    """Record a pin made at first connect with the stack (and this machine's copy)."""
+    store = _Store(config)
+    if store.shared is None:  # no stack store: this machine's known_hosts is where pins live
+        return
+    pins = store.values.setdefault(HOST_KEYS, {})
+    lines = pins.get(identity, "").splitlines()
+    if line not in lines:
+        pins[identity] = "\n".join([*lines, line])  # only this host's pins: a replaced host starts afresh
+        store.values[HOST_KEYS] = {identity: pins[identity]}
+        store.save()
+
+
+def secrets_of(config: StackConfig, app: App) -> Secrets:
     """One app's secrets (generated when missing)."""
-    return app_secrets(stack, [app])[0][app.name]
+    return app_secrets(config, [app])[0][app.name]
 
 
 def forget(stack: str) -> None:

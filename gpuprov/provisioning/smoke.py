@@ -15,7 +15,7 @@ def smoke(config: StackConfig, urls: Mapping[str, str]) -> dict[str, Any]:
     """Run the smoke test of every deployed app whose services are in ``urls``; raise SmokeFailed on a wrong answer.
     Returns service -> what its answer showed."""
     apps = [a for a in registry().selected(config.apps) if a.smoke and all(s.name in urls for s in a.services)]
-    secrets, _ = app_secrets(config.stack, apps)
+    secrets, _ = app_secrets(config, apps)
     result: dict[str, Any] = {}
     for app in apps:
         assert app.smoke is not None

@@ -4,6 +4,8 @@ counter of round trips (exec channels plus sftp requests) so deploys can say wha
 Host key pinning: one known_hosts file per stack under the state root. The first connect
 records the key (or the key the target already told us, e.g. the local sandbox's), a later
 mismatch stops with :class:`HostKeyChanged`; nothing is ever added silently to a user file.
+Pins travel with the stack (:func:`gpuprov.provisioning.secrets.add_host_key_pin`): a colleague's
+first connect to the same host checks the key the first operator pinned.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, wait_for_ssh_banner
 from gpuprov.infra.paths import state_root
 from gpuprov.provisioning.errors import HostKeyChanged, HostUnreachable, ProvisioningError
+from gpuprov.provisioning.secrets import add_host_key_pin, host_key_pins
 
 Output = Callable[[str], None]
 
@@ -40,8 +43,9 @@ def _host_entry(host: GpuHost) -> str:
 class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
     """Record an unknown host's key in the stack's file; refuse one that differs from what the target declared."""
 
-    def __init__(self, stack: str, path: Path, declared: str | None):
+    def __init__(self, stack: str, path: Path, declared: str | None, on_pinned: Callable[[str], None] | None = None):
         self.stack, self.path, self.declared = stack, path, declared
+        self.on_pinned = on_pinned or (lambda _line: None)
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         offered = f"{key.get_name()} {key.get_base64()}"
@@ -51,6 +55,7 @@ class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
         with self.path.open("a") as fh:
             fh.write(f"{hostname} {offered}\n")
         self.path.chmod(0o600)
+        self.on_pinned(f"{hostname} {offered}")
 
 
 @dataclass
@@ -97,6 +102,15 @@ def _forget_pins_of_a_replaced_host(known_hosts: Path, host: GpuHost) -> None:
     owner.write_text(ident + "\n")
 
 
+def _adopt_stack_pins(known_hosts: Path, pins: list[str]) -> None:
+    """Add the pins the stack carries (made by whoever connected first) that this machine lacks."""
+    have = set(known_hosts.read_text().splitlines())
+    missing = [p for p in pins if p not in have]
+    if missing:
+        with known_hosts.open("a") as fh:
+            fh.write("".join(f"{p}\n" for p in missing))
+
+
 class Remote:
     """A pinned SSH connection (Fabric) that counts its round trips."""
 
@@ -107,6 +121,8 @@ class Remote:
         self.known_hosts = known_hosts_path(target.config.stack)
         _forget_pins_of_a_replaced_host(self.known_hosts, host)
         self.known_hosts.touch(mode=0o600, exist_ok=True)
+        ident = host_identity(host)
+        _adopt_stack_pins(self.known_hosts, host_key_pins(target.config, ident))
         self.conn = Connection(
             host.address, user=host.ssh_user, port=host.ssh_port,
             config=Config(overrides={"run": {"in_stream": False}, "load_ssh_configs": False}),
@@ -119,7 +135,9 @@ class Remote:
             client.load_host_keys(str(self.known_hosts))
         except (paramiko.hostkeys.InvalidHostKey, UnicodeDecodeError) as err:
             raise ProvisioningError(f"{self.known_hosts} is damaged ({err}); remove the bad line and run again") from None
-        client.set_missing_host_key_policy(PinOnFirstUse(target.config.stack, self.known_hosts, host.host_key))
+        client.set_missing_host_key_policy(PinOnFirstUse(
+            target.config.stack, self.known_hosts, host.host_key,
+            on_pinned=lambda line: add_host_key_pin(target.config, ident, line)))
         self.conn.client = client
 
     def open(self) -> Remote:
@@ -175,7 +193,10 @@ class Remote:
                             on_line(line.decode(errors="replace"))
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                elif (chan.exit_status_ready() and (chan.eof_received or chan.closed)
+                      and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                    # The exit status can come before the last of the output (sshd sends it when the
+                    # process ends): done only once the host has also closed its end of the output.
                     break
                 else:
                     time.sleep(0.005)

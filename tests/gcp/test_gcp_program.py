@@ -35,11 +35,12 @@ def run_gcp(image: str | None = None, **values: Any) -> tuple[dict[str, list[dic
     return by_type, GpuHost.model_validate(outputs["host"]), invoked
 
 
-def test_defaults_n1_with_one_t4_terminating_on_maintenance():
+def test_defaults_g2_with_its_l4_terminating_on_maintenance():
     res, host, invoked = run_gcp()
     (vm,) = res[INSTANCE]
-    assert (vm["machineType"], vm["zone"]) == ("n1-standard-4", "us-central1-a")
-    assert vm["guestAccelerators"] == [{"type": "nvidia-tesla-t4", "count": 1}]
+    assert (vm["machineType"], vm["zone"]) == ("g2-standard-4", "us-central1-a")
+    assert vm["guestAccelerators"] == []  # the L4 is built into g2 machines
+
     sched = vm["scheduling"]
     assert sched["onHostMaintenance"] == "TERMINATE"  # GPUs cannot live-migrate
     assert (sched["provisioningModel"], sched["preemptible"], sched["automaticRestart"]) == ("STANDARD", False, True)
@@ -50,8 +51,14 @@ def test_defaults_n1_with_one_t4_terminating_on_maintenance():
     assert vm["metadata"]["ssh-keys"] == f"gpuprov:{KEY}"
     assert vm["metadata"]["block-project-ssh-keys"] == "true"
     assert "serviceAccount" not in vm  # the host needs no Google API
-    assert (host.cloud, host.ssh_user, host.gpu, host.usd_hour, host.region) == ("gcp", "gpuprov", "T4", 0.54,
+    assert (host.cloud, host.ssh_user, host.gpu, host.usd_hour, host.region) == ("gcp", "gpuprov", "L4", 0.71,
                                                                                   "us-central1")
+
+
+def test_n1_gets_its_t4_attached():
+    res, _host, _ = run_gcp(instance_type="n1-standard-4")
+    (vm,) = res[INSTANCE]
+    assert vm["guestAccelerators"] == [{"type": "nvidia-tesla-t4", "count": 1}]
 
 
 def test_labels_and_network_tag_mark_the_stack():

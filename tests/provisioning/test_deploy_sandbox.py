@@ -51,6 +51,8 @@ def test_deploy_serves_both_stacks_healthy_through_the_tunnel_and_a_redeploy_is_
         answer = smoke(cfg, tunnel.urls)
         assert answer["vllm"]["model"] == cfg.served_model_name
         assert answer["monai_label"]["label_name"] == "segmentation"
+        assert sorted(answer["monai_label"]["mask_shape"]) == [8, 16, 16]  # the generated series' shape
+        assert answer["vllm"]["total_tokens"] > 1000  # the chest X-ray went with the question
         # vLLM's key is enforced, as --api-key would
         assert requests.get(f"{tunnel.urls['vllm']}/v1/models", timeout=10).status_code == 401
     again = deploy(cfg, host)
@@ -71,7 +73,7 @@ def test_secrets_are_root_only_files_and_never_on_a_command_line(deployed):
     root = HOST_ROOT
     modes = on_host(cfg, host, f"stat -c '%a %n' {root}/vllm_cxr/secrets.env {root}/vllm_cxr/webui.env")
     assert [line.split()[0] for line in modes.splitlines()] == ["600", "600"]
-    key = secrets_of(cfg.stack, registry().app("vllm_cxr"))["vllm_api_key"]
+    key = secrets_of(cfg, registry().app("vllm_cxr"))["vllm_api_key"]
     processes = on_host(cfg, host, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
     assert "/standin/http.sh" in processes  # we do see the containers' command lines ...
     assert key not in processes  # ... and the key is not on any of them
@@ -92,6 +94,58 @@ def test_changing_one_image_tag_redeploys_only_that_service(deployed):
         assert "ghcr.io/open-webui/open-webui:v0.6.35" in on_host(cfg, host, "docker ps --format '{{.Image}}'")
     finally:
         deploy(cfg, host)
+
+
+def test_vllm_runs_with_the_settings_sized_for_the_host(deployed):
+    cfg, host, _ = deployed
+    env = dict(line.split("=", 1) for line in on_host(cfg, host, f"cat {HOST_ROOT}/vllm_cxr/.env").splitlines())
+    assert (env["VLLM_DTYPE"], env["MAX_MODEL_LEN"]) == ("bfloat16", "8192")
+    assert json.loads(env["LIMIT_MM_PER_PROMPT"]) == {"image": 1, "video": 0}
+    args = on_host(cfg, host, "docker inspect vllm --format '{{json .Args}}'")
+    assert "--max-model-len" in json.loads(args) and "--limit-mm-per-prompt" in json.loads(args)
+    # ... and vLLM holds prompts to them: a second image in one prompt is refused, as vLLM refuses it
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with Tunnel(cfg, host) as tunnel:
+        key = secrets_of(cfg.stack, registry().app("vllm_cxr"))["vllm_api_key"]
+        r = requests.post(f"{tunnel.urls['vllm']}/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": cfg.served_model_name,
+                                "messages": [{"role": "user", "content": [image, image]}]})
+    assert r.status_code == 400 and "At most 1 image(s)" in r.json()["message"]
+
+
+def test_a_recreated_monai_label_container_reuses_its_downloaded_weights(deployed):
+    cfg, host, _ = deployed
+    weights = "/code/checkpoints/nnInteractive_v1.0/fold_0/checkpoint_final.pth"
+    first = on_host(cfg, host, f"docker exec monai_sam2 cat {weights}")
+    on_host(cfg, host, "docker rm -f monai_sam2 >/dev/null")  # the container goes; its volumes stay
+    assert "monai_label" in deploy(cfg, host).changed  # deploy creates a new one
+    assert on_host(cfg, host, f"docker exec monai_sam2 cat {weights}") == first  # not downloaded again
+    logs = on_host(cfg, host, "docker logs monai_sam2 2>&1")
+    assert "nnInteractive weights found in /code/checkpoints/nnInteractive_v1.0" in logs
+    assert "downloading" not in logs
+
+
+def test_an_arm64_host_is_refused_before_anything_changes(on_sandbox, monkeypatch):
+    """The decision on the host's own architecture fact (the sandbox is x86_64: the fact is faked)."""
+    from gpuprov.apps.fit import DoesNotFit
+    from gpuprov.provisioning import deploy as deploying
+
+    cfg, host = on_sandbox
+    deploy(cfg, host)
+    state = lambda: on_host(cfg, host, "docker ps -a --format '{{.Names}} {{.ID}} {{.Image}}' | sort")  # noqa: E731
+    before = state()
+    real = deploying.parse_facts
+
+    def on_arm64(text: str):
+        facts = real(text)
+        facts.arch = "aarch64"
+        return facts
+
+    monkeypatch.setattr(deploying, "parse_facts", on_arm64)
+    with pytest.raises(DoesNotFit, match=r"vllm/vllm-openai:v0\.11\.0 has no arm64 build .* nvcr\.io/nvidia/vllm"):
+        deploy(cfg, host)
+    assert state() == before
 
 
 def test_a_changed_host_key_is_refused(on_sandbox, tmp_path):
@@ -258,7 +312,7 @@ def test_open_webui_login_is_on_with_the_generated_admin_only(deployed):
     cfg, host, _ = deployed
     wait_healthy(cfg, host, 60)  # creates the admin through the tunnel when there is none
     wait_healthy(cfg, host, 60)  # and afterwards only checks it signs in
-    secrets = secrets_of(cfg.stack, registry().app("vllm_cxr"))
+    secrets = secrets_of(cfg, registry().app("vllm_cxr"))
     with Tunnel(cfg, host) as tunnel:
         url = tunnel.urls["open_webui"]
         ok = requests.post(f"{url}/api/v1/auths/signin", timeout=10,

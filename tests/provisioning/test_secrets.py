@@ -7,14 +7,17 @@ import stat
 from pathlib import Path
 
 from gpuprov.apps import registry
+from gpuprov.infra.config import StackConfig
 from gpuprov.provisioning.secrets import app_secrets, secrets_path
+
+LOCAL = StackConfig(stack="s", cloud="local")  # a stack with no Pulumi backend: this machine's file is the store
 
 
 def test_secrets_are_generated_once_per_app_and_kept_root_only(gpuprov_home: Path) -> None:
     apps = registry().selected(["vllm_cxr", "monai_label"])
-    first, generated = app_secrets("s", apps)
+    first, generated = app_secrets(LOCAL, apps)
     assert generated == {"vllm_cxr": ["vllm_api_key", "webui_secret_key", "webui_admin_email", "webui_admin_password"]}
-    again, generated = app_secrets("s", apps)
+    again, generated = app_secrets(LOCAL, apps)
     assert generated == {} and dict(again["vllm_cxr"]) == dict(first["vllm_cxr"])
     assert stat.S_IMODE(secrets_path("s").stat().st_mode) == 0o600
     assert first["vllm_cxr"]["vllm_api_key"] not in repr(first)
@@ -27,7 +30,7 @@ def test_a_secret_file_from_before_apps_keeps_its_values(gpuprov_home: Path) -> 
     path = secrets_path("s")
     path.write_text(json.dumps(old))
     path.chmod(0o600)
-    secrets, generated = app_secrets("s", registry().selected(["vllm_cxr"]))
+    secrets, generated = app_secrets(LOCAL, registry().selected(["vllm_cxr"]))
     assert dict(secrets["vllm_cxr"]) == old and generated == {}  # nothing regenerated, no login shown again
 
 
@@ -37,7 +40,7 @@ def test_secrets_show_prints_the_generated_login_again_and_says_when_there_is_no
     env = {"GPUPROV_HOME": str(gpuprov_home)}
     none = run_cli("secrets", "show", "--stack", "s", env=env)
     assert none.returncode == 1 and none.stderr.startswith("error: stack 's' has no generated login"), none.stderr
-    made, _ = app_secrets("s", registry().selected(["vllm_cxr", "monai_label"]))
+    made, _ = app_secrets(LOCAL, registry().selected(["vllm_cxr", "monai_label"]))
     shown = run_cli("secrets", "show", "--stack", "s", env=env)
     assert shown.returncode == 0, shown.stderr
     login = made["vllm_cxr"]

@@ -10,15 +10,30 @@ takes a volume and a JSON ``params`` form field and answers multipart ``params``
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import struct
+import tempfile
+import zipfile
 from email.message import Message
 from email.parser import BytesParser
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from gpuprov.apps.base import App, AppCheck, BuildInput, Service, ServiceCheck, SmokeFailed, SourceBuild
+from gpuprov.apps.base import (
+    App,
+    AppCheck,
+    BuildInput,
+    GpuNeed,
+    GpuTarget,
+    Service,
+    ServiceCheck,
+    Sizing,
+    SmokeFailed,
+    SourceBuild,
+)
 
 
 def image(config: Any) -> str:
@@ -35,19 +50,6 @@ def _health(check: ServiceCheck) -> str | None:
     return None
 
 
-def tiny_nifti(shape: tuple[int, int, int] = (8, 8, 4)) -> bytes:
-    """A small gzipped NIfTI-1 uint8 volume: a valid input for MONAI Label's /infer endpoints."""
-    hdr = bytearray(348)
-    struct.pack_into("<i", hdr, 0, 348)
-    struct.pack_into("<8h", hdr, 40, 3, *shape, 1, 1, 1, 1)
-    struct.pack_into("<hh", hdr, 70, 2, 8)  # datatype uint8, 8 bits
-    struct.pack_into("<8f", hdr, 76, 1, 1, 1, 1, 1, 1, 1, 1)
-    struct.pack_into("<ff", hdr, 108, 352.0, 1.0)  # vox_offset, scl_slope
-    hdr[344:348] = b"n+1\0"
-    voxels = bytes((x * 16) % 256 for x in range(shape[0] * shape[1] * shape[2]))
-    return gzip.compress(bytes(hdr) + b"\0" * 4 + voxels, mtime=0)
-
-
 def _multipart(content_type: str, body: bytes) -> dict[str, Message]:
     msg = BytesParser().parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     if not msg.is_multipart():
@@ -59,19 +61,37 @@ def _multipart(content_type: str, body: bytes) -> dict[str, Message]:
     return parts
 
 
+SMOKE_SERIES = (8, 16)  # slices, rows and columns of the generated series the smoke test sends
+
+
+def series_zip(slices: int, size: int) -> bytes:
+    """A synthetic CT series (pydicom, no patient data) as the DICOM zip OHIF-AI's viewer uploads."""
+    from gpuprov.viewer.studies import write_sample_series
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_sample_series(Path(tmp), slices=slices, size=size)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for path in paths:
+                archive.write(path, path.name)
+    return buffer.getvalue()
+
+
 def _smoke(check: AppCheck) -> dict[str, Any]:
-    """``nninter: init``, then an nnInteractive point prompt; the mask must come back as NIfTI."""
-    url, volume = check.urls["monai_label"], tiny_nifti()
+    """``nninter: init`` with a DICOM series, then an nnInteractive point prompt inside it; the mask must
+    come back as a NIfTI volume of the series' shape."""
+    slices, size = SMOKE_SERIES
+    url, volume = check.urls["monai_label"], series_zip(slices, size)
 
     def infer(params: dict[str, Any]) -> requests.Response:
         return requests.post(f"{url}/infer/segmentation", timeout=300,
-                             files={"file": ("volume.nii.gz", volume, "application/gzip")},
+                             files={"file": ("series.zip", volume, "application/zip")},
                              data={"params": json.dumps(params)})
 
     r = infer({"nninter": "init"})
     if r.status_code != 200 or r.json() != {}:
         raise SmokeFailed("monai_label", f"nninter init answered {r.status_code}: {r.text[:200]}")
-    r = infer({"nninter": True, "pos_points": [[4, 4, 2]], "neg_points": []})
+    r = infer({"nninter": True, "pos_points": [[size // 2, size // 2, slices // 2]], "neg_points": []})
     if r.status_code != 200:
         raise SmokeFailed("monai_label", f"the point prompt answered {r.status_code}: {r.text[:200]}")
     try:
@@ -81,11 +101,46 @@ def _smoke(check: AppCheck) -> dict[str, Any]:
         assert isinstance(payload, bytes)
         mask = gzip.decompress(payload)
         assert struct.unpack_from("<i", mask, 0)[0] == 348, "the image part is not a NIfTI-1 volume"
+        dims = struct.unpack_from("<4h", mask, 40)
+        assert dims[0] == 3 and sorted(dims[1:]) == sorted((size, size, slices)), \
+            f"the mask is {dims[1:]}, the series {size}x{size}x{slices}"
         for key in ("prompt_info", "label_name"):
             assert key in params, f"params lacks {key}"
     except (KeyError, ValueError, OSError, AssertionError) as err:
         raise SmokeFailed("monai_label", f"the segmentation answer has the wrong shape ({err})") from None
-    return {"monai_label": {"label_name": params["label_name"], "mask_bytes": len(mask), "params_keys": sorted(params)}}
+    return {"monai_label": {"label_name": params["label_name"], "mask_shape": list(dims[1:]),
+                            "mask_bytes": len(mask), "params_keys": sorted(params)}}
+
+
+# GPU memory of the server's models, all resident in its one process; sources beside each.
+MODELS_GIB = (
+    ("nnInteractive", 10.0, "10 GB VRAM recommended (https://github.com/MIC-DKFZ/nnInteractive#prerequisites)"),
+    ("SAM2.1 tiny", 1.0, "38.9 M params (https://github.com/facebookresearch/sam2), with working memory; estimate"),
+    ("MedSAM2", 1.0, "SAM2.1 tiny-based (https://github.com/bowang-lab/MedSAM2), with working memory; estimate"),
+)
+SAM3_GIB = (4.2, "848 M params in float32 (https://github.com/facebookresearch/sam3) and working memory; estimate")
+CUDA_CONTEXT_GIB = 0.5
+BLACKWELL_TORCH = ("the OHIF-AI Dockerfile builds on torch 2.6 with CUDA 12.1, which has no Blackwell kernels "
+                   "(PyTorch supports Blackwell from 2.7 with CUDA 12.8: https://pytorch.org/blog/pytorch-2-7/)")
+
+
+def sizing(config: Any, target: GpuTarget) -> Sizing:
+    """What the MONAI Label server takes on the card (its figures are fixed), and where its build cannot run."""
+    problems = []
+    gpu = target.gpu
+    if gpu is not None and gpu.generation == "blackwell" and not config.monai_label_image:
+        problems.append(f"MONAI Label cannot run on a {gpu.name} (Blackwell) when built from "
+                        f"{config.monai_label_ref[:7]}: {BLACKWELL_TORCH}; build an image on torch 2.7+ with "
+                        "CUDA 12.8 and set monai_label_image, or deploy apps: [vllm_cxr]")
+    if gpu is None:
+        return Sizing({}, (), tuple(problems))
+    models = list(MODELS_GIB) + ([("SAM3", *SAM3_GIB)] if "sam3.pt" in target.inputs else [])
+    gib = sum(m[1] for m in models) + CUDA_CONTEXT_GIB
+    basis = "; ".join(f"{name} {size:g} GiB ({src})" for name, size, src in models)
+    if "sam3.pt" not in target.inputs:
+        basis += f"; SAM3 adds {SAM3_GIB[0]:g} GiB when sam3.pt is supplied"
+    return Sizing({}, (GpuNeed("monai_label", round(gib, 1), f"CUDA context {CUDA_CONTEXT_GIB} GiB; {basis}"),),
+                  tuple(problems))
 
 
 APP = App(
@@ -105,4 +160,5 @@ APP = App(
     ),
     smoke=_smoke,
     backup=("data/predictions", "data/studies"),
+    sizing=sizing,
 )

@@ -9,6 +9,7 @@ the first account that signs up (``POST /api/v1/auths/signup``) becomes its admi
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets as random
 from typing import Any
@@ -27,6 +28,8 @@ from gpuprov.apps.base import (
     ServiceCheck,
     SmokeFailed,
 )
+from gpuprov.apps.vllm_cxr.sizing import SETTINGS, sizing
+from gpuprov.apps.vllm_cxr.xray import chest_xray_png
 
 ADMIN_NAME = "gpuprov admin"
 
@@ -36,7 +39,7 @@ def _env(ctx: HostContext) -> dict[str, str]:
     return {
         "MODEL_ID": c.model_id,
         "SERVED_MODEL_NAME": c.served_model_name,
-        "GPU_MEMORY_UTILIZATION": str(c.gpu_memory_utilization),
+        **ctx.sizing,  # dtype, context, multimodal limits and GPU share for the host's GPU (sizing.py)
         "OPENAI_API_BASE_URL": f"http://{ctx.peer('vllm')}:8000/v1",
     }
 
@@ -79,12 +82,15 @@ def _webui_health(check: ServiceCheck) -> str | None:
 
 
 def _smoke(check: AppCheck) -> dict[str, Any]:
-    """A chat completion a user would send, its answer checked for the OpenAI shape."""
+    """What the model is for: a chest X-ray (generated, no patient data) and a question, as an OpenAI
+    multimodal message; the answer is checked for the OpenAI shape and for tokens produced."""
     model = check.config.served_model_name
+    image = "data:image/png;base64," + base64.b64encode(chest_xray_png()).decode()
+    content = [{"type": "text", "text": "Describe any abnormality in this chest X-ray."},
+               {"type": "image_url", "image_url": {"url": image}}]
     r = requests.post(f"{check.urls['vllm']}/v1/chat/completions", timeout=300,
                       headers={"Authorization": f"Bearer {check.secrets['vllm_api_key']}"},
-                      json={"model": model, "max_tokens": 64,
-                            "messages": [{"role": "user", "content": "Is a chest X-ray with clear lungs normal?"}]})
+                      json={"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": content}]})
     if r.status_code != 200:
         raise SmokeFailed("vllm", f"chat completion answered {r.status_code}: {r.text[:200]}")
     body = r.json()
@@ -93,6 +99,7 @@ def _smoke(check: AppCheck) -> dict[str, Any]:
         assert message["role"] == "assistant" and isinstance(message["content"], str) and message["content"]
         assert body["object"] == "chat.completion" and body["model"] == model
         usage = body["usage"]["total_tokens"]
+        assert body["usage"]["completion_tokens"] > 0
     except (KeyError, IndexError, TypeError, AssertionError):
         raise SmokeFailed("vllm", f"the chat completion has the wrong shape: {json.dumps(body)[:300]}") from None
     return {"vllm": {"model": body["model"], "answer_chars": len(message["content"]), "total_tokens": usage}}
@@ -125,7 +132,7 @@ APP = App(
     services=(
         Service(
             name="vllm", container="vllm", port=8000, image=lambda c: c.vllm_image, health=_vllm_health,
-            hash_env=("MODEL_ID", "SERVED_MODEL_NAME", "GPU_MEMORY_UTILIZATION"), hash_files=("secrets.env",),
+            hash_env=("MODEL_ID", "SERVED_MODEL_NAME", *SETTINGS), hash_files=("secrets.env",),
             metrics=Metrics("/metrics", running=("vllm:num_requests_running",), waiting=("vllm:num_requests_waiting",),
                             counters=("vllm:request_success_total", "vllm:prompt_tokens_total")),
         ),
@@ -146,4 +153,5 @@ APP = App(
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
     after_healthy=_ensure_admin,
+    sizing=sizing,
 )

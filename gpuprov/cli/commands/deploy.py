@@ -18,7 +18,7 @@ from gpuprov.infra import records
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
-from gpuprov.infra.stacks import running_host
+from gpuprov.infra.stacks import running_host, stack_cloud
 
 BuildInputOpt = Annotated[
     list[str] | None,
@@ -31,11 +31,11 @@ WaitOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for e
 
 
 def stack_host(cloud: str | None, config: Path | None, stack: str | None) -> tuple[StackConfig, GpuHost]:
-    """The stack's config and its running host (from the stack record), or a clear error."""
+    """The stack's config and its running host (from the stack's outputs), or a clear error."""
     cfg = load(cloud, config, stack)
-    record = records.load(cfg.stack)
-    if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
-        cfg = load(record.cloud, None, cfg.stack)  # `-s NAME` alone means the stack NAME is
+    known = stack_cloud(cfg, settings()) if cloud is None and config is None else None
+    if known is not None and known != cfg.cloud:
+        cfg = load(known, None, stack)  # `-s NAME` alone means the stack NAME is
     return cfg, running_host(cfg, settings())
 
 

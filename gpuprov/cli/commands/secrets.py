@@ -18,9 +18,9 @@ def show(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = Non
     from gpuprov.provisioning.deploy import stored_logins
 
     cfg = load(cloud, config, stack)
-    logins = stored_logins(cfg.stack, registry().selected(cfg.apps))
+    logins = stored_logins(cfg, registry().selected(cfg.apps))
     if not logins:
-        fail(f"stack '{cfg.stack}' has no generated login on this machine yet; run `gpuprov deploy --stack "
+        fail(f"stack '{cfg.stack}' has no generated login yet; run `gpuprov deploy --stack "
              f"{cfg.stack}` (it makes them)")
     for login in logins:
         out.print(f"{escape(login.label)} ({escape(login.service)}): {escape('  '.join(login.values))}")

@@ -13,6 +13,7 @@ from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, lo
 from gpuprov.infra import records
 from gpuprov.infra.clouds import driver_for
 from gpuprov.infra.host import utcnow
+from gpuprov.infra.stacks import stack_cloud
 from gpuprov.infra.teardown import teardown
 
 LOCAL_HINT = (
@@ -29,6 +30,9 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
     cfg = load(cloud, config, stack)
     if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)
+    from gpuprov.apps.fit import require_fit
+
+    require_fit(cfg)  # before anything is created: the apps must run on the type's GPU, and fit on it
     driver = driver_for(cfg.cloud, settings())
     if driver.has_credentials():
         driver.preflight(cfg, progress)
@@ -45,9 +49,9 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
 def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
     """Remove everything the stack created, and check that nothing is left."""
     cfg = load(cloud, config, stack)
-    record = records.load(cfg.stack)
-    if cloud is None and config is None and record is not None and record.cloud != cfg.cloud:
-        cfg = load(record.cloud, None, cfg.stack)  # `gpuprov down -s NAME` removes what NAME is
+    known = stack_cloud(cfg, settings()) if cloud is None and config is None else None
+    if known is not None and known != cfg.cloud:
+        cfg = load(known, None, stack)  # `gpuprov down -s NAME` removes what NAME is
     teardown(cfg, progress, settings())
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
 
@@ -106,6 +110,7 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     result = make_plan(cfg)
     if json_:
         print(json.dumps(result, indent=2, default=str))
+        _refuse_if_it_cannot_serve(cfg, result)
         return
     out.print(f"[bold]{cfg.stack}[/bold] on {cfg.cloud}: {len(result['resources'])} resources")
     for r in result["resources"]:
@@ -116,8 +121,35 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     for e in result["exposure"]:
         src = ", ".join(e["from"]) or "nobody"
         out.print(f"  {e['port']:>5} {e['service']:<12} from {src} ({e['via']})")
+    _print_serving(result["serving"])
     c = result["cost"]
     out.print(f"cost: ${c['hourly_usd']:.3f}/hour, ${c['daily_usd']:.2f}/day, ${c['monthly_usd']:.2f}/month"
               f"  [dim]({c['source']})[/dim]")
     if c.get("note"):
         out.print(f"      {c['note']}")
+    _refuse_if_it_cannot_serve(cfg, result)
+
+
+def _refuse_if_it_cannot_serve(cfg: Any, result: dict[str, Any]) -> None:
+    """After the plan is shown: exit 2 with why, and which type fits, when the stack cannot run on its GPU."""
+    if result["serving"].get("problems"):
+        from gpuprov.apps.fit import require_fit
+
+        require_fit(cfg)
+
+
+def _print_serving(serving: dict[str, Any]) -> None:
+    """The apps' settings for the GPU, and the GPU memory budget: per service, total, headroom."""
+    gpu = serving.get("gpu")
+    if gpu is None:
+        out.print(f"serving: {serving['note']}")
+        return
+    out.print(f"serving on {gpu['name']} (compute capability {gpu['compute_capability']}, {gpu['memory_gib']:g} GiB, "
+              f"{serving['arch']}):")
+    for name, values in serving["settings"].items():
+        out.print(f"  {name}: " + ", ".join(f"{k.lower()}={v}" for k, v in values.items()), markup=False)
+    for row in serving["budget"]:
+        out.print(f"  {row['gib']:>5.1f} GiB  {row['service']:<12} [dim]{row['basis']}[/dim]")
+    out.print(f"  {serving['total_gib']:>5.1f} GiB  total, {serving['headroom_gib']:g} GiB headroom")
+    for problem in serving["problems"]:
+        out.print(f"  [red]cannot run:[/red] {problem}", soft_wrap=True)

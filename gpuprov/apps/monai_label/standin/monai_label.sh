@@ -1,4 +1,18 @@
 # OHIF-AI MONAI Label server stand-in: /info/ and /infer/segmentation with the real shapes.
+
+# The real server downloads nnInteractive's weights at import (basic_infer.py: snapshot_download(...,
+# local_dir="/code/checkpoints")) unless they are there already; the stand-in does the same with a
+# small file, so a test sees whether a recreated container downloaded again.
+on_start() {
+  weights=/code/checkpoints/nnInteractive_v1.0
+  if [ -s "$weights/fold_0/checkpoint_final.pth" ]; then
+    echo "nnInteractive weights found in $weights"
+  else
+    echo "downloading nnInteractive weights into $weights"
+    mkdir -p "$weights/fold_0" /code/checkpoints/.cache/huggingface
+    date +%s%N > "$weights/fold_0/checkpoint_final.pth"
+  fi
+}
 route() {
   # One access-log line per request on the container's output (nc's, PID 1), in the shape of the real
   # server's uvicorn log: `docker logs monai_sam2` shows what reached it, e.g. through the viewer's tunnel.
@@ -17,6 +31,12 @@ route() {
 infer() {
   if ! grep -aq 'name="file"' "$BODY"; then
     json "422 Unprocessable Entity" '{"detail":[{"loc":["body","file"],"msg":"field required","type":"value_error.missing"}]}'
+    return
+  fi
+  # The real server reads a DICOM zip, a DICOM file or a NIfTI volume; anything else fails there.
+  zip=$(printf 'PK\003\004') gz=$(printf '\037\213')
+  if ! sed -n '/name="file"/,$p' "$BODY" | grep -aq -e "$zip" -e 'DICM' -e "$gz"; then
+    json "500 Internal Server Error" '{"detail":"the file is not a DICOM zip, DICOM file or NIfTI volume"}'
     return
   fi
   params=$(sed -n '/name="params"/,/^--/p' "$BODY" | tr -d '\r' | grep -a '^{' | head -n 1)

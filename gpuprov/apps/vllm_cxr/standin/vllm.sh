@@ -30,6 +30,17 @@ METRICS
         json "400 Bad Request" '{"object":"error","message":"messages is required","type":"BadRequestError","param":null,"code":400}'
         return
       fi
+      # Images as vLLM takes them (OpenAI image_url parts), within --limit-mm-per-prompt.
+      images=$(grep -o '"type" *: *"image_url"' "$BODY" | wc -l)
+      limit=$(printf %s "${ARG_LIMIT_MM_PER_PROMPT:-}" | sed -n 's/.*"image" *: *\([0-9]*\).*/\1/p')
+      if [ -n "$limit" ] && [ "$images" -gt "$limit" ]; then
+        json "400 Bad Request" "{\"object\":\"error\",\"message\":\"At most $limit image(s) may be provided in one prompt.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}"
+        return
+      fi
+      if [ "$images" -gt 0 ] && ! grep -q '"url" *: *"\(data:image/[a-z]*;base64,\|https\?://\)' "$BODY"; then
+        json "400 Bad Request" '{"object":"error","message":"image_url must be a data: URL or an http(s) URL","type":"BadRequestError","param":null,"code":400}'
+        return
+      fi
       n=$(cat /tmp/requests_total 2>/dev/null || echo 0); echo $((n + 1)) > /tmp/requests_total
       json "200 OK" "{\"id\":\"chatcmpl-standin$(date +%s)\",\"object\":\"chat.completion\",\"created\":$(date +%s),\"model\":\"$SERVED_MODEL_NAME\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"<think>This is the vLLM stand-in on the local sandbox host; no model runs here.</think>No finding (stand-in answer).\",\"tool_calls\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":$(wc -c < "$BODY"),\"total_tokens\":$(( $(wc -c < "$BODY") + 24 )),\"completion_tokens\":24}}" ;;
     *) json "404 Not Found" '{"detail":"Not Found"}' ;;

@@ -38,7 +38,7 @@ SSH_USER = "ubuntu"  # the Deep Learning Base AMI is Ubuntu 22.04
 ROOT_VOLUME_GB = 150
 SSM_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 # Marks a security group whose public ingress the user asked for (allow_public); the
-# policy pack (policy/rules.py ALLOW_PUBLIC_MARKER) lets only such groups through.
+# policy pack (gpuprov/policy/rules.py ALLOW_PUBLIC_MARKER) lets only such groups through.
 ALLOW_PUBLIC_TAG = "gpuprov-allow-public"
 BUDGET_THRESHOLDS = (80.0, 100.0)
 # created-at / expires-at are set once at creation: a later `up` must not move a host's expiry.

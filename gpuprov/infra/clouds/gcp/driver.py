@@ -1,4 +1,4 @@
-"""GCP as a gpuprov cloud: Compute Engine GPU VMs (n1-standard-4 + T4, g2 + L4) from the Pulumi GCP provider."""
+"""GCP as a gpuprov cloud: Compute Engine GPU VMs (g2 + L4 by default, n1-standard-4 + T4) from the Pulumi GCP provider."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
   forwarding range ``35.235.240.0/20`` only (so SSH goes through
   ``gcloud compute ssh --tunnel-through-iap``, which checks IAM first); service
   ports only when listed in ``open_ports`` and only from ``allowed_cidrs``;
-- the instance: n1-standard-4 + 1x T4 by default (g2-standard-4 has its L4 built
-  in), the Deep Learning VM image of a family resolved at run time,
+- the instance: g2-standard-4 (its L4 built in) by default, or n1-standard-4 with 1x T4 attached;
+  the Deep Learning VM image of a family resolved at run time,
   ``on_host_maintenance = TERMINATE`` (GPUs cannot live-migrate), optional spot
   with the fields spot needs, the SSH key in metadata (project-wide keys blocked),
   no service account (the host needs no Google API), labels from :mod:`gpuprov.infra.tags`.
@@ -38,7 +38,7 @@ SUBNET_RANGE = "10.128.0.0/24"  # the stack's own VPC holds one subnet, for its 
 # The DLVM image is about 50 GB; the images, the MONAI Label build and the model cache come on top.
 BOOT_DISK_GB = 150
 # Firewall rules carry no labels: this marker in the description is how the policy pack
-# (policy/rules.py ALLOW_PUBLIC_MARKER) knows that public ingress was asked for (allow_public).
+# (gpuprov/policy/rules.py ALLOW_PUBLIC_MARKER) knows that public ingress was asked for (allow_public).
 ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"
 _ONCE_LABELS = [f'labels["{TAG_CREATED_AT}"]', f'labels["{TAG_EXPIRES_AT}"]']
 

@@ -1,4 +1,4 @@
-"""The gpuprov CrossGuard policy pack: ``pulumi up --policy-pack policy``.
+"""The gpuprov CrossGuard policy pack: ``pulumi up --policy-pack gpuprov/policy`` (installed: the folder of ``gpuprov.policy``).
 
 The only place the pack is built: constructing a ``PolicyPack`` starts the
 analyzer server and blocks, so tests call the policies in :mod:`rules` directly.

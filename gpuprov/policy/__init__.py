@@ -1,0 +1,1 @@
+"""The CrossGuard policy pack, shipped in the package: ``pulumi up --policy-pack <this folder>``."""
