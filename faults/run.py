@@ -16,7 +16,13 @@ At the end, every log, output and state file is searched for the stand-in's API
 key, the fake HF token and every generated password, in plain text and base64,
 and every command line seen in ``/proc`` during the run too.
 
-The last line reads exactly ``cycles: N, leaks: N, secrets exposed: N``.
+A second operator shares each worker's Lambda account: before the cycles, a colleague
+(another home, another owner reference) brings up a 12-hour stack of their own with ``gpuprov
+up`` (host, SSH key, firewall rulesets). Every cycle's runs, re-runs and reaps (``--grace-minutes
+0`` included) must leave all of it in place; what goes missing is a casualty (the colleague's
+stack is then brought up again, so later cycles are judged too).
+
+The last line reads exactly ``cycles: N, leaks: N, secrets exposed: N, second operator's casualties: N``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,22 @@ EXPECTED_RC: dict[str, set[int]] = {
 }
 
 
+SECOND_OPERATOR = "colleague@faults-second-operator"  # GPUPROV_OWNER of the colleague sharing the account
+
+
+@dataclass
+class Colleague:
+    """The second operator's stack on a worker's account: what must survive every cycle."""
+
+    stack: str
+    instance_ids: set[str]
+    ssh_keys: set[str]
+    rulesets: set[str]  # ids
+
+    def names(self) -> set[str]:
+        return {f"gpuprov-{self.stack}", *self.instance_ids}
+
+
 @dataclass
 class Worker:
     """One sandbox host + one Lambda stand-in + one state root: cycles on a worker run one at a time."""
@@ -68,6 +90,7 @@ class Worker:
     standin: Any  # LambdaStandIn
     env: dict[str, str]
     configs: dict[str, Path]
+    colleague: Colleague | None = None
 
 
 @dataclass
@@ -82,6 +105,7 @@ class Cycle:
     followup_rc: int | None = None
     problems: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
+    casualties: list[str] = field(default_factory=list)  # the second operator's resources that went missing
     injected: bool = True  # False when the box was not in a state the fault could be injected into
 
 
@@ -146,6 +170,37 @@ def make_worker(index: int, root: Path, api_key: str, hf_token: str) -> Worker:
         path.write_text(body)
         configs[name] = path
     return Worker(index, home, box, standin, env, configs)
+
+
+def add_colleague(worker: Worker) -> Colleague:
+    """The second operator brings up a stack of their own, from their own home, on the worker's account."""
+    stack = f"colleague-{worker.index}"
+    worker.standin.place_elsewhere(f"gpuprov-{stack}-")  # their host is another machine, not this worker's box
+    env = {**worker.env, "GPUPROV_HOME": str(worker.home.parent / f"w{worker.index}-colleague"),
+           "GPUPROV_OWNER": SECOND_OPERATOR}
+    result = subprocess.run([sys.executable, "-m", "gpuprov", "up", "--no-deploy", "--config",
+                             str(worker.configs["firewall"]), "--stack", stack],
+                            env=env, capture_output=True, text=True, timeout=600, cwd=worker.home)
+    if result.returncode != 0:
+        raise RuntimeError(f"the second operator's `gpuprov up` failed: {result.stderr[-500:]}")
+    st = worker.standin
+    worker.colleague = Colleague(
+        stack, {i["id"] for i in st.instances(include_terminated=False) if i["name"].startswith(f"gpuprov-{stack}-")},
+        {k["name"] for k in st.ssh_keys() if k["name"] == f"gpuprov-{stack}"},
+        {r["id"] for r in st.rulesets() if r["name"] == f"gpuprov-{stack}"})
+    return worker.colleague
+
+
+def colleague_casualties(worker: Worker) -> list[str]:
+    """What of the second operator's stack the account no longer lists."""
+    c, st = worker.colleague, worker.standin
+    if c is None:
+        return []
+    live = {i["id"] for i in st.instances(include_terminated=False)}
+    keys = {k["name"] for k in st.ssh_keys()}
+    rulesets = {r["id"] for r in st.rulesets()}
+    return ([f"instance {i}" for i in sorted(c.instance_ids - live)] + [f"ssh-key {k}" for k in sorted(c.ssh_keys - keys)]
+            + [f"firewall-ruleset {r}" for r in sorted(c.rulesets - rulesets)])
 
 
 def _docker(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
@@ -349,10 +404,14 @@ def run_cycle(worker: Worker, number: int, kind: str, rng: random.Random) -> Cyc
     if kind == "health-fail" and cycle.injected:
         repair_box(worker)
 
+    cycle.casualties = colleague_casualties(worker)
+    theirs = worker.colleague.names() | worker.colleague.rulesets if worker.colleague else set()
     leftovers = st.leftovers()
-    cycle.leaks = [f"{what} {name}" for what, names in leftovers.items() for name in names]
+    cycle.leaks = [f"{what} {name}" for what, names in leftovers.items() for name in names if name not in theirs]
     if cycle.leaks:
-        st.reset()  # the next cycle starts from an empty account; this one is counted
+        st.reset()  # the next cycle starts from an empty account (but the colleague's stack); this one is counted
+    if cycle.leaks or cycle.casualties:
+        add_colleague(worker)
     stale = local_state(worker, stack)
     if stale:
         cycle.problems.append(f"local state left: {', '.join(stale)}")
@@ -496,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             workers.append(make_worker(i, root, api_key, hf_token))
             (workers[-1].home / "logs").mkdir()
             harvest.homes.append(workers[-1].home)
+            add_colleague(workers[-1])
         # One clean warm-up cycle a worker: the first deploy builds the stand-in images.
         warm = [run_cycle(w, 900 + w.index, "clean", random.Random(args.seed)) for w in workers]
         for c in warm:
@@ -511,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
                 cycle = run_cycle(worker, n, kind, rng)
                 with lock:
                     cycles.append(cycle)
-                    status = "; ".join(cycle.problems + [f"LEAK {x}" for x in cycle.leaks]) or "ok"
+                    status = "; ".join(cycle.problems + [f"LEAK {x}" for x in cycle.leaks]
+                                       + [f"CASUALTY (second operator) {x}" for x in cycle.casualties]) or "ok"
                     follow = f" then {cycle.followup_rc}" if cycle.followup_rc is not None else ""
                     print(f"cycle {n:3d} [w{worker.index}] {kind:<20} {cycle.detail:<34} rc={cycle.rc}{follow} "
                           f"{cycle.seconds:5.1f}s {status}", flush=True)
@@ -532,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     generated = sorted(harvest.seen)
     exposed_n, exposed, scanned = audit(homes, [api_key, hf_token, *generated], watch)
     leaks = sum(len(c.leaks) for c in cycles)
+    casualties = sum(len(c.casualties) for c in cycles)
     problems = [(c, p) for c in cycles for p in c.problems]
     by_kind: dict[str, Counter[int | None]] = defaultdict(Counter)
     for c in cycles:
@@ -545,13 +607,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  EXPOSED {line}")
     for c, p in problems:
         print(f"  PROBLEM cycle {c.number} ({c.kind}): {p}")
-    clean = not problems and not leaks and not exposed_n
+    clean = not problems and not leaks and not exposed_n and not casualties
     kept = args.keep or not clean  # a failed run keeps its logs for whoever looks into it
     print(f"{len(cycles)} cycles in {time.monotonic() - started:.0f}s; logs {'in ' + str(root) if kept else 'removed'}")
     if not kept:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"cycles: {len(cycles)}, leaks: {leaks}, secrets exposed: {exposed_n}", flush=True)
-    return 0 if not leaks and not exposed_n and not problems and len(cycles) >= args.cycles else 1
+    print(f"cycles: {len(cycles)}, leaks: {leaks}, secrets exposed: {exposed_n}, "
+          f"second operator's casualties: {casualties}", flush=True)
+    return 0 if clean and len(cycles) >= args.cycles else 1
 
 
 if __name__ == "__main__":

@@ -95,17 +95,3 @@ def test_fully_qualified_stack_names():
     for bad in ("acme/dev", "acme/gpu/Dev", "/gpu/dev", "acme/gpu/dev/x", "acme/g pu/dev"):
         with pytest.raises(ConfigError, match="config key 'stack'"):
             build_config({"stack": bad})
-
-
-def test_the_reaper_counts_a_colleagues_stack_on_the_shared_backend_as_somebodys(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from gpuprov.infra.mock_runtime import MockStateFile
-    from gpuprov.infra.reaper import stack_known_here
-
-    monkeypatch.setenv("GPUPROV_PULUMI", "mock")
-    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "none"))
-    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path / 'team-state'}")
-    assert not stack_known_here("theirs")
-    cfg = build_config({"stack": "theirs", "cloud": "lambda"})
-    MockStateFile(mock_state_path(cfg, Settings.from_env())).save({}, {"host": None})  # a colleague's `up`
-    assert stack_known_here("theirs")  # no record here, but not an orphan

@@ -42,7 +42,8 @@ def test_plan_json_needs_no_credentials_and_no_network(cloud, instance, price, t
     result = plan_cli("--cloud", cloud, "--json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) == {"resources", "exposure", "cost", "serving"}
+    assert set(plan) == {"resources", "exposure", "cost", "idle_protection", "serving"}
+    assert plan["idle_protection"] is None  # the agent powers the host off: it needs no credential
     types = [r["type"] for r in plan["resources"]]
     assert types.count(instance) == 1 and f"gpuprov:{cloud}:GpuHost" in types
     assert all(set(r) == {"type", "name", "inputs"} and ":" in r["type"] for r in plan["resources"])

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from gpuprov.ci.env import command_env
 from gpuprov.ci.signals import CiSignal, CiTimeout, RunSignals
 from gpuprov.ci.summary import EXIT_INFRA, EXIT_TEARDOWN, CiSummary, record, timed
 from gpuprov.infra.config import StackConfig
@@ -25,6 +26,7 @@ from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.lease import CiLease
 from gpuprov.infra.settings import Settings
 from gpuprov.infra.stacks import backend_for, has_local_state
+from gpuprov.infra.tags import origin_as
 from gpuprov.infra.teardown import teardown
 
 Progress = Callable[[str], None]
@@ -63,8 +65,10 @@ def _teardown_until_done(config: StackConfig, settings: Settings, summary: CiSum
     summary.signals_during_teardown = list(signals.noted)
 
 
-def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, timeout_s: float) -> int:
-    """Run CMD on the host over SSH, or here with the services' tunnel URLs in the environment."""
+def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, timeout_s: float,
+                 pass_env: tuple[str, ...] = ()) -> int:
+    """Run CMD on the host over SSH, or here with the services' tunnel URLs in the least environment
+    (:mod:`gpuprov.ci.env`: no cloud, Hugging Face or Pulumi secret unless passed by name)."""
     if on == "host":
         from gpuprov.provisioning.ssh import Remote, target_for
 
@@ -76,7 +80,7 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
     from gpuprov.provisioning.tunnel import Tunnel
 
     with Tunnel(config, host) as tunnel:
-        env = {**os.environ, "GPUPROV_HOST": host.address, "GPUPROV_STACK": config.stack}
+        env = {**command_env(os.environ, pass_env), "GPUPROV_HOST": host.address, "GPUPROV_STACK": config.stack}
         for service, url in tunnel.urls.items():
             env[f"GPUPROV_URL_{service.upper()}"] = url
         proc = subprocess.Popen(cmd, env=env)
@@ -96,7 +100,7 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
 
 def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: float = 3600.0,
            deploy: bool = True, restore_signals: bool = True, health_timeout_s: float = 1800.0, *,
-           progress: Progress, settings: Settings | None = None) -> CiSummary:
+           progress: Progress, settings: Settings | None = None, pass_env: tuple[str, ...] = ()) -> CiSummary:
     """The whole run; teardown always happens. Returns the summary with its exit code set.
 
     ``restore_signals=False`` (the command line) keeps signals noted-only until the process
@@ -104,10 +108,14 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
     """
     settings = settings or Settings.from_env()
     held = CiLease.load(config.stack)
-    if held is not None and held.alive and held.pid != os.getpid():
-        # Before the try: a refused run must not tear down the stack another run is using.
-        raise StackBusy(f"stack '{config.stack}' is held by a running gpuprov ci (pid {held.pid}); "
-                        "pick another --stack or wait for it")
+    if held is not None and not held.abandoned and not held.mine:
+        # Before the try: a refused run must not tear down the stack another run is using. A lease
+        # this process cannot prove dead (another machine, boot or container) counts as held.
+        who = (f"a running gpuprov ci (pid {held.pid})" if held.holder.same_kernel_view() else
+               f"a gpuprov ci on another machine, boot or container (pid {held.pid} there) that cannot be proven "
+               "gone from here")
+        raise StackBusy(f"stack '{config.stack}' is held by {who}; pick another --stack or wait for it "
+                        f"(its run ends by {held.deadline})")
     from gpuprov.apps.fit import require_fit
 
     require_fit(config)  # before anything bills: the apps must run on the type's GPU, and fit on it
@@ -135,7 +143,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                     progress(f"an earlier run of stack '{config.stack}' left resources behind; removing them first")
                     teardown(config, progress, settings)
             lease = CiLease.claim(config.stack, config.cloud, timeout_s)
-            with timed(summary, "up"), signals.deferred():
+            with timed(summary, "up"), signals.deferred(), origin_as("ci"):
                 host = backend.up(config)
             summary.instance_id, summary.region = host.instance_id, host.region
             summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
@@ -150,7 +158,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                 with timed(summary, "health"):
                     wait_healthy(config, host, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress)
             with timed(summary, "command"):
-                code = _run_command(config, host, cmd, on, _left(deadline))
+                code = _run_command(config, host, cmd, on, _left(deadline), pass_env)
             summary.command_exit_code = code
             summary.outcome = "passed" if code == 0 else "command-failed"
             if code != 0:
@@ -171,7 +179,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             lease.release()
         elif summary.teardown == "verified":
             stale = CiLease.load(config.stack)
-            if stale is not None and not stale.alive:
+            if stale is not None and stale.abandoned:
                 stale.release()
     total = time.monotonic() - start
     summary.timings_s["total"] = round(total, 3)

@@ -77,8 +77,10 @@ def _error_line(message: str) -> None:
 
 
 def _notice(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
-    """A warning (a renamed config key, ...) as one line on stderr, never a traceback or source line."""
-    err.print(f"[yellow]notice:[/yellow] {escape(str(message))}")
+    """A warning (a renamed config key, ...) as one line on stderr, never a traceback or source line;
+    a category with ``loud = True`` (money at stake) says ``warning:`` in bold."""
+    label = "[bold yellow]warning:[/bold yellow]" if getattr(category, "loud", False) else "[yellow]notice:[/yellow]"
+    err.print(f"{label} {escape(str(message))}")
 
 
 def _usage_error(exc: Exception) -> int:

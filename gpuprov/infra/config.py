@@ -108,6 +108,10 @@ class StackConfig(BaseModel):
     idle_minutes: int = Field(30, description="Minutes without activity before the idle action.")
     max_lifetime_hours: float = Field(12.0, description="Hard limit on the host's life, whatever its activity.")
     budget_usd: float | None = Field(None, description="Spending cap for the stack in USD; unset: no cap.")
+    lambda_agent_uses_operator_key: bool = Field(
+        False, description="Lambda: copy your own LAMBDA_API_KEY onto the host for the idle agent when no "
+        "GPUPROV_LAMBDA_AGENT_API_KEY is set. That key can terminate, launch and reconfigure anything in the "
+        "account and stays valid after the host is gone; anyone on the host can read it.")
     owner: str = Field(default_factory=lambda: os.environ.get("USER") or getpass.getuser(), description="Owner tag.")
     host: str | None = Field(None, description="user@address[:port] of the machine (cloud: existing).")
     image: str | None = Field(

@@ -51,8 +51,8 @@ def plan(
     calls: dict[str, CallHandler] | None = None,
     output_defaults: OutputDefaults | None = None,
 ) -> dict[str, Any]:
-    """``{"resources": [...], "exposure": [...], "cost": {...}, "serving": {...}}`` for ``config``.
-
+    """``{"resources": [...], "exposure": [...], "cost": {...}, "idle_protection": ..., "serving": {...}}``
+    for ``config``. ``idle_protection``: what protects the host when its idle agent cannot act, else None;
     ``serving``: the apps sized for the instance type's GPU (:mod:`gpuprov.apps.fit`): settings, the GPU
     memory budget, and what stops the stack there.
     """
@@ -67,11 +67,13 @@ def plan(
     if config.spot:
         cost["note"] = "spot capacity: billed at the market price, usually far below this on-demand ceiling"
     from gpuprov.apps.fit import planned
+    from gpuprov.infra.clouds import driver_for
 
     sized = planned(config)
     serving: dict[str, Any] = sized.to_json() if sized else {
         "gpu": None, "note": "sized at deploy, for the GPU and CPU architecture the host reports"}
-    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost, "serving": serving}
+    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost,
+            "idle_protection": driver_for(config.cloud).idle_protection(config), "serving": serving}
 
 
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

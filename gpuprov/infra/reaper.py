@@ -1,21 +1,31 @@
-"""The TTL reaper: find what gpuprov left running in the clouds and remove it.
+"""The TTL reaper: find what gpuprov left running in the clouds and remove it, safely in a shared account.
 
-A resource is reaped when
-- **expired**: its ``gpuprov-expires-at`` tag has passed (every paid resource
-  carries one, :mod:`gpuprov.infra.tags`; ``gpuprov ci`` sets it to its own time limit
-  plus a margin, so even a ``kill -9``'d CI job's host goes at the next reap);
-- **abandoned**: its stack belongs to a ``gpuprov ci`` run on this machine whose
-  process is gone (a CI lease whose pid no longer runs): the stack's own
-  teardown runs (:func:`gpuprov.infra.teardown.teardown`, the one ``down`` and ``ci`` use);
-- **orphaned**: no stack of that name exists on this machine (no record, no
-  state, no live CI lease) and it was created more than ``grace`` ago (the grace
-  protects a launch that another machine is running right now).
+Ownership comes from the cloud's tags, never from this machine's files: every resource
+carries its owner reference (``gpuprov-owner``, :mod:`gpuprov.infra.owner`), the same from
+every machine. By default a resource is reaped only when it is
+- **expired**: its ``gpuprov-expires-at`` tag has passed (every paid resource carries one,
+  :mod:`gpuprov.infra.tags`; ``gpuprov ci`` sets it to its own time limit plus a margin, so even
+  a ``kill -9``'d CI job's host goes at the next reap; ``gpuprov extend`` moves it); or
+- **abandoned** by its caller: its stack belongs to a ``gpuprov ci`` run whose CI lease here
+  is provably dead (:mod:`gpuprov.infra.lease`: same machine, boot and PID namespace, and its
+  process gone) and the resource carries the caller's own owner reference: the stack's own
+  teardown runs (:func:`gpuprov.infra.teardown.teardown`, the one ``down`` and ``ci`` use).
 
-What belongs to an instance (SSH keys, firewall rulesets, security groups, firewall
-rules) goes with its stack's instances, or when no instance of its stack is left and the
-stack is unknown here. The clouds differ only in how they list and remove these: each
-cloud's driver does that (:meth:`CloudDriver.reap_findings`, :meth:`CloudDriver.remove`);
-the rules above are this module's, the same for every cloud.
+A stack with no record here is *not* an orphan: ``pulumi up`` stacks, a colleague's stacks and
+this user's stacks from another laptop all look like that. Sweeping **orphans** is a separate,
+explicit choice (:class:`Sweep`): it names one owner reference (the CI job names
+``gha:<its repo>``) and takes only that owner's ``gpuprov ci`` hosts (``gpuprov-origin: ci``,
+ephemeral by construction; a ``stack`` host's truth is a Pulumi backend no other machine can
+see, so it goes by its expiry alone) older than the grace and not held by a live lease here.
+
+What belongs to an instance (SSH keys, firewall rulesets, security groups, firewall rules)
+goes with its own stack's instances when they go, never while an instance of its stack stays,
+or when no instance of its stack is left and it is past :data:`DEPENDENT_GRACE` (or the
+caller's longer grace) from its own creation time (a launch in flight elsewhere has its key
+and ruleset before its instance). Where a cloud gives it no creation time (Lambda SSH keys),
+it goes only with its stack's instances. The clouds differ only in how they list and remove
+these: each cloud's driver does that (:meth:`CloudDriver.reap_findings`,
+:meth:`CloudDriver.remove`); the rules above are this module's, the same for every cloud.
 
 After removing, the reaper lists the clouds again and reports what is still there;
 nothing is marked gone on the strength of a call.
@@ -33,30 +43,23 @@ from gpuprov.infra.clouds.base import Finding, Leftover, ReapPolicy
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import utcnow
 from gpuprov.infra.lease import CiLease
+from gpuprov.infra.owner import LABEL, owner_label, owner_reference
 from gpuprov.infra.settings import Settings
-from gpuprov.infra.stacks import has_local_state, in_pulumi_backend
-from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_ORIGIN, TAG_OWNER
 
 Progress = Callable[[str], None]
 DEFAULT_GRACE = timedelta(minutes=30)
 
-__all__ = ["DEFAULT_GRACE", "Finding", "ReapFailed", "ReapReport", "reap", "reapable_clouds", "reason_for",
-           "stack_known_here"]
+DEPENDENT_GRACE = timedelta(minutes=30)  # the least a key or ruleset with no instance is kept, whatever --grace says
+
+__all__ = ["DEFAULT_GRACE", "DEPENDENT_GRACE", "Finding", "ReapFailed", "ReapReport", "Sweep", "TtlPolicy", "reap",
+           "reapable_clouds"]
 
 
 class ReapFailed(GpuprovError):
     """Something the reaper should have removed is still there; it may still bill. Says which."""
 
     exit_code = 5
-
-
-def stack_known_here(stack: str) -> bool:
-    """Whether the stack is somebody's: a record or saved state here, a live CI lease, or a stack of that name
-    in the Pulumi backend in use."""
-    lease = CiLease.load(stack)
-    if lease is not None:
-        return lease.alive
-    return has_local_state(stack) or in_pulumi_backend(stack)  # a colleague's stack on the team's backend
 
 
 # --- the report -------------------------------------------------------------------------------------
@@ -73,13 +76,14 @@ class ReapReport:
     errors: list[str] = field(default_factory=list)
     remaining: list[Leftover] = field(default_factory=list)
     clouds: list[str] = field(default_factory=list)
+    owner: str = ""  # the caller's owner reference
 
     @property
     def ok(self) -> bool:
         return not self.errors and not self.remaining
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "clouds": self.clouds, "found": [f.to_json() for f in self.found],
+        return {"dry_run": self.dry_run, "clouds": self.clouds, "owner": self.owner, "found": [f.to_json() for f in self.found],
                 "removed": [f.to_json() for f in self.removed], "stacks_torn_down": self.stacks_torn_down,
                 "errors": self.errors, "ok": self.ok,
                 "remaining": [{k: v for k, v in asdict(r).items() if k != "tags"} for r in self.remaining]}
@@ -93,47 +97,71 @@ def _epoch(tags: dict[str, str], key: str) -> datetime | None:
     return datetime.fromtimestamp(int(value), timezone.utc) if value.isdigit() else None
 
 
-def reason_for(stack: str | None, tags: dict[str, str], now: datetime, grace: timedelta,
-               abandoned: set[str]) -> str | None:
-    """Why a tagged resource should go (``expired``/``abandoned``/``orphaned``), or None to keep it."""
-    expires = _epoch(tags, TAG_EXPIRES_AT)
-    if expires is not None and expires <= now:
-        return "expired"
-    if stack is None:
-        return None
-    if stack in abandoned:
-        return "abandoned"
-    created = _epoch(tags, TAG_CREATED_AT)
-    if not stack_known_here(stack) and (created is None or now - created >= grace):
-        return "orphaned"
-    return None
+@dataclass(frozen=True)
+class Sweep:
+    """The explicit orphan sweep: ``owner``'s ``gpuprov ci`` hosts older than ``grace`` that no live lease
+    here holds (module docstring)."""
+
+    owner: str  # an owner reference, as the caller names it
+    grace: timedelta
+
+    @property
+    def label(self) -> str:
+        return owner_label(self.owner)
 
 
 @dataclass
 class TtlPolicy(ReapPolicy):
-    """The reaper's rules (module docstring), for a sweep at ``now``; ``only_stack``: remove that stack."""
+    """The reaper's rules (module docstring), for a sweep at ``now`` by the caller whose owner label is ``me``.
+
+    ``abandoned``: stacks whose CI lease here is provably dead; ``only_stack``: the caller's own teardown of
+    that stack (its resources with the caller's owner reference, whatever their expiry).
+    """
 
     now: datetime
     grace: timedelta
     abandoned: set[str]
     only_stack: str | None = None
+    me: str = ""
+    sweep: Sweep | None = None
+    held: set[str] = field(default_factory=set)  # stacks a lease here holds that is not provably dead
+
+    def _reason(self, stack: str | None, tags: dict[str, str]) -> str | None:
+        owner = tags.get(TAG_OWNER)
+        if self.only_stack is not None:
+            # An instance with another owner's reference is someone else's stack of the same name.
+            mine = owner is None or owner == self.me or not LABEL.fullmatch(owner)  # untagged, or tagged before references
+            return "stack-teardown" if stack == self.only_stack and mine else None
+        expires = _epoch(tags, TAG_EXPIRES_AT)
+        if expires is not None and expires <= self.now:
+            return "expired"
+        if stack is None or owner is None:
+            return None
+        if stack in self.abandoned and owner == self.me:
+            return "abandoned"
+        created = _epoch(tags, TAG_CREATED_AT)
+        if (self.sweep is not None and owner == self.sweep.label and tags.get(TAG_ORIGIN) == "ci"
+                and stack not in self.held and created is not None and self.now - created >= self.sweep.grace):
+            return "orphaned"
+        return None
 
     def instance_reason(self, stack: str | None, tags: dict[str, str]) -> str | None:
-        if self.only_stack is not None:
-            return "stack-teardown" if stack == self.only_stack else None
-        return reason_for(stack, tags, self.now, self.grace, self.abandoned)
+        return self._reason(stack, tags)
 
     def dependent_reason(self, stack: str | None, tags: dict[str, str], doomed: set[str], live: set[str]) -> str | None:
-        if stack is None:
-            return None
+        if stack is None or stack in live:
+            return None  # never while an instance of its stack stays
+        own = self._reason(stack, tags)
+        if own is not None:
+            return own
         if self.only_stack is not None:
-            return "stack-teardown" if stack == self.only_stack else None
-        if stack in live:
-            return None  # an instance that stays still needs it
-        own = reason_for(stack, tags, self.now, self.grace, self.abandoned)
-        if stack in doomed:  # it goes with its stack's instances; say why in its own terms where it has them
-            return own if own in ("expired", "abandoned") else "expired-with-instance"
-        return own
+            return None
+        if stack in doomed:
+            return "with-instance"
+        created = _epoch(tags, TAG_CREATED_AT)
+        if created is not None and self.now - created >= max(self.grace, DEPENDENT_GRACE):
+            return "dangling"  # no instance of its stack anywhere, and older than any launch in flight
+        return None
 
 
 # --- the whole reap -----------------------------------------------------------------------------------------------
@@ -152,7 +180,7 @@ def teardown_abandoned(progress: Progress, dry_run: bool, settings: Settings) ->
     done: list[str] = []
     errors: list[str] = []
     for lease in CiLease.all():
-        if lease.alive:
+        if not lease.abandoned:
             continue
         done.append(lease.stack)
         if dry_run:
@@ -169,23 +197,29 @@ def teardown_abandoned(progress: Progress, dry_run: bool, settings: Settings) ->
 
 def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetime | None = None,
          grace: timedelta = DEFAULT_GRACE, only_stack: str | None = None, progress: Progress | None = None,
-         timeout_s: float = 600.0, settings: Settings | None = None, config: Any = None) -> ReapReport:
+         timeout_s: float = 600.0, settings: Settings | None = None, config: Any = None,
+         sweep_owner: str | None = None) -> ReapReport:
     """Find, remove and re-check gpuprov resources in ``clouds`` (default: those with credentials here).
 
-    ``only_stack``: remove everything of that one stack whatever its tags say (the one teardown uses it
-    after the stack's own destroy, to catch what no state recorded); ``config``: that stack's config,
-    so its driver looks where the stack lives (its region, its project).
+    ``only_stack``: remove everything of that one stack of the caller's, whatever its expiry (the one
+    teardown uses it after the stack's own destroy, to catch what no state recorded); ``config``: that
+    stack's config, so its driver looks where the stack lives (its region, its project).
+    ``sweep_owner``: also take that owner's orphaned ``gpuprov ci`` hosts older than ``grace`` (:class:`Sweep`).
     """
     progress = progress or (lambda _m: None)
     settings = settings or Settings.from_env()
     now = now or utcnow()
-    report = ReapReport(dry_run=dry_run, clouds=list(clouds if clouds is not None else reapable_clouds(settings)))
+    me = owner_reference()
+    report = ReapReport(dry_run=dry_run, clouds=list(clouds if clouds is not None else reapable_clouds(settings)),
+                        owner=me)
     abandoned: set[str] = set()
     if only_stack is None:
         torn, errors = teardown_abandoned(progress, dry_run, settings)
         report.stacks_torn_down, report.errors = torn, errors
         abandoned = set(torn)
-    policy = TtlPolicy(now, grace, abandoned, only_stack)
+    held = {lease.stack for lease in CiLease.all() if not lease.abandoned}
+    sweep = Sweep(sweep_owner, grace) if sweep_owner is not None else None
+    policy = TtlPolicy(now, grace, abandoned, only_stack, owner_label(me), sweep, held)
     for cloud in report.clouds:
         driver = driver_for(cloud, settings)
         try:

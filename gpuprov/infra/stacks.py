@@ -415,15 +415,6 @@ class MockRuntimeBackend:
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def in_pulumi_backend(stack: str, settings: Settings | None = None) -> bool:
-    """Whether the Pulumi backend in use has a stack named ``stack`` (its last part): a colleague's stack
-    is somebody's, not an orphan. False when the backend cannot be asked (no Pulumi CLI, no login)."""
-    try:
-        return stack in {name.rsplit("/", 1)[-1] for name in known_stacks(settings)}
-    except GpuprovError:
-        return False
-
-
 def known_stacks(settings: Settings | None = None, project: str = "gpuprov") -> list[str]:
     """The stacks of ``project`` that the Pulumi backend in use knows (what a colleague made included)."""
     settings = settings or Settings.from_env()

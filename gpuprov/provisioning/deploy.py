@@ -100,6 +100,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
     wait_for_ssh(host, ssh_timeout_s)
     agent_files, agent_start = idle_agent.install(config, host)
+    idle_agent.warn_if_powerless(config)
     uploads = {i.name: upload_path(i.name) for a in apps if a.build for i in a.build.inputs}
     with Remote(target) as remote:
         # What the host should hold depends on what it says it is: probe the files of every shape.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,21 @@ def idle_action(config: StackConfig, host: GpuHost) -> dict[str, Any]:
 
 def idle_action_secret(config: StackConfig) -> dict[str, str]:
     """The credential the cloud's idle action needs on the host, from the operator's side ({} when none)."""
-    return driver_for(config.cloud).idle_credentials()
+    return driver_for(config.cloud).idle_credentials(config)
+
+
+class AgentCannotAct(UserWarning):
+    """The deploy left the idle agent unable to stop the bill (Lambda without an agent key)."""
+
+    loud = True
+
+
+def warn_if_powerless(config: StackConfig) -> str | None:
+    """Warn once, loudly, when the host's idle agent cannot stop the bill; returns what protects it instead."""
+    protection = driver_for(config.cloud).idle_protection(config)
+    if protection:
+        warnings.warn(AgentCannotAct(f"the idle agent cannot stop this host's bill: {protection}"), stacklevel=2)
+    return protection
 
 
 def agent_config(config: StackConfig, host: GpuHost, *, action: dict[str, Any] | None = None,

@@ -9,6 +9,8 @@ so a helper that calls an unexpected path fails loudly.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import threading
@@ -56,6 +58,7 @@ class ComputeStandIn:
             "kind": "compute#instance", "id": str(abs(hash(name)) % 10**12), "name": name, "status": status,
             "zone": f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}",
             "labels": labels, "machineType": f"zones/{zone}/machineTypes/n1-standard-4",
+            "labelFingerprint": _fingerprint(labels),
         }
 
     def add_firewall(self, project: str, name: str, target_tags: list[str], source_ranges: list[str]) -> None:
@@ -78,7 +81,7 @@ class ComputeStandIn:
         return op
 
     # --- routing ----------------------------------------------------------------------
-    def handle(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    def handle(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
         self.requests.append((method, path))
         routes: list[tuple[str, str, Callable[..., tuple[int, dict[str, Any]]]]] = [
             ("GET", BASE + "/global/images/family/(?P<family>[^/]+)", self._image_from_family),
@@ -86,6 +89,8 @@ class ComputeStandIn:
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/acceleratorTypes/(?P<name>[^/]+)", self._accelerator),
             ("GET", BASE + "/aggregated/instances", self._aggregated_instances),
             ("DELETE", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", self._delete_instance),
+            ("GET", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", self._get_instance),
+            ("POST", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/setLabels", self._set_labels),
             ("GET", BASE + "/global/firewalls", self._list_firewalls),
             ("DELETE", BASE + "/global/firewalls/(?P<name>[^/]+)", self._delete_firewall),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", self._get_operation),
@@ -96,7 +101,7 @@ class ComputeStandIn:
         for verb, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
             if verb == method and m:
-                return fn(**m.groupdict())
+                return fn(**m.groupdict(), **({"body": body} if fn == self._set_labels else {}))
         return _not_found(f"no such path in the stand-in: {method} {path}")
 
     def _image_from_family(self, project: str, family: str) -> tuple[int, dict[str, Any]]:
@@ -119,6 +124,23 @@ class ComputeStandIn:
             items.setdefault(f"zones/{zone}", {"instances": []})["instances"].append(inst)
         return 200, {"kind": "compute#instanceAggregatedList", "items": items}
 
+    def _get_instance(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        inst = self.instances.get((zone, name))
+        return (200, inst) if inst else _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
+
+    def _set_labels(self, project: str, zone: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """``instances.setLabels``: replaces every label, only with the fingerprint of the labels it replaces."""
+        inst = self.instances.get((zone, name))
+        if inst is None:
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
+        if not isinstance(body, dict) or body.get("labelFingerprint") != inst["labelFingerprint"]:
+            message = "Labels fingerprint either invalid or resource labels have changed"
+            return 412, {"error": {"code": 412, "message": message, "errors": [{"reason": "conditionNotMet",
+                                                                                "message": message}]}}
+        inst["labels"] = dict(body.get("labels") or {})
+        inst["labelFingerprint"] = _fingerprint(inst["labels"])
+        return 200, self._operation(project, zone, f"projects/{project}/zones/{zone}/instances/{name}")
+
     def _delete_instance(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
         if self.instances.pop((zone, name), None) is None:
             return _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
@@ -138,6 +160,10 @@ class ComputeStandIn:
         return 200, op
 
 
+def _fingerprint(labels: dict[str, str]) -> str:
+    return base64.b64encode(hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).digest()[:8]).decode()
+
+
 def _not_found(message: str) -> tuple[int, dict[str, Any]]:
     return 404, {"error": {"code": 404, "message": message, "errors": [{"reason": "notFound", "message": message}]}}
 
@@ -146,9 +172,12 @@ def _handler_for(standin: ComputeStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            code, body = standin.handle(self.command, self.path.split("?", 1)[0])
+            raw = self.rfile.read(length) if length else b""
+            try:
+                sent = json.loads(raw) if raw else None
+            except ValueError:
+                sent = None
+            code, body = standin.handle(self.command, self.path.split("?", 1)[0], sent)
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

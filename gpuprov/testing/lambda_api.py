@@ -181,6 +181,7 @@ class LambdaStandIn:
                  api_key: str | None = None, box: Any = None):
         self.box: Any = None
         self._box_keys: set[str] = set()
+        self._elsewhere: tuple[str, ...] = ()  # instance name prefixes that are other machines, not the box
         self.port, self.host, self.instance_ip = port, host, instance_ip
         self.boot_seconds, self.terminate_seconds = boot_seconds, terminate_seconds
         self.terminated_linger_seconds = terminated_linger_seconds
@@ -192,6 +193,12 @@ class LambdaStandIn:
         self.reset()
         if box is not None:
             self.attach(box)
+
+    def place_elsewhere(self, name_prefix: str) -> None:
+        """Instances named ``name_prefix...`` are other machines in the same account (a colleague's hosts):
+        the box neither lets their keys in nor counts them when it decides whether its last instance is gone."""
+        with self._lock:
+            self._elsewhere += (name_prefix,)
 
     def attach(self, box: Any) -> None:
         """Make every instance the running sandbox ``box`` (see the class docstring)."""
@@ -465,7 +472,7 @@ class LambdaStandIn:
         now = time.time()
         by_name = {k["name"]: k["public_key"] for k in self._state.keys.values()}
         wanted = {by_name[n] for i in self._state.instances.values() if self._status(i, now) != "terminated"
-                  for n in i.ssh_key_names if n in by_name}
+                  and not (i.name or "").startswith(self._elsewhere) for n in i.ssh_key_names if n in by_name}
         for key in wanted - self._box_keys:
             self.box.authorize(key)
         for key in self._box_keys - wanted:

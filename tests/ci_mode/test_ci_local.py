@@ -164,3 +164,27 @@ def test_deployed_services_reach_a_local_command_through_tunnels(gpuprov_home: P
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["deploy"]["ssh_round_trips"] >= 1 and {"deploy", "health"} <= set(summary["timings_s"])
     nothing_left("ci-tunnel", gpuprov_home)
+
+
+SECRETS = {"LAMBDA_API_KEY": "lambda-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret", "HF_TOKEN": "hf-secret",
+           "PULUMI_CONFIG_PASSPHRASE": "pulumi-secret", "GOOGLE_APPLICATION_CREDENTIALS": "/gcp/key.json",
+           "GPUPROV_LAMBDA_AGENT_API_KEY": "agent-secret"}
+
+
+def test_a_local_command_gets_no_secret_unless_passed_by_name(gpuprov_home: Path):
+    need_sandbox()
+    show = "import json, os; print(json.dumps(dict(os.environ)))"
+    result = run_cli("ci", "--cloud", "local", "--on", "local", "--no-deploy", "--stack", "ci-env", "--pass-env",
+                     "HF_TOKEN", "--", sys.executable, "-c", show, env={**SECRETS, "ORDINARY": "kept"})
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[0])
+    assert seen["ORDINARY"] == "kept" and seen["GPUPROV_STACK"] == "ci-env" and "GPUPROV_HOST" in seen
+    assert seen["HF_TOKEN"] == "hf-secret"  # passed through by name
+    assert not {k for k in SECRETS if k != "HF_TOKEN"} & set(seen)
+    assert not any(v in result.stdout for k, v in SECRETS.items() if k != "HF_TOKEN")
+    nothing_left("ci-env", gpuprov_home)
+
+
+def test_pass_env_takes_variable_names_only():
+    result = run_cli("ci", "--cloud", "local", "--pass-env", "HF_TOKEN=x", "--", "true")
+    assert result.returncode == 2 and "is not an environment variable name" in result.stderr

@@ -43,7 +43,7 @@ def test_one_cloud_failing_does_not_lose_the_other_clouds_reap(standin) -> None:
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     assert sorted((f["kind"], f["stack"], f["reason"]) for f in report["removed"]) == [
-        ("instance", "old", "expired"), ("ssh-key", "old", "expired-with-instance")]
+        ("instance", "old", "expired"), ("ssh-key", "old", "with-instance")]
     assert any(e.startswith("aws: could not list resources: AWS: listing gpuprov EC2 instances in us-east-1")
                for e in report["errors"]), report["errors"]
     assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}

@@ -59,38 +59,41 @@ def live_names(standin: LambdaStandIn) -> dict[str, list[str]]:
             "firewall_rulesets": sorted(r["name"] for r in standin.rulesets())}
 
 
-def test_reap_removes_expired_and_orphaned_and_keeps_the_rest(standin: LambdaStandIn):
+def test_reap_removes_the_expired_and_keeps_every_unexpired_host_whoever_it_is(standin: LambdaStandIn):
+    """Nothing here knows "lost", "fresh" or "live": only expiry decides; a dangling ruleset goes after its grace."""
     api = LambdaCloud()
     from gpuprov.infra.clouds.lambda_cloud.client import FirewallRule
 
-    rs = api.create_firewall_ruleset("gpuprov-old", "us-east-1",
-                                     [FirewallRule(protocol="tcp", source_network="203.0.113.0/24", port_range=(22, 22))])
+    rule = [FirewallRule(protocol="tcp", source_network="203.0.113.0/24", port_range=(22, 22))]
+    rs = api.create_firewall_ruleset("gpuprov-old", "us-east-1", rule)
     launch(api, "old", timedelta(hours=13), timedelta(hours=12), ruleset=rs.id)  # expired, stack still known here
     remember("old")
-    launch(api, "lost", timedelta(hours=2), timedelta(hours=12))  # orphaned: no stack of that name here
-    launch(api, "fresh", timedelta(minutes=5), timedelta(hours=12))  # orphan but younger than the grace
-    launch(api, "live", timedelta(hours=2), timedelta(hours=12))  # a stack this machine has
+    launch(api, "lost", timedelta(hours=2), timedelta(hours=12))  # no stack of that name here: not ours to judge
+    launch(api, "fresh", timedelta(minutes=5), timedelta(hours=12))
+    launch(api, "live", timedelta(hours=2), timedelta(hours=12))
     remember("live")
     api.add_ssh_key("someone-elses-key", PUB)
     api.launch("us-east-1", "gpu_1x_a10", "someone-elses-key", name="not-gpuprov")  # no gpuprov tags at all
-    api.add_ssh_key("gpuprov-unused", PUB)  # a gpuprov key with no instance and no stack here
+    api.add_ssh_key("gpuprov-unused", PUB)  # a gpuprov key with no instance: Lambda gives it no creation time
+    api.create_firewall_ruleset("gpuprov-inflight", "us-east-1", rule)  # a launch in flight elsewhere, just now
 
     dry = reap(["lambda"], dry_run=True)
     assert {(f.item.kind, f.item.name, f.reason) for f in dry.found} == {
-        ("instance", "gpuprov-old-abc123", "expired"), ("instance", "gpuprov-lost-abc123", "orphaned"),
-        ("ssh-key", "gpuprov-old", "expired-with-instance"), ("ssh-key", "gpuprov-lost", "expired-with-instance"),
-        ("firewall-ruleset", "gpuprov-old", "expired-with-instance"), ("ssh-key", "gpuprov-unused", "orphaned"),
-    }
+        ("instance", "gpuprov-old-abc123", "expired"), ("ssh-key", "gpuprov-old", "with-instance"),
+        ("firewall-ruleset", "gpuprov-old", "with-instance")}
     assert len(live_names(standin)["instances"]) == 5  # a dry run removes nothing
 
     report = reap(["lambda"])
     assert report.ok, report.errors
-    assert len(report.removed) == 6 and report.remaining == []
+    assert len(report.removed) == 3 and report.remaining == []
     assert live_names(standin) == {
-        "instances": ["gpuprov-fresh-abc123", "gpuprov-live-abc123", "not-gpuprov"],
-        "ssh_keys": ["gpuprov-fresh", "gpuprov-live", "someone-elses-key"],
-        "firewall_rulesets": [],
+        "instances": ["gpuprov-fresh-abc123", "gpuprov-live-abc123", "gpuprov-lost-abc123", "not-gpuprov"],
+        "ssh_keys": ["gpuprov-fresh", "gpuprov-live", "gpuprov-lost", "gpuprov-unused", "someone-elses-key"],
+        "firewall_rulesets": ["gpuprov-inflight"],
     }
+    later = reap(["lambda"], now=utcnow() + timedelta(minutes=31))  # the in-flight launch never came
+    assert [(f.item.kind, f.item.name, f.reason) for f in later.removed] == [
+        ("firewall-ruleset", "gpuprov-inflight", "dangling")]
 
 
 def test_destroy_verification_names_what_remains(standin: LambdaStandIn):

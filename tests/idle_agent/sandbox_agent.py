@@ -81,7 +81,8 @@ class SandboxAgent:
         }
         # The cloud's idle action, pointed at the test's Lambda API (LAMBDA_API_URL, as the operator's client).
         instance = agent_overrides.get("instance_id", self.host.instance_id)
-        with _env("LAMBDA_API_URL", lambda_api_url):
+        # An agent key in the operator's environment: the action is the API terminate (the key file is the test's).
+        with _env("LAMBDA_API_URL", lambda_api_url), _env("GPUPROV_LAMBDA_AGENT_API_KEY", "agent-key"):
             action = idle_action(cfg, self.host.model_copy(update={"instance_id": instance}))
         self.config = agent_config(cfg, self.host, action=action, grace_minutes=0.02, check_interval_s=0.5,
                                    **{**settings, **agent_overrides})

@@ -9,6 +9,7 @@ from gpuprov.cli.commands import deploy
 from gpuprov.cli.commands import secrets
 from gpuprov.cli.commands import apps
 from gpuprov.cli.commands import viewer
+from gpuprov.cli.commands import extend
 from gpuprov.cli.commands import cost
 from gpuprov.cli.commands import ci
 from gpuprov.cli.commands import reap

@@ -33,6 +33,7 @@ from typing import Annotated
 
 import typer
 
+from gpuprov.ci.env import check_names
 from gpuprov.ci.run import run_ci
 from gpuprov.ci.summary import EXIT_INFRA
 from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, progress, settings
@@ -62,6 +63,9 @@ def ci(
         "--health-timeout", help="Seconds to wait for the services to be healthy (vLLM downloads its model first).")
     ] = 1800.0,
     summary_file: Annotated[Path | None, typer.Option("--summary", help="Write the JSON summary to this file.")] = None,
+    pass_env: Annotated[list[str] | None, typer.Option(
+        "--pass-env", metavar="NAME", help="Give CMD (--on local) this secret variable too (repeatable); by default it "
+        "gets no cloud credentials, HF_TOKEN or Pulumi secrets.")] = None,
     json_: JsonOpt = False,
     cloud: CloudOpt = None,
     config: ConfigOpt = None,
@@ -76,6 +80,10 @@ def ci(
         raise typer.BadParameter("expected 'host' or 'local'", param_hint="--on")
     if not 0 < timeout <= 24 * 60:
         raise typer.BadParameter("expected minutes greater than 0 and at most 1440", param_hint="--timeout")
+    try:
+        passed = tuple(check_names(pass_env or ()))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pass-env") from None
     cfg = load(cloud, config, stack)
     if stack is None and cfg.stack == "dev":
         cfg = load(cloud, config, _default_stack())
@@ -83,7 +91,8 @@ def ci(
     if ttl_h < cfg.max_lifetime_hours:
         cfg = load(cloud, config, cfg.stack, max_lifetime_hours=ttl_h)
     summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy, restore_signals=False,
-                     health_timeout_s=health_timeout, progress=progress, settings=settings())
+                     health_timeout_s=health_timeout, progress=progress, settings=settings(),
+                     pass_env=passed)
     text = json.dumps(summary.to_json(), indent=2)
     if summary_file is not None:
         summary_file.write_text(text + "\n")

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load, out, progress, settings
@@ -63,6 +64,9 @@ def _fmt_uptime(delta: timedelta | None) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+EXPIRY_WARNING = timedelta(hours=1)
+
+
 @app.command()
 def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
     """Show each stack: target, address, state, uptime, hourly price."""
@@ -98,6 +102,10 @@ def status(json_: JsonOpt = False, stack: StackOpt = None) -> None:
         table.add_row(str(r["stack"]), str(r["cloud"]), f"{r['ssh_user']}@{r['address']}:{r['ssh_port']}",
                       str(r["state"]), _fmt_uptime(r["uptime"]), f"{r['usd_hour']:.2f}", expires)
     out.print(table)
+    for r in rows:  # before the reaper and the idle agent act on the expiry, say how to keep the host
+        if r["expires_at"] and timedelta(0) < r["expires_at"] - now <= EXPIRY_WARNING:
+            err.print(f"[bold yellow]warning:[/bold yellow] stack {r['stack']} expires in "
+                      f"{_fmt_uptime(r['expires_at'] - now)}: `gpuprov extend --stack {r['stack']} --hours N` keeps it")
 
 
 @app.command()
@@ -127,6 +135,8 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
               f"  [dim]({c['source']})[/dim]")
     if c.get("note"):
         out.print(f"      {c['note']}")
+    if result.get("idle_protection"):
+        err.print(f"[bold yellow]warning:[/bold yellow] {escape(result['idle_protection'])}")
     _refuse_if_it_cannot_serve(cfg, result)
 
 

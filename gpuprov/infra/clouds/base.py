@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from gpuprov.infra.errors import GpuprovError
@@ -132,7 +133,7 @@ class Finding:
     """One resource the reaper found to remove, and why."""
 
     item: Leftover
-    reason: str  # expired | abandoned | orphaned | stack-teardown | expired-with-instance
+    reason: str  # expired | abandoned | orphaned | stack-teardown | with-instance | dangling
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -153,6 +154,9 @@ class CloudDriver(abc.ABC):
     image_grammar: ClassVar[tuple[re.Pattern[str], str] | None] = None
     #: Environment variables that carry this cloud's credentials, for messages ("set LAMBDA_API_KEY").
     credential_hint: ClassVar[str] = ""
+    #: Environment variables holding this cloud's secrets: never handed to ``gpuprov ci``'s CMD
+    #: (:mod:`gpuprov.ci.env`) unless passed by name.
+    secret_env: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
@@ -269,6 +273,12 @@ class CloudDriver(abc.ABC):
         return [f"{self.name}: gpuprov does not remove resources here ({', '.join(str(i.item) for i in items)})"] \
             if items else []
 
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        """Move the expiry of ``items`` (a stack's own resources, from :meth:`inventory`) to ``expires`` in the
+        cloud, where the reaper reads it (``gpuprov extend``). Raises :class:`CloudError` when it cannot."""
+        if items:
+            raise CloudError(f"{self.title}: gpuprov cannot move an expiry here")
+
     # --- on the host -------------------------------------------------------------------------------------
 
     def host_state(self, stack: str, host: GpuHost) -> str:
@@ -281,9 +291,14 @@ class CloudDriver(abc.ABC):
     def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
         """What the host's idle agent does to stop the bill here, and why that and not something else."""
 
-    def idle_credentials(self) -> dict[str, str]:
+    def idle_credentials(self, config: StackConfig) -> dict[str, str]:
         """The credential the idle action needs on the host (its secret file's entries); {} when none."""
         return {}
+
+    def idle_protection(self, config: StackConfig) -> str | None:
+        """When the host's idle agent cannot stop the bill here (no credential it may use), what protects the
+        host instead, in one line for ``plan`` and ``deploy``; None when the agent can act."""
+        return None
 
     # --- prices -------------------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ and carries the decision out:
   idle      no activity for ``idle_minutes``: a warning (log + wall) ``grace_minutes``
             before, then the action. ``gpuprov-idle postpone MINUTES`` (or
             ``touch /run/gpuprov/postpone``, 60 minutes) holds the idle action off.
-  lifetime  ``max_lifetime_hours`` after launch: the action, whatever the activity.
+  lifetime  ``max_lifetime_hours`` after launch: the action, whatever the activity (``gpuprov extend``
+            moves it: ``gpuprov-idle lifetime HOURS`` writes the lifetime file, read at every check).
   budget    spend so far (usd_hour x hours since launch) plus the spend until the
             next check passing ``budget_usd``: the action; a warning at 80%.
   action    what stops the bill, as data from the deploy (``action.kind``):
@@ -25,7 +26,7 @@ and carries the decision out:
 
 Every check writes one JSON line (decision + the signals behind it) to the log.
 
-Usage:  gpuprov_idle.py check | run [--interval S] | postpone MINUTES | status
+Usage:  gpuprov_idle.py check | run [--interval S] | postpone MINUTES | status | lifetime HOURS
 Files:  /etc/gpuprov/idle-agent.json (config), /etc/gpuprov/idle-agent.secret.json
         (0600: the action's credential), /var/lib/gpuprov-idle/state.json, /var/log/gpuprov-idle.jsonl,
         each under ``$GPUPROV_HOST_ROOT`` when the host sets it (the local sandbox host does).
@@ -49,7 +50,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 CONFIG_FILE = "/etc/gpuprov/idle-agent.json"
-OWN_FILES = ("secret_file", "state_file", "log_file", "postpone_file")  # logical paths, under GPUPROV_HOST_ROOT
+OWN_FILES = ("secret_file", "state_file", "log_file", "postpone_file", "lifetime_file")  # logical paths, under GPUPROV_HOST_ROOT
 DEFAULTS: dict[str, Any] = {
     "cloud": "local",
     "stack": "dev",
@@ -74,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "state_file": "/var/lib/gpuprov-idle/state.json",
     "log_file": "/var/log/gpuprov-idle.jsonl",
     "postpone_file": "/run/gpuprov/postpone",
+    "lifetime_file": "/etc/gpuprov/idle-agent.lifetime.json",  # `gpuprov extend`: a later max_lifetime_hours
     "dry_run": False,  # log the action instead of taking it (benchmarks, trial runs)
     "wall": True,  # warn every terminal on the host; tests on the shared sandbox machine turn it off
 }
@@ -559,7 +561,7 @@ def check_once(cfg: dict, now: float | None = None) -> Decision:
     now = time.time() if now is None else now
     state, last_check = load_state(cfg, now)
     signals, missing = collect(cfg, last_check)
-    decision = decide(signals, state, Policy.from_config(cfg), now)
+    decision = decide(signals, state, Policy.from_config({**cfg, **read_lifetime(cfg)}), now)
     record = {"decision": decision.action, "reason": decision.reason, "message": decision.message,
               "idle_minutes": decision.idle_minutes, "spend_usd": decision.spend_usd,
               "signals": asdict(signals), "unreadable": missing, "cloud": cfg["cloud"], "stack": cfg["stack"]}
@@ -598,6 +600,27 @@ def run_forever(cfg: dict, interval: float) -> None:
             time.sleep(min(0.1, interval))
 
 
+def read_lifetime(cfg: dict) -> dict:
+    """``{"max_lifetime_hours": H}`` from the lifetime file ``gpuprov extend`` writes, or {} (re-read every check,
+    so a running agent honours it at once)."""
+    try:
+        hours = json.load(open(cfg["lifetime_file"])).get("max_lifetime_hours")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"max_lifetime_hours": float(hours)} if isinstance(hours, (int, float)) and hours > 0 else {}
+
+
+def set_lifetime(cfg: dict, hours: float) -> None:
+    """Write the lifetime file (root-only, atomically): the hard limit becomes ``hours`` after launch."""
+    path = cfg["lifetime_file"]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"max_lifetime_hours": hours}, fh)
+    os.replace(tmp, path)
+
+
 def postpone(cfg: dict, minutes: float) -> float:
     until = time.time() + minutes * 60
     os.makedirs(os.path.dirname(cfg["postpone_file"]), exist_ok=True)
@@ -616,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     pp = sub.add_parser("postpone", help="hold the idle action off for MINUTES (not the lifetime or budget caps)")
     pp.add_argument("minutes", type=float, nargs="?", default=POSTPONE_DEFAULT_MINUTES)
     sub.add_parser("status", help="the last decision and the current state")
+    lt = sub.add_parser("lifetime", help="move the hard limit to HOURS after launch (what `gpuprov extend` runs)")
+    lt.add_argument("hours", type=float)
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     if args.cmd == "check":
@@ -623,6 +648,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if d.action != "act" or d.state.acted else 1
     if args.cmd == "run":
         run_forever(cfg, args.interval or cfg["check_interval_s"])
+        return 0
+    if args.cmd == "lifetime":
+        if not 0 < args.hours <= 24 * 62:
+            print("error: hours must be greater than 0 and at most 1488", file=sys.stderr)
+            return 2
+        set_lifetime(cfg, args.hours)
+        log(cfg, {"decision": "lifetime", "max_lifetime_hours": args.hours})
         return 0
     if args.cmd == "postpone":
         until = postpone(cfg, args.minutes)

@@ -16,6 +16,8 @@ from gpuprov.infra.clouds.base import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pulumi
     from pulumi.runtime import MockCallArgs, MockResourceArgs
 
@@ -38,6 +40,10 @@ class AwsDriver(CatalogCloud):
     supports_spot = True
     image_grammar = (re.compile(r"^ami-[0-9a-f]{8,17}\Z"), "an AMI id such as ami-0123456789abcdef0")
     credential_hint = "AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID...)"
+    # boto3's credential variables (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/credentials.html)
+    secret_env = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                  "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+                  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
     KEY_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
         "pulumi:providers:aws": ("region",),
         INSTANCE: ("instanceType", "ami", "metadataOptions.httpTokens", "rootBlockDevice.volumeType",
@@ -162,6 +168,15 @@ class AwsDriver(CatalogCloud):
                     continue
                 progress(f"aws {region}: deleted {item.kind} {item.name or item.id}")
         return errors
+
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        from gpuprov.infra.clouds.aws import sdk
+
+        by_region: dict[str, list[str]] = {}
+        for item in items:
+            by_region.setdefault(str(item.region), []).append(item.id)
+        for region, ids in by_region.items():
+            sdk.set_expiry_tag(region, ids, expires)
 
     # --- on the host; prices ---------------------------------------------------------------------
 

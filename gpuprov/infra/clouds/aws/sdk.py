@@ -226,6 +226,15 @@ def terminate_instances(region: str, instance_ids: Iterable[str], wait: bool = T
     return ids
 
 
+@aws_call("moving the expiry tag of {resource_ids} in {region}")
+def set_expiry_tag(region: str, resource_ids: list[str], expires: datetime) -> None:
+    """Set ``gpuprov-expires-at`` on instances, security groups and key pairs (by id) in one call."""
+    from gpuprov.infra.tags import TAG_EXPIRES_AT
+
+    client("ec2", region).create_tags(Resources=list(resource_ids),
+                                      Tags=[{"Key": TAG_EXPIRES_AT, "Value": str(int(expires.timestamp()))}])
+
+
 def _dependency_violation(err: BaseException) -> bool:
     from botocore.exceptions import ClientError
 

@@ -17,6 +17,8 @@ from gpuprov.infra.clouds.base import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pulumi
     from pulumi.runtime import MockCallArgs, MockResourceArgs
 
@@ -41,6 +43,9 @@ class GcpDriver(CatalogCloud):
                                 r"projects/[a-z0-9-]+/global/images/[a-z0-9-]+)\Z"),
                      "an image link (projects/P/global/images/NAME) or family/NAME")
     credential_hint = "GOOGLE_CLOUD_PROJECT (and Application Default Credentials)"
+    # Application Default Credentials and gcloud's token overrides
+    secret_env = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_OAUTH_ACCESS_TOKEN", "CLOUDSDK_AUTH_ACCESS_TOKEN",
+                  "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE", "GOOGLE_GHA_CREDS_PATH")
     KEY_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
         INSTANCE: ("machineType", "zone", "guestAccelerators", "bootDisk.initializeParams.image",
                    "bootDisk.initializeParams.size", "scheduling.onHostMaintenance", "scheduling.provisioningModel"),
@@ -138,6 +143,12 @@ class GcpDriver(CatalogCloud):
                  for i in api.find_labelled_instances(project, stack)]  # TERMINATED still holds billed disks
         found += [Leftover(self.name, "firewall", f.name, f.stack, f.name) for f in api.find_gpuprov_firewalls(project, stack)]
         return found
+
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        """The instances' expiry label; firewall rules carry no labels (they go with their instances)."""
+        api, project = self.api(), self.project()
+        for item in (i for i in items if i.bills):
+            api.set_expiry_label(project, str(item.region), item.id, str(int(expires.timestamp())))
 
     def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
         from gpuprov.infra.clouds.gcp.sdk import GcpError

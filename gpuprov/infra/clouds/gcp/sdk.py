@@ -217,6 +217,20 @@ class ComputeApi:
                 found.append(Labelled(name=rule.name, project=project, target_tags=tags))
         return found
 
+    @gcp_call("moving the expiry label of instance {name} in {zone}")
+    def set_expiry_label(self, project: str, zone: str, name: str, value: str) -> None:
+        """Set ``gpuprov-expires-at`` (``setLabels`` replaces every label, with the fingerprint just read)."""
+        from google.cloud import compute_v1
+
+        from gpuprov.infra.tags import TAG_EXPIRES_AT
+
+        instances = self._client("InstancesClient")
+        inst = instances.get(project=project, zone=zone, instance=name)
+        request = compute_v1.InstancesSetLabelsRequest(labels={**dict(inst.labels), TAG_EXPIRES_AT: value},
+                                                       label_fingerprint=inst.label_fingerprint)
+        instances.set_labels(project=project, zone=zone, instance=name,
+                             instances_set_labels_request_resource=request).result(timeout=300)
+
     # --- removing it --------------------------------------------------------------------------------
 
     @gcp_call("deleting instance {name} in {zone}")

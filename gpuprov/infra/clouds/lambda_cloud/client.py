@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -120,6 +121,7 @@ class FirewallRuleset(BaseModel):
     region: str
     rules: tuple[FirewallRule, ...]
     instance_ids: tuple[str, ...] = ()
+    created: datetime | None = None  # ISO 8601 in the API
 
 
 class Image(BaseModel):
@@ -155,6 +157,7 @@ def _ruleset(raw: dict[str, Any]) -> FirewallRuleset:
                                  port_range=tuple(r["port_range"]) if r.get("port_range") else None)
                     for r in raw.get("rules") or ()),
         instance_ids=tuple(raw.get("instance_ids") or ()),
+        created=raw.get("created"),
     )
 
 

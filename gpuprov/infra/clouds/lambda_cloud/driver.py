@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gpuprov.infra.clouds.base import (
@@ -31,7 +32,28 @@ INSTANCE_TYPE = re.compile(r"^gpu_[0-9]+x_[a-z0-9_]+\Z")
 NAME_PREFIX = "gpuprov-"  # keys and rulesets are named gpuprov-<stack>; instances gpuprov-<stack>-<8 hex>
 MAX_RULES = 20  # Lambda's limit per ruleset
 GONE = frozenset({"terminated"})  # instance states that no longer bill nor exist for our purposes
+AGENT_KEY_ENV = "GPUPROV_LAMBDA_AGENT_API_KEY"  # a key made for idle agents only, revocable on its own
 SSH_VIA_DEFAULT = "direct, from anywhere (Lambda's default firewall; SSH key login only)"
+
+
+EXPIRY_SUFFIX = re.compile(r"~([0-9a-z]{6})\Z")  # `gpuprov extend`'s expiry, in base 36 epoch seconds
+B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def name_with_expiry(name: str, expires: datetime) -> str:
+    """An instance name carrying ``expires``: Lambda cannot update tags (OpenAPI 1.8.3: ``POST /instances/{id}``
+    takes only ``name``, at most 64 characters), so ``gpuprov extend`` appends ``~<base 36 epoch>``."""
+    n, digits = int(expires.timestamp()), ""
+    while n:
+        n, r = divmod(n, 36)
+        digits = B36[r] + digits
+    return f"{EXPIRY_SUFFIX.sub('', name)[:57]}~{digits.rjust(6, '0')}"
+
+
+def expiry_in_name(name: str | None) -> str | None:
+    """The epoch seconds ``gpuprov extend`` put in an instance name, as the tag's text, or None."""
+    m = EXPIRY_SUFFIX.search(name or "")
+    return str(int(m.group(1), 36)) if m else None
 
 
 def resource_name(stack: str) -> str:
@@ -49,6 +71,7 @@ class LambdaDriver(CatalogCloud):
     name = "lambda"
     title = "Lambda Cloud"
     credential_hint = "LAMBDA_API_KEY"
+    secret_env = ("LAMBDA_API_KEY", AGENT_KEY_ENV)
 
     # --- config ----------------------------------------------------------------------------------
 
@@ -129,7 +152,7 @@ class LambdaDriver(CatalogCloud):
     # --- what a stack left; the reaper -----------------------------------------------------------
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
-        from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK
+        from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 
         api = self.client()
         found: list[Leftover] = []
@@ -137,9 +160,14 @@ class LambdaDriver(CatalogCloud):
             if inst.status in GONE or inst.tags.get(TAG_MANAGED) != "true":
                 continue
             if stack is None or inst.tags.get(TAG_STACK) == stack:
+                tags = dict(inst.tags)
+                moved = expiry_in_name(inst.name)  # `gpuprov extend` moved it: the name wins over the launch tag
+                if moved:
+                    tags[TAG_EXPIRES_AT] = moved
                 found.append(Leftover(self.name, "instance", inst.id, inst.tags.get(TAG_STACK), inst.name,
-                                      inst.region, inst.status, dict(inst.tags)))
-        # Keys and rulesets carry no tags in Lambda's API: gpuprov names them gpuprov-<stack>, exactly.
+                                      inst.region, inst.status, tags))
+        # Keys and rulesets carry no tags in Lambda's API: gpuprov names them gpuprov-<stack>, exactly. A ruleset
+        # has its creation time (the reaper's grace for one with no instance); a key has none.
         for key in api.list_ssh_keys():
             owner = named_stack(key.name)
             if owner and (stack is None or owner == stack):
@@ -147,7 +175,8 @@ class LambdaDriver(CatalogCloud):
         for rs in api.list_firewall_rulesets():
             owner = named_stack(rs.name)
             if owner and (stack is None or owner == stack):
-                found.append(Leftover(self.name, "firewall-ruleset", rs.id, owner, rs.name, rs.region))
+                made = {TAG_CREATED_AT: str(int(rs.created.timestamp()))} if rs.created else {}
+                found.append(Leftover(self.name, "firewall-ruleset", rs.id, owner, rs.name, rs.region, tags=made))
         return found
 
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
@@ -215,6 +244,12 @@ class LambdaDriver(CatalogCloud):
                 errors.append(f"lambda: could not delete {f.item.kind} {f.item.name or f.item.id}: {err}")
         return errors
 
+    def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
+        """Rename the instances (see :func:`name_with_expiry`); keys and rulesets carry no expiry here."""
+        api = self.client()
+        for item in (i for i in items if i.bills):
+            api.rename_instance(item.id, name_with_expiry(item.name or resource_name(str(item.stack)), expires))
+
     @staticmethod
     def _delete_ruleset(api: LambdaCloud, ruleset_id: str, in_use: type[BaseException], timeout_s: float) -> None:
         """A ruleset stays "in use" until its instance is fully terminated: retry until it is not."""
@@ -228,14 +263,30 @@ class LambdaDriver(CatalogCloud):
     # --- on the host; prices ---------------------------------------------------------------------
 
     def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
+        if not self.idle_credentials(config):
+            return IdleAction("stop-apps", "no agent key (GPUPROV_LAMBDA_AGENT_API_KEY): the agent cannot terminate "
+                              "the instance, so it stops the apps; the host bills until its expiry is reaped or "
+                              "`gpuprov down`")
         return IdleAction(
             "http", "Lambda has no stop, and an OS shutdown keeps billing: the instance is terminated through the API",
             method="POST", url=f"{self.settings.lambda_api_url}/api/v1/instance-operations/terminate",
             body={"instance_ids": [host.instance_id]}, secret="lambda_api_key")
 
-    def idle_credentials(self) -> dict[str, str]:
-        key = os.environ.get("LAMBDA_API_KEY")
+    def idle_credentials(self, config: StackConfig) -> dict[str, str]:
+        """The agent's own key (GPUPROV_LAMBDA_AGENT_API_KEY, one the user made for agents and can revoke alone);
+        the operator's LAMBDA_API_KEY only when the config says ``lambda_agent_uses_operator_key: true``."""
+        key = os.environ.get(AGENT_KEY_ENV)
+        if not key and config.lambda_agent_uses_operator_key:
+            key = os.environ.get("LAMBDA_API_KEY")
         return {"lambda_api_key": key} if key else {}
+
+    def idle_protection(self, config: StackConfig) -> str | None:
+        if self.idle_credentials(config):
+            return None
+        return (f"no {AGENT_KEY_ENV} (a Lambda key made for idle agents): the host's idle agent cannot terminate "
+                f"it and only stops the apps when idle; the host bills until its expiry "
+                f"({config.max_lifetime_hours:g} h after launch) is reaped by a scheduled `gpuprov reap`, or "
+                "`gpuprov down`. Set the agent key, or lambda_agent_uses_operator_key: true to use your own key")
 
     def live_offers(self, region: str | None = None) -> list[PricedOffer]:
         from gpuprov.cost.live import PricedOffer, fallback, today
