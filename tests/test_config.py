@@ -31,6 +31,26 @@ REPO = Path(__file__).resolve().parents[1]
         ({"allowed_cidrs": ["10.0.0.1/8"]}, "allowed_cidrs", "host bits"),
         ({"allowed_cidrs": ["0.0.0.0/0"]}, "allowed_cidrs", "allow_public"),
         ({"allowed_cidrs": ["::/0"]}, "allowed_cidrs", "allow_public"),
+        ({"allowed_cidrs": ["0.0.0.0/1", "128.0.0.0/1"]}, "allowed_cidrs", "they reach 100.00% of IPv4"),
+        ({"allowed_cidrs": ["2000::/3"]}, "allowed_cidrs", "allow_public"),
+        ({"allowed_cidrs": ["10.0.0.0/7"]}, "allowed_cidrs", "allow_public"),
+        ({"allowed_cidrs": ["10.0.0.0/8", "11.0.0.0/24"]}, "allowed_cidrs", "allow_public"),
+        ({"open_ports": [8002]}, "open_ports", "gpuprov tunnel"),
+        ({"monai_label_ref": "179fe0d"}, "monai_label_ref", "40-hex"),
+        ({"monai_label_ref": "179fe0d' ; id > /tmp/pwned ; echo '"}, "monai_label_ref", "40-hex"),
+        ({"monai_label_repo": "--upload-pack=touch /tmp/x"}, "monai_label_repo", "https://"),
+        ({"monai_label_repo": "https://user:pw@github.com/x/y"}, "monai_label_repo", "without credentials"),
+        ({"monai_label_repo": "file://relative/path"}, "monai_label_repo", "file:///path"),
+        ({"monai_label_repo": "ext::sh -c id"}, "monai_label_repo", "https://"),
+        ({"vllm_image": "vllm/vllm-openai:v0.11.0\n"}, "vllm_image", "control character"),
+        ({"stack": "dev\n"}, "stack", "control character"),
+        ({"cloud": "aws", "instance_type": "g5.xlarge\n"}, "instance_type", "control character"),
+        ({"model_id": "NV-Reason-CXR-3B"}, "model_id", "owner/name"),
+        ({"model_id": "a/b c"}, "model_id", "owner/name"),
+        ({"served_model_name": "x${HF_TOKEN}"}, "served_model_name", "letters, digits"),
+        ({"hf_token": "hf_x y z secret"}, "hf_token", "(hidden)"),
+        ({"owner": "me; id"}, "owner", "user name"),
+        ({"cloud": "existing", "host": "u@-oProxyCommand=id", "ssh_private_key_path": "/k"}, "host", "user@address"),
         ({"budget_usd": -5}, "budget_usd", "positive amount"),
         ({"cloud": "aws", "instance_type": "m5.large"}, "instance_type", "g5.xlarge"),
         ({"cloud": "gcp", "instance_type": "gpu_1x_a10"}, "instance_type", "n1-standard-4"),
@@ -138,10 +158,32 @@ networks = st.one_of(
 )
 
 
-@given(st.lists(networks, max_size=6), st.booleans())
-def test_public_ranges_need_allow_public(nets, allow_public):
+def _addresses(nets, version: int) -> int:
+    """How many addresses of ``version`` the networks reach, counted by merging intervals (the oracle)."""
+    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in nets if n.version == version)
+    total, end = 0, -1
+    for lo, hi in spans:
+        if hi > end:
+            total += hi - max(lo, end + 1) + 1
+            end = hi
+    return total
+
+
+# Half-internet splits and wide prefixes as well as narrow ones, so both outcomes are drawn often.
+wide_networks = st.one_of(
+    networks,
+    st.integers(0, 8).flatmap(lambda p: st.integers(0, 2**p - 1).map(
+        lambda i: ipaddress.ip_network((i << (32 - p), p)))),
+    st.integers(0, 33).flatmap(lambda p: st.integers(0, 2**p - 1).map(
+        lambda i: ipaddress.ip_network((i << (128 - p), p)))),
+)
+
+
+@given(st.lists(wide_networks, max_size=6), st.booleans())
+def test_ranges_reaching_more_than_a_slash_8_or_a_slash_32_need_allow_public(nets, allow_public):
+    """Judged by addresses: 0.0.0.0/1 + 128.0.0.0/1 is the internet as much as 0.0.0.0/0 is."""
     values = {"allowed_cidrs": [str(n) for n in nets], "allow_public": allow_public}
-    public = any(n.prefixlen == 0 for n in nets)
+    public = _addresses(nets, 4) > 2**24 or _addresses(nets, 6) > 2**96
     if public and not allow_public:
         with pytest.raises(ConfigError, match="allow_public"):
             build_config(values)
@@ -175,11 +217,12 @@ def test_budget_is_positive_or_refused(amount):
 
 @given(st.integers(-5, 70000))
 def test_ports_in_range_other_than_ssh(port):
+    values = {"open_ports": [port], "allowed_cidrs": ["203.0.113.7/32"]}
     if 1 <= port <= 65535 and port != 22:
-        assert build_config({"open_ports": [port]}).open_ports == (port,)
+        assert build_config(values).open_ports == (port,)
     else:
         with pytest.raises(ConfigError, match="open_ports"):
-            build_config({"open_ports": [port]})
+            build_config(values)
 
 
 def test_pulumi_stack_file_with_other_providers_settings(tmp_path):

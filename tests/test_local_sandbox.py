@@ -89,7 +89,12 @@ def test_down_forgets_the_gone_host_so_the_same_stack_comes_up_again(gpuprov_hom
 
     first = run_cli("up", "--stack", "again")
     assert first.returncode == 0, first.stderr
-    assert "shown once" in first.stderr  # the Open WebUI admin password, printed on the deploy that made it
+    # The Open WebUI admin password: printed on a terminal only, never into a log such as this pipe.
+    assert "Open WebUI admin generated" in first.stderr and "not printed" in first.stderr
+    shown = run_cli("secrets", "show", "--stack", "again")
+    assert shown.returncode == 0 and "Open WebUI admin" in shown.stdout, shown.stderr
+    password = shown.stdout.rsplit(" ", 1)[-1].strip()
+    assert password and password not in first.stderr + first.stdout
     secrets_file = gpuprov_home / "secrets" / "again.json"
     assert known_hosts_path("again").exists() and secrets_file.exists()
     old_secrets = secrets_file.read_text()
@@ -100,7 +105,7 @@ def test_down_forgets_the_gone_host_so_the_same_stack_comes_up_again(gpuprov_hom
     second = run_cli("up", "--stack", "again")  # a new host key: no "host key changed" refusal
     try:
         assert second.returncode == 0, second.stderr
-        assert "shown once" in second.stderr and secrets_file.read_text() != old_secrets
+        assert "Open WebUI admin generated" in second.stderr and secrets_file.read_text() != old_secrets
     finally:
         assert run_cli("down", "--stack", "again").returncode == 0
     assert LocalSandbox("again", root=gpuprov_home).leftovers() == []

@@ -73,7 +73,7 @@ def test_the_same_public_rule_without_allow_public_is_refused():
     (group,) = [r for r in plan(cfg)["resources"] if r["type"] == rules.AWS_SG]
     props = {**group["inputs"], "tags": {k: v for k, v in group["inputs"]["tags"].items()
                                         if k != aws_program.ALLOW_PUBLIC_TAG}}
-    assert "port 8002" in violations(rules.AWS_SG, props)["no-public-service-ingress"][0]
+    assert "0.0.0.0/0 to port 22, 8002" in violations(rules.AWS_SG, props)["no-public-service-ingress"][0]
 
 
 def _sg(rule: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +104,27 @@ BAD = [
      "no-public-service-ingress", "port 8000, 8002, 8080"),
     ("gcp firewall all protocols from anywhere", rules.GCP_FIREWALL,
      {"sourceRanges": ["::/0"], "allows": [{"protocol": "all"}]}, "no-public-service-ingress", "all ports"),
+    ("aws sg ssh from anywhere", rules.AWS_SG,
+     _sg({"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]}),
+     "no-public-service-ingress", "0.0.0.0/0 to port 22"),
+    ("aws sg 8002 from two halves of IPv4", rules.AWS_SG,
+     _sg({"protocol": "tcp", "fromPort": 8002, "toPort": 8002, "cidrBlocks": ["0.0.0.0/1", "128.0.0.0/1"]}),
+     "no-public-service-ingress", "0.0.0.0/1, 128.0.0.0/1 to port 8002 (they reach 100.00% of IPv4"),
+    ("aws sg 8002 split over two rules", rules.AWS_SG,
+     {"ingress": [{"protocol": "tcp", "fromPort": 8002, "toPort": 8002, "cidrBlocks": ["0.0.0.0/2"]},
+                  {"protocol": "tcp", "fromPort": 8000, "toPort": 8100, "cidrBlocks": ["64.0.0.0/2"]}], "tags": {}},
+     "no-public-service-ingress", "0.0.0.0/2, 64.0.0.0/2 to port 8002 (they reach 50.00% of IPv4"),
+    ("aws vpc ingress rule to 8002 from 2000::/3", rules.AWS_SG_INGRESS,
+     {"ipProtocol": "tcp", "fromPort": 8002, "toPort": 8002, "cidrIpv6": "2000::/3"},
+     "no-public-service-ingress", "2000::/3 to port 8002"),
+    ("gcp firewall 8002 from two halves", rules.GCP_FIREWALL,
+     {"sourceRanges": ["0.0.0.0/1", "128.0.0.0/1"], "allows": [{"protocol": "tcp", "ports": ["8002"]}]},
+     "no-public-service-ingress", "to port 8002"),
+    ("gcp firewall all ports from a /7", rules.GCP_FIREWALL,
+     {"sourceRanges": ["10.0.0.0/7"], "allows": [{"protocol": "all"}]}, "no-public-service-ingress", "all ports"),
+    ("imds reachable from containers", rules.AWS_INSTANCE,
+     {"instanceType": "t3.micro", "rootBlockDevice": {"encrypted": True},
+      "metadataOptions": {"httpTokens": "required", "httpPutResponseHopLimit": 2}}, "imdsv2-required", "must be 1"),
     ("unencrypted root", rules.AWS_INSTANCE,
      {"instanceType": "g5.xlarge", "rootBlockDevice": {"encrypted": False}, "metadataOptions": {"httpTokens": "required"},
       "tags": EXPIRY}, "encrypted-root-volume", "root volume is not encrypted"),
@@ -142,7 +163,8 @@ def test_each_bad_example_is_refused_by_its_policy(case, resource_type, props, p
 
 
 @pytest.mark.parametrize(("resource_type", "props"), [
-    (rules.AWS_SG, _sg({"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]})),  # SSH: keys
+    (rules.AWS_SG, _sg({"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["10.0.0.0/8"]})),  # one /8
+    (rules.AWS_SG, _sg({"protocol": "tcp", "fromPort": 22, "toPort": 22, "ipv6CidrBlocks": ["2001:db8::/32"]})),
     (rules.AWS_SG, _sg({"protocol": "tcp", "fromPort": 8002, "toPort": 8002, "cidrBlocks": ["203.0.113.7/32"]})),
     (rules.AWS_SG_RULE, {"type": "egress", "protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}),
     (rules.GCP_FIREWALL, {"direction": "EGRESS", "destinationRanges": ["0.0.0.0/0"], "allows": [{"protocol": "all"}]}),

@@ -31,20 +31,21 @@ from pydantic import (
 
 from gpuprov.apps import DEFAULT_APPS
 from gpuprov.infra import clouds as _clouds
+from gpuprov.infra import grammar
 from gpuprov.infra.errors import GpuprovError
+from gpuprov.infra.wide_ranges import too_wide
 
 if TYPE_CHECKING:
     from gpuprov.infra.clouds.base import CloudDriver
 
 CLOUDS: tuple[str, ...] = _clouds.names()
 
-_SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
-_HOST = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<address>[A-Za-z0-9.:-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>[0-9]{1,5}))?$")
+_SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( [\x20-\x7e]*)?", re.ASCII)
+_HOST = re.compile(rf"(?P<user>[a-z_][a-z0-9_.-]{{0,31}})@(?P<address>{grammar.HOST_ADDRESS})(:(?P<port>[0-9]{{1,5}}))?",
+                   re.ASCII)
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # A fully qualified Pulumi stack name, ``org/project/stack`` (Pulumi's own characters for org and project).
 _QUALIFIED_STACK = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})/(?P<project>[A-Za-z0-9_.-]{1,100})/(?P<stack>[^/]*)$")
-_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64})?$")
-PUBLIC_NETWORKS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 OLD_KEYS = {"stacks": "apps"}  # renamed keys, still read (with a one-line notice)
 
 
@@ -87,8 +88,9 @@ class StackConfig(BaseModel):
     ssh_public_key: str | None = Field(None, description="SSH public key to install; a per-stack key is generated when unset.")
     ssh_private_key_path: Path | None = Field(None, description="Private key that matches ssh_public_key (required for existing).")
     allowed_cidrs: tuple[str, ...] = Field((), description="Source ranges allowed to reach opened ports; empty: SSH tunnels only.")
-    allow_public: bool = Field(False, description="Must be true to allow 0.0.0.0/0 or ::/0 in allowed_cidrs.")
-    open_ports: tuple[int, ...] = Field((), description="Service ports to open to allowed_cidrs (8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
+    allow_public: bool = Field(False, description="Must be true when allowed_cidrs reach more than a /8 of IPv4 or a /32 of IPv6 (0.0.0.0/0...).")
+    open_ports: tuple[int, ...] = Field((), description="Service ports to open to allowed_cidrs, which it needs "
+                                        "(8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
     apps: tuple[str, ...] = Field(DEFAULT_APPS, description="Which apps (compose bundles) to deploy: vllm_cxr, "
                                   "monai_label, or an app folder of your own listed in GPUPROV_APP_PATH.")
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
@@ -100,7 +102,8 @@ class StackConfig(BaseModel):
     open_webui_image: str = Field("ghcr.io/open-webui/open-webui:v0.6.34", description="Open WebUI image reference.")
     monai_label_image: str | None = Field(None, description="Prebuilt OHIF-AI MONAI Label image; built on the host when unset.")
     monai_label_repo: str = Field("https://github.com/anandpreshob/OHIF-AI", description="OHIF-AI repository to build from.")
-    monai_label_ref: str = Field("179fe0d", description="Commit of monai_label_repo to build.")
+    monai_label_ref: str = Field("179fe0ddc4e632d872c3d18bf05845cad302b0ee",
+                                 description="Commit of monai_label_repo to build (the full 40-hex id).")
     hf_token: SecretStr | None = Field(None, description="Hugging Face token (secret; also read from HF_TOKEN).")
     idle_minutes: int = Field(30, description="Minutes without activity before the idle action.")
     max_lifetime_hours: float = Field(12.0, description="Hard limit on the host's life, whatever its activity.")
@@ -205,7 +208,7 @@ class StackConfig(BaseModel):
     @field_validator("ssh_public_key")
     @classmethod
     def _pubkey(cls, v: str | None) -> str | None:
-        if v is not None and not _SSH_PUBLIC_KEY.match(v.strip()):
+        if v is not None and not _SSH_PUBLIC_KEY.fullmatch(v.strip()):
             raise ConfigError("ssh_public_key", v[:40], "expected an OpenSSH public key line such as 'ssh-ed25519 AAAA...'")
         return v.strip() if v else v
 
@@ -247,20 +250,107 @@ class StackConfig(BaseModel):
     @field_validator("vllm_image", "open_webui_image", "monai_label_image")
     @classmethod
     def _image(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not _IMAGE_REF.match(v):
-            raise ConfigError(info.field_name, v, "expected an image reference such as registry/name:tag")
+        if v is not None and not grammar.is_image_reference(v):
+            raise ConfigError(info.field_name, v, "expected an OCI image reference such as registry/name:tag "
+                                                  "(lower-case name, optional tag and @sha256:digest)")
         return v
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_id(cls, v: str) -> str:
+        if not grammar.is_hf_model_id(v):
+            raise ConfigError("model_id", v, "expected a Hugging Face model id owner/name, such as "
+                                             "nvidia/NV-Reason-CXR-3B (letters, digits, '_', '-', '.')")
+        return v
+
+    @field_validator("served_model_name")
+    @classmethod
+    def _served_name(cls, v: str) -> str:
+        if not grammar.SERVED_MODEL_NAME.fullmatch(v):
+            raise ConfigError("served_model_name", v, "expected 1-128 letters, digits, '.', '_', ':', '/' or '-', "
+                                                      "starting and ending with a letter or digit")
+        return v
+
+    @field_validator("monai_label_ref")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        if not grammar.GIT_COMMIT.fullmatch(v):
+            raise ConfigError("monai_label_ref", v, "expected a full 40-hex commit id (git rev-parse <ref>), such "
+                                                    "as 179fe0ddc4e632d872c3d18bf05845cad302b0ee; no branch or tag")
+        return v
+
+    @field_validator("monai_label_repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not grammar.REPOSITORY_URL.fullmatch(v):
+            raise ConfigError("monai_label_repo", v, "expected an https:// repository URL without credentials, "
+                                                     "such as https://github.com/anandpreshob/OHIF-AI (or "
+                                                     "file:///path of a local clone)")
+        return v
+
+    @field_validator("region", "zone", "instance_type")
+    @classmethod
+    def _cloud_name(cls, v: str | None, info: Any) -> str | None:
+        if v is not None and not grammar.CLOUD_NAME.fullmatch(v):
+            raise ConfigError(info.field_name, v, "expected a cloud name of lower-case letters, digits, '.', '_' "
+                                                  "and '-', such as us-east-1, us-central1-a or g5.xlarge")
+        return v
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, v: str) -> str:
+        if not grammar.OWNER.fullmatch(v):
+            raise ConfigError("owner", v, "expected a user name: 1-64 letters, digits, '.', '_', '@', '+' or '-'")
+        return v
+
+    @field_validator("hf_token")
+    @classmethod
+    def _hf_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not grammar.HF_TOKEN.fullmatch(v.get_secret_value()):
+            raise ConfigError("hf_token", "(hidden)", "expected a Hugging Face access token (hf_..., letters, "
+                                                      "digits, '_' and '-')")
+        return v
+
+    @field_validator("ssh_private_key_path")
+    @classmethod
+    def _key_path(cls, v: Path | None) -> Path | None:
+        if v is not None and str(v).startswith("-"):
+            raise ConfigError("ssh_private_key_path", str(v), "expected a file path (start it with ./ if it "
+                                                              "begins with '-')")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, values: Any) -> Any:
+        """No key takes a newline, escape, NUL or bidi override, whatever its own grammar allows."""
+        if isinstance(values, dict):
+            for key, value in values.items():
+                items = value if isinstance(value, list | tuple) else [value]
+                for item in items:
+                    text = item.get_secret_value() if isinstance(item, SecretStr) else item
+                    bad = grammar.control_character(str(text)) if isinstance(text, str | Path) else None
+                    if bad is not None:
+                        shown = "(hidden)" if key == "hf_token" else text
+                        raise ConfigError(str(key), shown, f"it holds the control character {bad!r}; "
+                                                           "config values are one line of printable text")
+        return values
 
     # --- checks across keys ---------------------------------------------------------
 
     @model_validator(mode="after")
     def _across_keys(self) -> StackConfig:
-        public = [c for c in self.allowed_cidrs if ipaddress.ip_network(c) in PUBLIC_NETWORKS]
-        if public and not self.allow_public:
+        wide = too_wide(self.allowed_cidrs)
+        if wide and not self.allow_public:
             raise ConfigError(
-                "allowed_cidrs", public[0],
-                "opening ports to the whole internet needs allow_public: true; list your own ranges instead "
+                "allowed_cidrs", list(self.allowed_cidrs),
+                f"{wide}: opening ports to the internet needs allow_public: true; list your own ranges instead "
                 "(MONAI Label has no authentication)",
+            )
+        if self.open_ports and not self.allowed_cidrs:
+            raise ConfigError(
+                "open_ports", list(self.open_ports),
+                "open_ports needs allowed_cidrs (the ranges that may reach them); without them, reach the services "
+                "through an SSH tunnel: gpuprov tunnel",
             )
         driver = self._driver
         if self.instance_type is not None:
@@ -268,7 +358,7 @@ class StackConfig(BaseModel):
             if allowed is not None:
                 raise ConfigError("instance_type", self.instance_type, allowed)
         if self.host is not None:
-            m = _HOST.match(self.host)
+            m = _HOST.fullmatch(self.host)
             if not m or not 1 <= int(m["port"] or 22) <= 65535:
                 raise ConfigError("host", self.host, "expected user@address[:port], such as ubuntu@192.0.2.10:22")
         if self.image is not None:
@@ -277,7 +367,7 @@ class StackConfig(BaseModel):
                 raise ConfigError("image", self.image, f"image applies to {or_list(where).replace(' or ', ' and ')}, "
                                                        f"not to {self.cloud}")
             pattern, allowed = driver.image_grammar
-            if not pattern.match(self.image):
+            if not pattern.fullmatch(self.image):
                 raise ConfigError("image", self.image, f"expected {allowed}")
         if self.spot and not driver.supports_spot:
             where = [n for n in CLOUDS if _clouds.driver_class(n).supports_spot]
@@ -313,7 +403,7 @@ class StackConfig(BaseModel):
     def existing_host(self) -> ExistingHost | None:
         if self.host is None:
             return None
-        m = _HOST.match(self.host)
+        m = _HOST.fullmatch(self.host)
         assert m is not None  # checked in _across_keys
         return ExistingHost(user=m["user"], address=m["address"].strip("[]"), port=int(m["port"] or 22))
 
@@ -341,7 +431,7 @@ class ViewerConfig(BaseModel):
     @field_validator("image", "orthanc_image")
     @classmethod
     def _image(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not _IMAGE_REF.match(v):
+        if v is not None and not grammar.is_image_reference(v):
             raise ConfigError(f"--{info.field_name.replace('_', '-')}", v,
                               "expected an image reference such as registry/name:tag")
         return v

@@ -7,15 +7,17 @@ service ports, anything else opened), saying how each closed port is reached ins
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from gpuprov.apps import registry
 from gpuprov.infra.clouds.base import ExposureRow
 from gpuprov.infra.config import StackConfig
+from gpuprov.infra.wide_ranges import RULE as WIDE_RULE
+from gpuprov.infra.wide_ranges import is_whole_internet, too_wide
 
 TUNNEL_ONLY = "SSH tunnel only (gpuprov tunnel)"
 PUBLIC_VIA = "direct, from the whole internet (allow_public)"
+WIDE_VIA = f"direct, from a large share of the internet ({WIDE_RULE}: allow_public)"
 
 
 def service_names(config: StackConfig) -> dict[int, str]:
@@ -39,8 +41,11 @@ class Opened:
 
 
 def _direct(sources: list[str]) -> str:
-    if any(ipaddress.ip_network(s).prefixlen == 0 for s in sources):
+    """How a port open to ``sources`` is reached; judged by the addresses (:mod:`wide_ranges`), not the spelling."""
+    if is_whole_internet(sources):
         return PUBLIC_VIA
+    if too_wide(sources):
+        return WIDE_VIA
     return "direct"
 
 

@@ -2,25 +2,26 @@
 
 Each ``check_*`` returns the violations it finds (an empty list: compliant); the
 ``ResourceValidationPolicy`` objects at the bottom wrap them for CrossGuard. This
-module stands alone (no import of gpuprov's own packages), because the policy
-engine runs it outside the project; a test keeps the names below in step with
-``gpuprov.infra.tags`` and the programs.
+module imports nothing of gpuprov but the standard-library-only rule of what counts
+as the internet (``gpuprov.infra.wide_ranges``, the one config and ``plan`` apply),
+because the policy engine runs it in its own process; a test keeps the names below
+in step with ``gpuprov.infra.tags`` and the programs.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
+from gpuprov.infra.wide_ranges import too_wide
+
 TAG_EXPIRES_AT = "gpuprov-expires-at"  # gpuprov.infra.tags.TAG_EXPIRES_AT
 ALLOW_PUBLIC_TAG = "gpuprov-allow-public"  # gpuprov.infra.clouds.aws.program.ALLOW_PUBLIC_TAG (value "true")
 ALLOW_PUBLIC_MARKER = "[gpuprov-allow-public]"  # gpuprov.infra.clouds.gcp.program.ALLOW_PUBLIC_MARKER (in a description)
-SENSITIVE_PORTS = (8002, 8000, 3000, 8080)  # MONAI Label (no auth), vLLM, Open WebUI (host and container)
-PUBLIC = ("0.0.0.0/0", "::/0")
+SENSITIVE_PORTS = (22, 3000, 8000, 8002, 8080)  # SSH, Open WebUI (host and container), vLLM, MONAI Label (no auth)
 
 AWS_INSTANCE = "aws:ec2/instance:Instance"
 AWS_SG = "aws:ec2/securityGroup:SecurityGroup"
@@ -37,13 +38,6 @@ _GCP_GPU_MACHINE = re.compile(r"^(a2|a3|a4|g2|g4)-")
 Props = Mapping[str, Any]
 
 
-def _is_public(source: Any) -> bool:
-    try:
-        return ipaddress.ip_network(str(source), strict=False).prefixlen == 0
-    except ValueError:
-        return False
-
-
 def _exempt(props: Props) -> bool:
     """Public ingress the user asked for (``allow_public``): the tag on AWS, the description marker on GCP."""
     tags = props.get("tags") or {}
@@ -51,15 +45,29 @@ def _exempt(props: Props) -> bool:
         ALLOW_PUBLIC_MARKER in str(props.get("description") or ""))
 
 
-def _port_problem(protocol: Any, low: Any, high: Any) -> str | None:
-    """What a public rule over ``low..high`` would expose, or None when it touches no sensitive port."""
+def _span(protocol: Any, low: Any, high: Any) -> tuple[int, int]:
+    """The ports a rule over ``low..high`` admits; every port for all protocols or an open range."""
     if str(protocol) in ("-1", "all") or low is None or high is None:
-        return "all ports"
-    lo, hi = int(low), int(high)
-    if lo <= 0 and hi >= 65535:
-        return "all ports"
-    hit = sorted(p for p in SENSITIVE_PORTS if lo <= p <= hi)
-    return f"port {', '.join(map(str, hit))}" if hit else None
+        return 0, 65535
+    return int(low), int(high)
+
+
+def _wide_reach(rules: list[tuple[list[str], int, int]]) -> list[str]:
+    """What too wide a set of sources reaches (``all ports``, ``port 22, 8002``), judged by the addresses
+    the resource's rules admit together (wide_ranges), one line per set of sources."""
+    found: list[str] = []
+    everywhere = sorted({s for sources, lo, hi in rules if lo <= 0 and hi >= 65535 for s in sources})
+    if too_wide(everywhere):
+        found.append(f"ingress from {', '.join(everywhere)} to all ports ({too_wide(everywhere)})")
+    by_sources: dict[tuple[str, ...], list[int]] = {}
+    for port in SENSITIVE_PORTS:
+        sources = tuple(sorted({s for ss, lo, hi in rules if lo <= port <= hi for s in ss}))
+        if too_wide(sources) and not too_wide(everywhere):
+            by_sources.setdefault(sources, []).append(port)
+    for sources, ports in by_sources.items():
+        found.append(f"ingress from {', '.join(sources)} to port {', '.join(map(str, sorted(ports)))} "
+                     f"({too_wide(sources)})")
+    return found
 
 
 def _aws_rules(resource_type: str, props: Props) -> Iterable[tuple[list[str], Any, Any, Any]]:
@@ -77,29 +85,22 @@ def _aws_rules(resource_type: str, props: Props) -> Iterable[tuple[list[str], An
 
 
 def check_public_ingress(resource_type: str, props: Props) -> list[str]:
-    """No ingress from 0.0.0.0/0 or ::/0 to 8002, 8000, 3000, 8080 or to all ports, unless allow_public."""
+    """No ingress to SSH, 8002, 8000, 3000, 8080 or to all ports from ranges that reach a large share of the
+    internet (0.0.0.0/0, ::/0, 0.0.0.0/1 + 128.0.0.0/1, 2000::/3...), unless allow_public."""
     if _exempt(props):
         return []
-    found: list[str] = []
-    for sources, protocol, low, high in _aws_rules(resource_type, props):
-        public = [s for s in sources if _is_public(s)]
-        problem = _port_problem(protocol, low, high) if public else None
-        if problem:
-            found.append(f"ingress from {public[0]} to {problem}")
+    rules = [(sources, *_span(protocol, low, high)) for sources, protocol, low, high in _aws_rules(resource_type, props)]
     if resource_type == GCP_FIREWALL and props.get("direction", "INGRESS") == "INGRESS":
-        public = [s for s in props.get("sourceRanges") or [] if _is_public(s)]
-        allows = (props.get("allows") or []) if public else []
-        for allow in allows:
+        sources = [str(s) for s in props.get("sourceRanges") or []]
+        for allow in props.get("allows") or []:
             ports = allow.get("ports") or []
             if allow.get("protocol") == "all" or not ports:
-                found.append(f"ingress from {public[0]} to all ports")
-                continue
+                rules.append((sources, 0, 65535))
             for spec in ports:
                 low, _, high = str(spec).partition("-")
-                problem = _port_problem(allow.get("protocol"), int(low), int(high or low))
-                if problem:
-                    found.append(f"ingress from {public[0]} to {problem}")
-    return [f"{v}: list your own ranges in allowed_cidrs, or set allow_public: true on purpose" for v in found]
+                rules.append((sources, int(low), int(high or low)))
+    return [f"{v}: list your own ranges in allowed_cidrs, or set allow_public: true on purpose"
+            for v in _wide_reach(rules)]
 
 
 def check_encrypted_root(resource_type: str, props: Props) -> list[str]:
@@ -120,10 +121,15 @@ def check_imdsv2(resource_type: str, props: Props) -> list[str]:
     """EC2 instances must require IMDSv2 session tokens (IMDSv1 hands credentials to any SSRF)."""
     if resource_type != AWS_INSTANCE:
         return []
-    tokens = (props.get("metadataOptions") or {}).get("httpTokens")
+    options = props.get("metadataOptions") or {}
+    tokens, hops = options.get("httpTokens"), options.get("httpPutResponseHopLimit")
+    found = []
     if tokens != "required":
-        return [f"IMDSv1 is allowed (metadataOptions.httpTokens is {tokens!r}, must be 'required')"]
-    return []
+        found.append(f"IMDSv1 is allowed (metadataOptions.httpTokens is {tokens!r}, must be 'required')")
+    if hops is not None and int(hops) > 1:
+        found.append(f"containers reach IMDS (metadataOptions.httpPutResponseHopLimit is {hops}, must be 1): "
+                     "code in a container could take the instance role's credentials")
+    return found
 
 
 def _is_gpu(resource_type: str, props: Props) -> bool:
@@ -158,7 +164,8 @@ def _policy(name: str, description: str, check: Callable[[str, Props], list[str]
 
 POLICIES = [
     _policy("no-public-service-ingress",
-            "No ingress from 0.0.0.0/0 or ::/0 to 8002, 8000, 3000, 8080 or all ports, unless allow_public.",
+            "No ingress to 22, 3000, 8000, 8002, 8080 or all ports from ranges reaching more than a /8 of IPv4 "
+            "or a /32 of IPv6 (0.0.0.0/0, 0.0.0.0/1 + 128.0.0.0/1, 2000::/3...), unless allow_public.",
             check_public_ingress),
     _policy("encrypted-root-volume", "EC2 root and EBS volumes must be encrypted.", check_encrypted_root),
     _policy("imdsv2-required", "EC2 instances must require IMDSv2 (metadataOptions.httpTokens = required).",

@@ -3,6 +3,7 @@ one app, backup of the folders an app declares (its data: predictions, studies, 
 
 from __future__ import annotations
 
+import os
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +87,9 @@ def backup(config: StackConfig, host: GpuHost, destination: Path, s3_uri: str | 
     destination.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     archive = destination / f"{config.stack}-{app.name.replace('_', '-')}-{stamp}.tar.gz"
-    with Remote(target_for(config, host)) as remote, archive.open("wb") as sink:
+    # 0600 from the first byte: the archive holds an app's data (studies: likely patient data).
+    fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with Remote(target_for(config, host)) as remote, os.fdopen(fd, "wb") as sink:
         code = remote.stream_to(f"{SUDO}$SUDO tar -czf - -C {directory} {' '.join(shlex.quote(p) for p in app.backup)}",
                                 sink)
     if code:

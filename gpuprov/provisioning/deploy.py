@@ -19,14 +19,15 @@ from gpuprov.apps import registry
 from gpuprov.apps.base import App, AppError, Secrets
 from gpuprov.apps.fit import require_fit_on_host
 from gpuprov.infra import records
+from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
-from gpuprov.provisioning import idle_agent, steps
+from gpuprov.provisioning import idle_agent, sshd, steps
 from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import ROOT, on_host
-from gpuprov.provisioning.secrets import app_secrets, secrets_path
+from gpuprov.provisioning.secrets import app_secrets, secrets_path, stored
 from gpuprov.provisioning.ssh import Remote, target_for, wait_for_ssh
 
 Progress = Callable[[str], None]
@@ -104,7 +105,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     with Remote(target) as remote:
         # What the host should hold depends on what it says it is: probe the files of every shape.
         shapes = [desired_state(config, HostShape(g, s), secrets) for g in (0, 1) for s in (False, True)]
-        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values()))
+        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values()) | {sshd.DROP_IN})
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
         facts = gather_facts(remote, paths, refs)
@@ -115,6 +116,14 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         want.files += agent_files
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
+        extra = [agent_start] if agent_stale else []
+        # Only on hosts gpuprov made: an existing machine's sshd (a lab server's other users) is not ours
+        # to change, and a sandbox's sshd is started by gpuprov with its own config.
+        if driver_class(config.cloud).creates_cloud_resources and not facts.sandbox:
+            hardened = sshd.drop_in(host.ssh_user)
+            want.files.append(hardened)
+            if facts.files.get(hardened.path) != hardened.sha256:
+                extra.append(sshd.apply())
         sent = [_upload(remote, name, local, sha, say) for name, (local, sha) in inputs.items()
                 if facts.files.get(uploads[name]) != sha]
         # A build input on the host (uploaded now or before) is built in; its hash is in the image label.
@@ -123,7 +132,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                 sha = inputs[name][1] if name in inputs else facts.files.get(uploads[name])
                 if sha:
                     build.inputs[name] = sha
-        actions = steps.plan(facts, want, [agent_start] if agent_stale else [], before_images=sent)
+        actions = steps.plan(facts, want, extra, before_images=sent)
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")
@@ -135,6 +144,15 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         records.write(record.model_copy(update={"deployed": services}))
     return DeployResult(changed, rounds, time.monotonic() - started, services,
                         _new_logins(config.stack, apps, secrets, generated))
+
+
+def stored_logins(config: StackConfig, apps: list[App]) -> list[Credentials]:
+    """The logins of ``apps`` already generated for the stack (``gpuprov secrets show``)."""
+    stack = config.stack
+    store = stored(config)
+    return [Credentials(a.login.label, a.login.service, tuple(store[a.name][n] for n in a.login.secrets),
+                        str(secrets_path(stack)))
+            for a in apps if a.login and set(a.login.secrets) <= set(store.get(a.name, {}))]
 
 
 def _new_logins(stack: str, apps: list[App], secrets: dict[str, Secrets],

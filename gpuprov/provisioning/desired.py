@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, AppError, GpuTarget, HostContext, Secrets, env_name
 from gpuprov.apps.fit import fit
+from gpuprov.infra import grammar
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.gpus import GpuSpec
 from gpuprov.infra.paths import REMOTE_FILES
@@ -134,11 +136,22 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_ENV_PLAIN = re.compile(r"[A-Za-z0-9_./:@+=,%-]*", re.ASCII)  # nothing Compose's .env parser reads as syntax
+
+
+def _env_value(value: str) -> str:
+    """``value`` as Compose reads it back literally: bare when plain, else single-quoted. Compose's parser
+    (compose-spec/compose-go dotenv/parser.go) expands ``$`` and cuts at ``#`` in a bare value, and takes
+    a single-quoted one as it is, up to the first ``'`` not after a backslash."""
+    return value if _ENV_PLAIN.fullmatch(value) else f"'{value}'"
+
+
 def _env_file(app: App, name: str, values: Mapping[str, str]) -> bytes:
     for key, value in values.items():
-        if "\n" in value or "\r" in value:
-            raise AppError(f"app '{app.name}': {name} value {key} holds a line break; a .env value must be one line")
-    return "".join(f"{k}={v}\n" for k, v in values.items()).encode()
+        if grammar.control_character(value) is not None or "'" in value or value.endswith("\\"):
+            raise AppError(f"app '{app.name}': {name} value {key} holds a line break, control character, single "
+                           "quote or final backslash; a .env value must be one line Compose can read literally")
+    return "".join(f"{k}={_env_value(v)}\n" for k, v in values.items()).encode()
 
 
 def desired_state(config: StackConfig, shape: HostShape, secrets: Mapping[str, Secrets]) -> Desired:
@@ -155,7 +168,10 @@ def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, sec
              sizing: Mapping[str, str]) -> None:
     directory = f"{ROOT}/{app.name}"
     want.directories += [directory] + [f"{directory}/{d}" for d in app.directories]
-    binds = {s.name: "0.0.0.0" if s.port in config.open_ports else "127.0.0.1" for s in app.services}
+    # All addresses only for a port the cloud's firewall opens to allowed_cidrs (the config refuses open_ports
+    # without them); everything else stays on loopback, reached through the SSH tunnel.
+    binds = {s.name: "0.0.0.0" if s.port in config.open_ports and config.allowed_cidrs else "127.0.0.1"
+             for s in app.services}
     ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds,
                       sizing=sizing)
     images = {s.name: s.image(config) for s in app.services}

@@ -96,6 +96,11 @@ def app_secrets(config: StackConfig, apps: Sequence[App]) -> tuple[dict[str, Sec
     return {a.name: Secrets(store.values.get(a.name, {})) for a in apps}, generated
 
 
+def stored(config: StackConfig) -> dict[str, dict[str, str]]:
+    """What the stack's store holds now, app -> name -> value (nothing generated, no host-key pins)."""
+    return {k: v for k, v in _Store(config).values.items() if k != HOST_KEYS}
+
+
 def host_key_pins(config: StackConfig, identity: str) -> list[str]:
     """The known_hosts lines pinned for the host ``identity`` (:func:`gpuprov.provisioning.ssh.host_identity`),
     by whoever connected first: pins travel with the stack, so a colleague's first connect is checked too."""

@@ -166,7 +166,7 @@ def images(facts: HostFacts, want: Desired) -> list[Action]:
             continue
         checkout = on_host(build.checkout)
         lines = [
-            f"if [ ! -d {checkout}/.git ]; then $SUDO git clone -q {q(build.repo)} {checkout}; fi",
+            f"if [ ! -d {checkout}/.git ]; then $SUDO git clone -q -- {q(build.repo)} {checkout}; fi",
             f"cd {checkout} && ($SUDO git cat-file -e {q(build.ref + '^{commit}')} 2>/dev/null || $SUDO git fetch -q origin)",
             f"$SUDO git -C {checkout} checkout -q --force {q(build.ref)}",
         ]

@@ -156,6 +156,10 @@ class _State:
     instances: dict[str, _Instance] = field(default_factory=dict)
     keys: dict[str, dict[str, str]] = field(default_factory=dict)
     rulesets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The account's global ruleset as a new Lambda account has it: SSH and ICMP from anywhere.
+    global_rules: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"protocol": "tcp", "port_range": [22, 22], "source_network": "0.0.0.0/0", "description": "SSH"},
+        {"protocol": "icmp", "source_network": "0.0.0.0/0", "description": "ICMP"}])
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
 
@@ -273,6 +277,11 @@ class LambdaStandIn:
         """Change the regions ``GET /instance-types`` lists as having capacity for ``instance_type``."""
         with self._lock:
             self._state.types[instance_type]["regions"] = list(regions)
+
+    def set_global_rules(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the account's global firewall rules (the dashboard's Global rules)."""
+        with self._lock:
+            self._state.global_rules = [dict(r) for r in rules]
 
     def add_fault(self, kind: str, **kw: Any) -> Fault:
         """Inject a fault (see :class:`Fault`)."""
@@ -420,6 +429,8 @@ class LambdaStandIn:
                 return [self._ruleset_json(r) for r in self._state.rulesets.values()]
             if route == "firewall-rulesets" and method == "POST":
                 return self._create_ruleset(body)
+            if route == "firewall-rulesets/global" and method == "GET":
+                return {"id": "global", "name": "Global Firewall Rules", "rules": [dict(r) for r in self._state.global_rules]}
             if parts[0] == "firewall-rulesets" and len(parts) == 2 and parts[1] != "global":
                 rs = self._state.rulesets.get(parts[1])
                 if rs is None:

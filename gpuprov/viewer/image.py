@@ -63,7 +63,7 @@ def ensure_viewer_image(config: StackConfig, viewer: ViewerConfig, docker: Docke
     if not (src / ".git").is_dir():
         progress(f"cloning {config.monai_label_repo}")
         src.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _git("clone", "-q", "--no-checkout", config.monai_label_repo, str(src))
+        _git("clone", "-q", "--no-checkout", "--", config.monai_label_repo, str(src))
     try:
         _git("-C", str(src), "cat-file", "-e", f"{config.monai_label_ref}^{{commit}}")
     except ViewerError:

@@ -8,7 +8,7 @@ import pytest
 
 from gpuprov.infra.clouds.aws import program
 from gpuprov.infra.clouds.aws.sdk import DLAMI_SSM_PARAMETER
-from gpuprov.infra.config import build_config
+from gpuprov.infra.config import ConfigError, build_config
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.mock_runtime import EngineMocks, run_program
 from gpuprov.infra.plan import placeholders
@@ -55,6 +55,7 @@ def test_defaults_are_secure_and_complete():
     inst = one(res, "aws:ec2/instance:Instance")
     assert inst["instanceType"] == "g5.xlarge"
     assert inst["metadataOptions"]["httpTokens"] == "required"  # IMDSv2 only
+    assert inst["metadataOptions"]["httpPutResponseHopLimit"] == 1  # the host only: no container reaches the role
     root = inst["rootBlockDevice"]
     assert (root["volumeType"], root["encrypted"], root["deleteOnTermination"]) == ("gp3", True, True)
     assert root["volumeSize"] >= 100  # DLAMI snapshot + images + model cache
@@ -93,9 +94,10 @@ def test_ssh_and_listed_ports_only_from_allowed_cidrs():
         assert rule["cidrBlocks"] == ["198.51.100.0/24"] and rule["ipv6CidrBlocks"] == ["2001:db8::/48"]
 
 
-def test_listed_ports_without_cidrs_open_nothing():
-    res, _, _ = run_aws(open_ports=[8000, 3000])
-    assert one(res, "aws:ec2/securityGroup:SecurityGroup")["ingress"] == []
+def test_listed_ports_without_cidrs_are_refused_pointing_at_the_tunnel():
+    with pytest.raises(ConfigError, match="gpuprov tunnel") as caught:
+        run_aws(open_ports=[8000, 3000])
+    assert caught.value.key == "open_ports"
 
 
 def test_public_ingress_only_with_allow_public_and_then_marked():

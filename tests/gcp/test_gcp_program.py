@@ -74,8 +74,20 @@ def test_labels_and_network_tag_mark_the_stack():
     assert (host.expires_at - host.launched_at).total_seconds() == 3 * 3600
 
 
+def test_the_vm_and_its_rules_live_on_a_network_of_the_stacks_own():
+    """Not `default`, whose usual rules open SSH to the world and every port to the project's VMs."""
+    res, _, _ = run_gcp(allowed_cidrs=["198.51.100.0/24"], open_ports=[8002])
+    (net,) = res["gcp:compute/network:Network"]
+    (subnet,) = res["gcp:compute/subnetwork:Subnetwork"]
+    (vm,) = res[INSTANCE]
+    assert net["autoCreateSubnetworks"] is False and subnet["region"] == "us-central1"
+    nic = vm["networkInterfaces"][0]
+    assert nic["network"] != "default" and nic["network"] == subnet["network"] and nic["subnetwork"]
+    assert {fw["network"] for fw in res[FIREWALL]} == {nic["network"]}
+
+
 def test_no_allowed_cidrs_ssh_only_from_the_iap_range_and_nothing_else():
-    res, _, _ = run_gcp(open_ports=[8002])  # listed, but no ranges to open it to
+    res, _, _ = run_gcp()
     (rule,) = res[FIREWALL]
     assert rule["sourceRanges"] == [program.IAP_RANGE] == ["35.235.240.0/20"]
     assert rule["allows"] == [{"protocol": "tcp", "ports": ["22"]}] and rule["direction"] == "INGRESS"

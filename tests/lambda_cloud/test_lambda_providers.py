@@ -56,7 +56,8 @@ def test_rulesets_cover_the_failover_regions_update_in_place_and_go(standin: Lam
     props = {"name": "gpuprov-p", "rules": RULES, "regions": [], "instance_type": "gpu_1x_a10",
              "min_gpu_memory_gb": None}
     made = rulesets.create(props)
-    assert sorted(outs(made)["ids"]) == ["us-east-1", "us-south-1", "us-west-1"]
+    # us-south-1 has capacity too, but Lambda applies no firewall rules there: no ruleset, no launch there.
+    assert sorted(outs(made)["ids"]) == ["us-east-1", "us-west-1"]
     wider = [{**RULES[0], "source_network": "203.0.113.0/24"}]
     diff = rulesets.diff(made.id, outs(made), {**props, "rules": wider})
     assert diff.changes and not diff.replaces  # rules change in place: the instance keeps running
@@ -99,6 +100,49 @@ def test_instance_with_rulesets_only_launches_where_one_exists(standin: LambdaSt
     LambdaInstanceProvider().delete(made.id, outs(made))
     LambdaFirewallRulesetProvider().delete(rs.id, outs(rs))  # allowed once the instance is terminated
     assert standin.rulesets() == []
+
+
+SERVICE_RULES = [*RULES, {**RULES[0], "port_range": [8002, 8002], "description": "monai label"}]
+
+
+def _opened_instance(standin: LambdaStandIn, **kw: object) -> tuple[dict, dict]:
+    LambdaSshKeyProvider().create({"name": "gpuprov-p", "public_key": PUB})
+    rs = LambdaFirewallRulesetProvider().create({"name": "gpuprov-p", "rules": SERVICE_RULES, "regions": []})
+    props = _instance_props(firewall_ruleset_ids=outs(rs)["ids"], firewall_required=True, instance_type=None,
+                            min_gpu_memory_gb=24, open_ports=[8002], allowed_cidrs=["203.0.113.7/32"], **kw)
+    return props, outs(rs)
+
+
+def test_an_opened_port_reachable_only_from_the_allow_list_launches(standin: LambdaStandIn) -> None:
+    props, rs = _opened_instance(standin)
+    made = LambdaInstanceProvider().create(props)
+    assert outs(made)["launched_region"] != "us-south-1"
+    LambdaInstanceProvider().delete(made.id, outs(made))
+    LambdaFirewallRulesetProvider().delete("gpuprov-p", rs)
+
+
+@pytest.mark.parametrize("wide", [["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"], ["203.0.113.0/24"]])
+def test_a_global_rule_opening_the_port_wider_stops_the_launch_and_terminates(standin: LambdaStandIn, wide) -> None:
+    """The account's global rules apply to every instance: one that admits 8002 from beyond the allow-list
+    (the whole internet, two halves of it, or just a wider range) stops the launch; nothing is left billing."""
+    standin.set_global_rules([{"protocol": "tcp", "port_range": [8000, 8100], "source_network": s,
+                               "description": "someone's rule"} for s in wide])
+    props, rs = _opened_instance(standin)
+    with pytest.raises(LambdaError, match=r"reachable beyond allowed_cidrs \(port 8002 from .*terminated") as caught:
+        LambdaInstanceProvider().create(props)
+    assert caught.value.exit_code == 4
+    assert all(i["status"] == "terminated" for i in standin.instances())
+    LambdaFirewallRulesetProvider().delete("gpuprov-p", rs)
+
+
+def test_failover_skips_the_region_without_firewall_when_ports_are_opened(standin: LambdaStandIn) -> None:
+    """us-south-1 is the only region with capacity: with a port opened, nothing launches there."""
+    standin.set_capacity("gpu_1x_a10", ["us-south-1"])
+    LambdaSshKeyProvider().create({"name": "gpuprov-p", "public_key": PUB})
+    props = _instance_props(open_ports=[8002], allowed_cidrs=["203.0.113.7/32"])
+    with pytest.raises(LambdaError, match="capacity only in us-south-1, where it applies no firewall rules"):
+        LambdaInstanceProvider().create(props)
+    assert standin.instances() == []
 
 
 def test_credentials_come_from_configure_and_never_reach_the_pickled_provider(

@@ -218,6 +218,7 @@ def test_day_two_tasks_logs_restart_redeploy_and_backup(deployed, tmp_path):
     archive = tmp_path / backup.stdout.strip().rsplit("/", 1)[-1]
     listing = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout
     assert "predictions/case1.txt" in listing and "studies/" in listing
+    assert archive.stat().st_mode & 0o777 == 0o600  # studies: likely patient data, the owner's only
     before = on_host(cfg, host, "docker inspect -f '{{.Id}}' monai_sam2 vllm").split()
     redo = fab("redeploy", "--only", "monai_label", "--stack", cfg.stack)
     assert redo.returncode == 0, redo.stderr

@@ -18,6 +18,7 @@ from gpuprov.provisioning.errors import ProvisioningError
 from gpuprov.provisioning.facts import MARK, ContainerFact, HostFacts, ImageFact, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import HOST_ROOT
 
+PINNED = "179fe0ddc4e632d872c3d18bf05845cad302b0ee"  # the default monai_label_ref
 SECRETS = {"vllm_cxr": Secrets({"vllm_api_key": "sk-test", "webui_secret_key": "webui-secret",
                                 "webui_admin_email": "admin@x", "webui_admin_password": "pw-test"}),
            "monai_label": Secrets({})}
@@ -100,9 +101,9 @@ def test_an_unsupported_os_without_docker_stops_with_what_to_do():
 
 def test_monai_label_is_built_on_the_host_from_the_pinned_commit_or_pulled_when_named():
     text = scripts(steps.plan(bare_ubuntu(docker="27", compose="2"), want()))
-    assert "git clone -q https://github.com/anandpreshob/OHIF-AI" in text
-    assert "checkout -q --force 179fe0d" in text
-    assert "-t gpuprov/ohif-ai-monai-label:179fe0d" in text
+    assert "git clone -q -- https://github.com/anandpreshob/OHIF-AI" in text  # "--": never read as an option
+    assert "checkout -q --force 179fe0ddc4e632d872c3d18bf05845cad302b0ee" in text
+    assert "-t gpuprov/ohif-ai-monai-label:179fe0ddc4e632d872c3d18bf05845cad302b0ee" in text
     named = scripts(steps.plan(bare_ubuntu(docker="27", compose="2"), want(monai_label_image="registry.example/me/monai:1")))
     assert "git clone" not in named and "docker pull registry.example/me/monai:1" in named
 
@@ -132,7 +133,7 @@ def test_a_changed_image_tag_restarts_only_that_service():
     facts = bare_ubuntu(docker="27", compose="2", containers=running,
                         files={f.path: f.sha256 for f in before.files},
                         images={r: ImageFact(True, "sha256:x", "") for r in before.image_refs})
-    facts.images["gpuprov/ohif-ai-monai-label:179fe0d"].label = "https://github.com/anandpreshob/OHIF-AI@179fe0d"
+    facts.images[f"gpuprov/ohif-ai-monai-label:{PINNED}"].label = f"https://github.com/anandpreshob/OHIF-AI@{PINNED}"
     assert steps.plan(facts, before) == []  # nothing differs: nothing runs
     changed = [c for a in steps.plan(facts, after) for c in a.changed]
     assert changed == ["files:vllm_cxr", "image:vllm/vllm-openai:v0.11.1", "vllm"]
@@ -190,6 +191,14 @@ def test_a_new_sam3_checkpoint_rebuilds_monai_label_and_recreates_only_it():
     actions = steps.plan(facts, with_sam3)
     text = scripts(actions)
     assert "/opt/gpuprov/uploads/sam3.pt /opt/gpuprov/src/ohif-ai/monai-label/checkpoints/sam3.pt" in text
-    assert f"gpuprov.label=https://github.com/anandpreshob/OHIF-AI@179fe0d+sam3:{'ab' * 8} " in text
-    assert [c for a in actions for c in a.changed] == ["image:gpuprov/ohif-ai-monai-label:179fe0d", "monai_label"]
+    assert f"gpuprov.label=https://github.com/anandpreshob/OHIF-AI@179fe0ddc4e632d872c3d18bf05845cad302b0ee+sam3:{'ab' * 8} " in text
+    assert [c for a in actions for c in a.changed] == ["image:gpuprov/ohif-ai-monai-label:179fe0ddc4e632d872c3d18bf05845cad302b0ee", "monai_label"]
     assert "--force-recreate" in actions[-1].script  # same tag, new image: the container must be recreated
+
+
+def test_env_values_compose_would_read_as_syntax_are_single_quoted():
+    """Compose's .env parser (compose-go dotenv) cuts a bare value at '#' and expands '$': such values
+    are written in single quotes, which it takes literally; plain ones stay bare."""
+    files = {f.path: f.content.decode() for f in want().files}
+    assert "WEBUI_ADMIN_NAME='gpuprov admin'\n" in files["/opt/gpuprov/vllm_cxr/webui.env"]
+    assert "MODEL_ID=nvidia/NV-Reason-CXR-3B\n" in files["/opt/gpuprov/vllm_cxr/.env"]

@@ -32,3 +32,17 @@ def test_a_secret_file_from_before_apps_keeps_its_values(gpuprov_home: Path) -> 
     path.chmod(0o600)
     secrets, generated = app_secrets(LOCAL, registry().selected(["vllm_cxr"]))
     assert dict(secrets["vllm_cxr"]) == old and generated == {}  # nothing regenerated, no login shown again
+
+
+def test_secrets_show_prints_the_generated_login_again_and_says_when_there_is_none(gpuprov_home: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = {"GPUPROV_HOME": str(gpuprov_home)}
+    none = run_cli("secrets", "show", "--stack", "s", env=env)
+    assert none.returncode == 1 and none.stderr.startswith("error: stack 's' has no generated login"), none.stderr
+    made, _ = app_secrets(LOCAL, registry().selected(["vllm_cxr", "monai_label"]))
+    shown = run_cli("secrets", "show", "--stack", "s", env=env)
+    assert shown.returncode == 0, shown.stderr
+    login = made["vllm_cxr"]
+    assert shown.stdout == (f"Open WebUI admin (open_webui): {login['webui_admin_email']}  "
+                            f"{login['webui_admin_password']}\n")

@@ -262,7 +262,7 @@ def test_without_an_image_the_viewer_is_built_once_from_the_repository_recipe(
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "recipe"], check=True)
-    ref = subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    ref = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     for key, value in {**user_docker.env, "DOCKER_BUILDKIT": "0"}.items():
         monkeypatch.setenv(key, value)
     cfg = load_config(None, {"stack": "b", "monai_label_repo": f"file://{repo}", "monai_label_ref": ref})

@@ -117,6 +117,7 @@ def test_a_zip_of_a_folder_is_read_member_by_member(tmp_path: Path):
 def test_the_viewer_follows_the_stack_s_ohif_ai_commit():
     from gpuprov.viewer.image import build_label, built_image
 
-    cfg = load_config(None, {"monai_label_ref": "abc1234"})
-    assert built_image(cfg) == "gpuprov/ohif-ai-viewer:abc1234"
-    assert build_label(cfg) == "https://github.com/anandpreshob/OHIF-AI@abc1234"
+    commit = "abc1234" * 5 + "abcde"
+    cfg = load_config(None, {"monai_label_ref": commit})
+    assert built_image(cfg) == f"gpuprov/ohif-ai-viewer:{commit}"
+    assert build_label(cfg) == f"https://github.com/anandpreshob/OHIF-AI@{commit}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -83,8 +84,13 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
                   f"run `gpuprov deploy --stack {cfg.stack}`, or remove it with `gpuprov down --stack {cfg.stack}`")
         raise
     for login in result.credentials:
-        err.print(f"[bold]{escape(login.label)} (shown once; kept 0600 in {escape(login.kept_in)}):[/bold] "
-                  f"{escape('  '.join(login.values))}")
+        # On a terminal only (a real one: FORCE_COLOR makes rich think so): stderr is what CI logs keep.
+        if sys.stderr.isatty():
+            err.print(f"[bold]{escape(login.label)} (shown once; kept 0600 in {escape(login.kept_in)}):[/bold] "
+                      f"{escape('  '.join(login.values))}")
+        else:
+            err.print(f"{escape(login.label)} generated (kept 0600 in {escape(login.kept_in)}); not printed, as this "
+                      f"is not a terminal: `gpuprov secrets show --stack {cfg.stack}` prints it")
     if json_out:
         print(json.dumps(result.to_json()))
         return

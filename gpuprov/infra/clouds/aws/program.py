@@ -135,7 +135,9 @@ class AwsGpuHost(pulumi.ComponentResource):
             metadata_options=cast(Any, {
                 "http_endpoint": "enabled",
                 "http_tokens": "required",  # IMDSv2 only
-                "http_put_response_hop_limit": 2,  # containers are one hop further than the host
+                # 1: only the host itself (the idle agent) reaches IMDS; a container is one hop further, so
+                # vLLM's remote code cannot fetch the instance role's credentials.
+                "http_put_response_hop_limit": 1,
             }),
             root_block_device=cast(Any, {
                 "volume_type": "gp3", "volume_size": ROOT_VOLUME_GB, "encrypted": True,

@@ -1,7 +1,9 @@
 """The GCP GPU host as a Pulumi ComponentResource: secure by default, labelled for the reaper, priced.
 
 What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
-``gcp:project`` Pulumi config (or ``GOOGLE_CLOUD_PROJECT``), on the ``default`` network:
+``gcp:project`` Pulumi config (or ``GOOGLE_CLOUD_PROJECT``):
+- a VPC network and one subnet of the stack's own, so no project-wide rule of the ``default``
+  network (default-allow-ssh from anywhere, default-allow-internal) reaches the VM;
 - firewall rules that target the instance's network tag ``gpuprov-<stack>`` only:
   SSH (22) from ``allowed_cidrs``, or, when that is empty, from Google's IAP TCP
   forwarding range ``35.235.240.0/20`` only (so SSH goes through
@@ -32,7 +34,7 @@ from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, expires_at, stack
 COMPONENT_TYPE = "gpuprov:gcp:GpuHost"
 SSH_USER = "gpuprov"  # the user the metadata ssh-keys entry creates on the host
 IAP_RANGE = "35.235.240.0/20"  # Google's documented source range for IAP TCP forwarding
-NETWORK = "default"
+SUBNET_RANGE = "10.128.0.0/24"  # the stack's own VPC holds one subnet, for its one VM
 # The DLVM image is about 50 GB; the images, the MONAI Label build and the model cache come on top.
 BOOT_DISK_GB = 150
 # Firewall rules carry no labels: this marker in the description is how the policy pack
@@ -100,9 +102,18 @@ class GcpGpuHost(pulumi.ComponentResource):
         tag = network_tag(config.stack)
         child = pulumi.ResourceOptions(parent=self)
 
+        # A VPC of the stack's own: the project's `default` network carries rules such as default-allow-ssh
+        # (22 from 0.0.0.0/0) and default-allow-internal (every port from the project's VMs). A new VPC
+        # denies all ingress but what the rules below allow; it goes with the stack.
+        network = gcp.compute.Network(
+            f"{name}-net", auto_create_subnetworks=False, routing_mode="REGIONAL",
+            description=f"gpuprov {config.stack}: the stack's own network", opts=child)
+        subnet = gcp.compute.Subnetwork(
+            f"{name}-subnet", network=network.id, region=config.resolved_region, ip_cidr_range=SUBNET_RANGE,
+            description=f"gpuprov {config.stack}: the stack's VM", opts=child)
         rules = [
             gcp.compute.Firewall(
-                f"{name}-{spec['suffix']}", network=NETWORK, direction="INGRESS", priority=1000,
+                f"{name}-{spec['suffix']}", network=network.id, direction="INGRESS", priority=1000,
                 allows=[{"protocol": "tcp", "ports": spec["ports"]}], source_ranges=spec["source_ranges"],
                 target_tags=[tag], description=spec["description"], opts=child,
             )
@@ -124,7 +135,8 @@ class GcpGpuHost(pulumi.ComponentResource):
                 "image": image, "size": BOOT_DISK_GB, "type": "pd-balanced", "labels": labels}}),
             guest_accelerators=accelerators,
             scheduling=cast(Any, scheduling(config)),
-            network_interfaces=cast(Any, [{"network": NETWORK, "access_configs": [{}]}]),  # ephemeral external IPv4
+            network_interfaces=cast(Any, [{"network": network.id, "subnetwork": subnet.id,
+                                           "access_configs": [{}]}]),  # ephemeral external IPv4
             tags=[tag],
             labels=labels,
             metadata={
@@ -150,7 +162,7 @@ class GcpGpuHost(pulumi.ComponentResource):
             ).to_outputs()
 
         self.host = pulumi.Output.all(instance.network_interfaces, instance.instance_id, instance.labels).apply(to_host)
-        self.register_outputs({"host": self.host, "firewalls": [r.name for r in rules]})
+        self.register_outputs({"host": self.host, "firewalls": [r.name for r in rules], "network": network.name})
 
 
 def build_gcp_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:

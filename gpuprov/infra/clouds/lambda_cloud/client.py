@@ -367,6 +367,10 @@ class LambdaCloud:
     def get_firewall_ruleset(self, ruleset_id: str) -> FirewallRuleset:
         return _ruleset(self._call("GET", f"firewall-rulesets/{ruleset_id}"))
 
+    def global_firewall_rules(self) -> list[FirewallRule]:
+        """The account's global rules (``GET /firewall-rulesets/global``), which every instance has too."""
+        return list(_ruleset({**self._call("GET", "firewall-rulesets/global"), "region": {"name": ""}}).rules)
+
     def create_firewall_ruleset(self, name: str, region: str, rules: list[FirewallRule]) -> FirewallRuleset:
         body = {"name": name, "region": region, "rules": [r.to_api() for r in rules]}
         return _ruleset(self._call("POST", "firewall-rulesets", body))

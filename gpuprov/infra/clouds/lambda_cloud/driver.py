@@ -87,6 +87,11 @@ class LambdaDriver(CatalogCloud):
         for cidr in config.allowed_cidrs:
             if ipaddress.ip_network(cidr).version != 4:
                 raise ConfigError("allowed_cidrs", cidr, "Lambda firewall rules take IPv4 ranges only")
+        from gpuprov.infra.clouds.lambda_cloud.firewall import NO_FIREWALL_REGIONS
+
+        if config.open_ports and config.region in NO_FIREWALL_REGIONS:
+            raise ConfigError("region", config.region, "Lambda applies no firewall rules there, so open_ports would "
+                                                       "be open to everyone; pick another region, or use gpuprov tunnel")
         rules = len(config.allowed_cidrs) * (1 + len(config.open_ports))
         if rules > MAX_RULES:
             raise ConfigError("allowed_cidrs", list(config.allowed_cidrs),

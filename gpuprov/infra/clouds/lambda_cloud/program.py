@@ -62,6 +62,7 @@ def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
         "instance", name=prefix, ssh_key_name=key.name, tags=stack_tags(config),
         instance_type=config.instance_type, region=config.region, min_gpu_memory_gb=min_gpu_memory_gb(config),
         firewall_ruleset_ids=ruleset.ids if ruleset is not None else None,
+        open_ports=list(config.open_ports), allowed_cidrs=list(config.allowed_cidrs),
         opts=pulumi.ResourceOptions(depends_on=[key] + ([ruleset] if ruleset is not None else [])),
     )
     return instance.host

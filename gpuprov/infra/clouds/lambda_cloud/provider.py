@@ -26,8 +26,10 @@ from gpuprov.infra.clouds.lambda_cloud.errors import (
     FirewallRulesetInUse,
     InvalidParameters,
     LambdaError,
+    LaunchFailed,
     ObjectNotFound,
 )
+from gpuprov.infra.clouds.lambda_cloud.firewall import NO_FIREWALL_REGIONS, ExposedBeyondAllowList, check_exposure
 from gpuprov.infra.clouds.lambda_cloud.launch import (
     LaunchSpec,
     Progress,
@@ -147,7 +149,8 @@ class LambdaFirewallRulesetProvider(_LambdaProvider):
         if not regions:
             offers = matching_offers(api.instance_types(), instance_type=props.get("instance_type"),
                                      min_gpu_memory_gb=props.get("min_gpu_memory_gb"))
-            regions = sorted({o.region for o in offers})
+            # Rulesets only where Lambda applies them: the instance may land only where one exists.
+            regions = sorted({o.region for o in offers} - NO_FIREWALL_REGIONS)
         ids: dict[str, str] = {}
         existing = {(r.name, r.region): r for r in api.list_firewall_rulesets()}
         rules = _rules(props["rules"])
@@ -222,9 +225,17 @@ class LambdaInstanceProvider(_LambdaProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         api = self.client()
         ruleset_ids: dict[str, str] = dict(props.get("firewall_ruleset_ids") or {})
+        opened = [int(p) for p in props.get("open_ports") or ()]
         offers = matching_offers(api.instance_types(), instance_type=props.get("instance_type"),
                                  region=props.get("region"), min_gpu_memory_gb=props.get("min_gpu_memory_gb"),
                                  regions=list(ruleset_ids) if props.get("firewall_required") else None)
+        if opened:  # a port is opened: never where Lambda applies no firewall rules
+            guarded = [o for o in offers if o.region not in NO_FIREWALL_REGIONS]
+            if offers and not guarded:
+                raise LaunchFailed(f"Lambda has capacity only in {', '.join(sorted({o.region for o in offers}))}, "
+                                   "where it applies no firewall rules, and open_ports needs them; try again later, "
+                                   "or leave open_ports empty and reach the services through gpuprov tunnel", [])
+            offers = guarded
         spec = LaunchSpec(name_prefix=props["name"], ssh_key_name=props["ssh_key_name"],
                           tags=dict(props.get("tags") or {}), firewall_ruleset_ids=ruleset_ids,
                           image_family=props.get("image_family"),
@@ -232,6 +243,11 @@ class LambdaInstanceProvider(_LambdaProvider):
         progress: Progress = _log
         inst = _adopt_earlier_launch(api, props, offers, spec, progress) or launch_with_failover(
             api, offers, spec, progress)
+        try:
+            check_exposure(api, inst, opened, list(props.get("allowed_cidrs") or ()))
+        except ExposedBeyondAllowList as err:
+            terminate_and_confirm(api, inst.id, spec.terminate_timeout_s, spec.poll_s, progress)
+            raise ExposedBeyondAllowList(f"{err}. It has been terminated, nothing is billing") from None
         return CreateResult(id_=inst.id, outs={**props, **_instance_outputs(inst, props)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -312,12 +328,14 @@ class LambdaInstance(Resource):
                  instance_type: str | None, region: str | None, min_gpu_memory_gb: int | None,
                  firewall_ruleset_ids: pulumi.Input[dict[str, str]] | None, image_family: str | None = None,
                  ssh_user: str = "ubuntu", boot_timeout_s: float = LaunchSpec.boot_timeout_s,
+                 open_ports: list[int] | None = None, allowed_cidrs: list[str] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(LambdaInstanceProvider(), resource_name, {
             "name": name, "ssh_key_name": ssh_key_name, "tags": tags, "instance_type": instance_type,
             "region": region, "min_gpu_memory_gb": min_gpu_memory_gb,
             "firewall_ruleset_ids": firewall_ruleset_ids or {}, "firewall_required": firewall_ruleset_ids is not None,
             "image_family": image_family, "ssh_user": ssh_user, "boot_timeout_s": boot_timeout_s,
+            "open_ports": list(open_ports or ()), "allowed_cidrs": list(allowed_cidrs or ()),
             "provider_version": PROVIDER_VERSION,
             "host": None, "ip": None, "instance_name": None, "launched_region": None, "launched_type": None,
         }, opts)

@@ -1,0 +1,67 @@
+"""What Lambda's firewall really lets in to an instance, read after launch.
+
+An instance gets the rules of the rulesets it was launched with and the account's global
+ruleset (``GET /firewall-rulesets/global``, which gpuprov does not own and never edits). A port
+the config opens must be reachable from the allow-list only: if any effective rule admits it
+from a range outside ``allowed_cidrs``, the launch stops. Lambda's API document (1.8.3, on
+every firewall route) says "Firewall rules do not apply to the us-south-1 region": when ports
+are opened, failover never lands there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from gpuprov.infra.clouds.lambda_cloud.client import FirewallRule, Instance, LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.errors import LambdaError
+
+NO_FIREWALL_REGIONS = frozenset({"us-south-1"})
+
+
+class ExposedBeyondAllowList(LambdaError):
+    """A port the config opens is reachable from more than ``allowed_cidrs``; the instance was terminated."""
+
+    exit_code = 4
+
+
+def wider_than(rules: Iterable[FirewallRule], ports: Iterable[int], allowed: Iterable[str]) -> dict[int, list[str]]:
+    """Port -> the sources of ``rules`` that admit it from outside ``allowed`` (empty: none)."""
+    allowed_nets = [ipaddress.ip_network(a) for a in allowed]
+    rules = list(rules)
+    out: dict[int, list[str]] = {}
+    for port in ports:
+        for rule in rules:
+            if rule.protocol not in ("tcp", "all"):
+                continue
+            if rule.port_range is not None and not rule.port_range[0] <= port <= rule.port_range[1]:
+                continue
+            source = ipaddress.ip_network(rule.source_network, strict=False)
+            if not any(source.version == a.version and source.subnet_of(a) for a in allowed_nets):  # type: ignore[arg-type]
+                out.setdefault(port, []).append(str(source))
+    return out
+
+
+def effective_rules(api: LambdaCloud, instance: Instance) -> list[FirewallRule]:
+    """The rules that apply to ``instance``: its rulesets' and the account's global ones."""
+    rules = list(api.global_firewall_rules())
+    for ruleset_id in instance.firewall_ruleset_ids:
+        rules += api.get_firewall_ruleset(ruleset_id).rules
+    return rules
+
+
+def check_exposure(api: LambdaCloud, instance: Instance, ports: list[int], allowed: list[str]) -> None:
+    """Raise :class:`ExposedBeyondAllowList` when a port in ``ports`` is reachable from outside ``allowed``."""
+    if not ports:
+        return
+    if instance.region in NO_FIREWALL_REGIONS:
+        raise ExposedBeyondAllowList(
+            f"instance {instance.id} landed in {instance.region}, where Lambda applies no firewall rules, "
+            f"so port {', '.join(map(str, ports))} would be open to everyone")
+    beyond = wider_than(effective_rules(api, instance), ports, allowed)
+    if beyond:
+        where = "; ".join(f"port {p} from {', '.join(sorted(set(s)))}" for p, s in sorted(beyond.items()))
+        raise ExposedBeyondAllowList(
+            f"instance {instance.id} would be reachable beyond allowed_cidrs ({where}), through the account's global "
+            "firewall rules or another ruleset; remove those rules in the Lambda dashboard (Firewall), or do not "
+            "list the port in open_ports and use gpuprov tunnel")
