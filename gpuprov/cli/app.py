@@ -80,18 +80,11 @@ def load_existing(cloud: str | None, config: Path | None, stack: str | None) -> 
         return cfg
     if "cloud" in cfg.model_fields_set:
         raise StackElsewhere(cfg.stack, where, cfg.cloud)
-    return load(where, config, cfg.stack, **_recorded_machine(cfg.stack, where, config))
+    from gpuprov.infra.clouds import driver_class
 
-
-def _recorded_machine(stack: str, cloud: str, config: Path | None) -> dict[str, Any]:
-    """An existing machine named by ``--stack`` alone: its ``host:`` from the stack's record."""
-    from gpuprov.infra import records
-
-    record = records.load(stack)
-    if cloud != "existing" or config is not None or record is None:
-        return {}
-    host = record.host
-    return {"host": f"{host.ssh_user}@{host.address}:{host.ssh_port}", "ssh_private_key_path": record.ssh_key_path}
+    # A stack named by `--stack` alone: what its config needs of the record (an existing machine's host, key).
+    recorded = driver_class(where)(settings()).recorded_config(cfg.stack) if config is None else {}
+    return load(where, config, cfg.stack, **recorded)
 
 
 def table(*headers: str, whole: tuple[str, ...] = ()) -> Any:

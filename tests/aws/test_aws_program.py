@@ -11,8 +11,9 @@ from gpuprov.infra.clouds.aws.sdk import DLAMI_SSM_PARAMETER
 from gpuprov.infra.config import ConfigError, build_config
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.mock_runtime import EngineMocks, run_program
+from gpuprov.infra.owner import owner_label, owner_reference
 from gpuprov.infra.plan import placeholders
-from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_OWNER, TAG_STACK
+from gpuprov.infra.tags import TAG_CONTACT, TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_OWNER, TAG_STACK
 
 PLACEHOLDER_CALLS, placeholder_outputs = placeholders("aws")
 
@@ -79,7 +80,8 @@ def test_every_paid_resource_carries_the_stack_tags_with_expiry():
     inst = one(res, "aws:ec2/instance:Instance")
     for tags in (inst["tags"], inst["rootBlockDevice"]["tags"], one(res, "aws:ec2/keyPair:KeyPair")["tags"],
                  one(res, "aws:ec2/securityGroup:SecurityGroup")["tags"]):
-        assert tags[TAG_MANAGED] == "true" and tags[TAG_STACK] == "t1" and tags[TAG_OWNER] == "ada"
+        assert tags[TAG_MANAGED] == "true" and tags[TAG_STACK] == "t1" and tags[TAG_CONTACT] == "ada"
+        assert tags[TAG_OWNER] == owner_label(owner_reference())  # who made it, the same from every machine
         assert int(tags[TAG_EXPIRES_AT]) - int(tags[TAG_CREATED_AT]) == 6 * 3600
     assert host.expires_at is not None and host.launched_at is not None
     assert (host.expires_at - host.launched_at).total_seconds() == 6 * 3600

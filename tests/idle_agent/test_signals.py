@@ -95,6 +95,7 @@ def test_postpone_file(agent: ModuleType, tmp_path) -> None:  # type: ignore[no-
 
 def test_agent_config_holds_no_secret_and_the_key_goes_apart(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("LAMBDA_API_URL", raising=False)
+    monkeypatch.setenv("GPUPROV_LAMBDA_AGENT_API_KEY", "secret-agent-key")  # an agent key: the agent can terminate
     host = GpuHost(cloud="lambda", address="198.51.100.7", ssh_user="ubuntu", instance_id="0920582c7ff041399e34823a0be62549",
                    usd_hour=0.75)
     cfg = agent_config(StackConfig(cloud="lambda", idle_minutes=20, max_lifetime_hours=6, budget_usd=40), host)
@@ -103,10 +104,10 @@ def test_agent_config_holds_no_secret_and_the_key_goes_apart(monkeypatch) -> Non
     assert cfg["action"]["url"] == "https://cloud.lambda.ai/api/v1/instance-operations/terminate"
     assert cfg["action"]["body"] == {"instance_ids": [host.instance_id]} and cfg["action"]["secret"] == "lambda_api_key"
     assert cfg["compose_projects"] == ["gpuprov-vllm-cxr", "gpuprov-monai-label"]
-    monkeypatch.setenv("LAMBDA_API_KEY", "secret-lambda-key")
+    monkeypatch.setenv("LAMBDA_API_KEY", "secret-lambda-key")  # the operator's: never what the host gets
     secret = agent_secret(idle_action_secret(StackConfig(cloud="lambda")))
-    assert secret is not None and json.loads(secret) == {"lambda_api_key": "secret-lambda-key"}
-    assert "secret-lambda-key" not in json.dumps(cfg)
+    assert secret is not None and json.loads(secret) == {"lambda_api_key": "secret-agent-key"}
+    assert "secret-agent-key" not in json.dumps(cfg) and "secret-lambda-key" not in json.dumps(cfg)
     assert agent_secret(idle_action_secret(StackConfig(cloud="aws"))) is None
 
 

@@ -4,6 +4,7 @@ stand-in images) and check what a user would notice, through the tunnel only."""
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import time
@@ -98,15 +99,18 @@ def test_changing_one_image_tag_redeploys_only_that_service(deployed):
 
 def test_vllm_runs_with_the_settings_sized_for_the_host(deployed):
     cfg, host, _ = deployed
-    env = dict(line.split("=", 1) for line in on_host(cfg, host, f"cat {HOST_ROOT}/vllm_cxr/.env").splitlines())
+    # .env values as Compose reads them: a value with JSON in it is single-quoted
+    env = {k: shlex.split(v)[0] if v.startswith("'") else v for k, v in (
+        line.split("=", 1) for line in on_host(cfg, host, f"cat {HOST_ROOT}/vllm_cxr/.env").splitlines())}
     assert (env["VLLM_DTYPE"], env["MAX_MODEL_LEN"]) == ("bfloat16", "8192")
     assert json.loads(env["LIMIT_MM_PER_PROMPT"]) == {"image": 1, "video": 0}
-    args = on_host(cfg, host, "docker inspect vllm --format '{{json .Args}}'")
-    assert "--max-model-len" in json.loads(args) and "--limit-mm-per-prompt" in json.loads(args)
+    args = json.loads(on_host(cfg, host, "docker inspect vllm --format '{{json .Args}}'"))
+    assert args[args.index("--limit-mm-per-prompt") + 1] == '{"image":1,"video":0}'  # vLLM gets the JSON itself
+    assert args[args.index("--max-model-len") + 1] == "8192"
     # ... and vLLM holds prompts to them: a second image in one prompt is refused, as vLLM refuses it
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     with Tunnel(cfg, host) as tunnel:
-        key = secrets_of(cfg.stack, registry().app("vllm_cxr"))["vllm_api_key"]
+        key = secrets_of(cfg, registry().app("vllm_cxr"))["vllm_api_key"]
         r = requests.post(f"{tunnel.urls['vllm']}/v1/chat/completions", timeout=30,
                           headers={"Authorization": f"Bearer {key}"},
                           json={"model": cfg.served_model_name,
@@ -366,4 +370,4 @@ def test_the_tunnel_says_when_a_port_is_taken_takes_port_overrides_and_says_wher
     where = secrets_path(cfg.stack)
     assert (f"vllm's /v1 API wants `Authorization: Bearer <key>`; the key (vllm_api_key) is kept 0600 in {where}: "
             f"KEY=$(jq -r '.apps.vllm_cxr.vllm_api_key' {where})") in stderr
-    assert secrets_of(cfg.stack, registry().apps["vllm_cxr"])["vllm_api_key"] not in stderr
+    assert secrets_of(cfg, registry().apps["vllm_cxr"])["vllm_api_key"] not in stderr

@@ -281,6 +281,11 @@ class CloudDriver(abc.ABC):
 
     # --- on the host -------------------------------------------------------------------------------------
 
+    def recorded_config(self, stack: str) -> dict[str, Any]:
+        """Config keys a stack named by ``--stack`` alone takes from this machine's record of it (an existing
+        machine's ``host`` and key); {} when the stack's config needs nothing of the record."""
+        return {}
+
     def host_state(self, stack: str, host: GpuHost) -> str:
         """One word for ``status``: is the host there (``reachable``: its sshd answers)?"""
         from gpuprov.infra.host import ssh_banner_error

@@ -30,6 +30,15 @@ class ExistingDriver(CloudDriver):
 
         return existing_host(config).to_outputs()
 
+    def recorded_config(self, stack: str) -> dict[str, Any]:
+        from gpuprov.infra import records
+
+        record = records.load(stack)
+        if record is None:
+            return {}
+        host = record.host
+        return {"host": f"{host.ssh_user}@{host.address}:{host.ssh_port}", "ssh_private_key_path": record.ssh_key_path}
+
     def backend(self, progress: Progress | None = None) -> StackBackend:
         from gpuprov.infra.clouds.existing.backend import ExistingBackend
 
