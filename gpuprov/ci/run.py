@@ -67,25 +67,41 @@ def _teardown_until_done(config: StackConfig, settings: Settings, summary: CiSum
     summary.signals_during_teardown = list(signals.noted)
 
 
-def _in_own_group(cmd: list[str], group: str) -> str:
+SUDO = 'if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\n'
+CMD_UID = 65534  # nobody: owns no file on the host, is in no group, and (no_new_privs) cannot sudo
+NO_SETPRIV = 126  # CMD's exit code when the host cannot drop its privileges (util-linux's setpriv missing)
+
+
+def _in_own_group(cmd: list[str], group: str, privileged: bool = False) -> str:
     """CMD on the host in a session (process group) of its own whose id is kept in ``group``: what
-    :func:`_stop_group` signals. CMD's exit code is the script's."""
+    :func:`_stop_group` signals. CMD's exit code is the script's.
+
+    Unless ``privileged``, CMD runs as ``nobody`` with no groups, ``no_new_privs`` and HOME=/tmp: it
+    reaches the services on 127.0.0.1 and the GPU devices, but not the root-only files (the idle agent's
+    cloud key, the services' secrets), the Docker socket or sudo."""
     g = shlex.quote(group)
-    inner = shlex.quote(f"echo $$ > {g}; exec \"$@\"")
-    return (f"if command -v setsid >/dev/null 2>&1; then setsid sh -c {inner} gpuprov-ci {shlex.join(cmd)} & "
-            f"else {shlex.join(cmd)} & fi\nwait $!\ncode=$?\nrm -f {g}\nexit $code\n")
+    inner = shlex.quote(f"echo $$ > {g}; cd /tmp; exec \"$@\"")
+    if privileged:
+        start = f"setsid sh -c {inner} gpuprov-ci {shlex.join(cmd)} &"
+    else:
+        drop = (f"setpriv --reuid={CMD_UID} --regid={CMD_UID} --clear-groups --no-new-privs -- "
+                f"env HOME=/tmp sh -c {inner} gpuprov-ci {shlex.join(cmd)}")
+        start = (f"command -v setpriv >/dev/null 2>&1 || {{ echo 'gpuprov ci: the host has no setpriv (util-linux) "
+                 f"to run CMD without privileges; install it, or pass --privileged' >&2; exit {NO_SETPRIV}; }}\n"
+                 f"$SUDO setsid {drop} &")
+    return f"{SUDO}{start}\nwait $!\ncode=$?\n$SUDO rm -f {g}\nexit $code\n"
 
 
 def _stop_group(group: str) -> str:
     """SIGTERM to CMD's process group on the host, SIGKILL to what is left after 5 seconds."""
     g = shlex.quote(group)
-    return (f"pg=$(cat {g} 2>/dev/null) || exit 0\nkill -TERM -\"$pg\" 2>/dev/null\n"
-            f"for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -\"$pg\" 2>/dev/null || break; sleep 0.5; done\n"
-            f"kill -KILL -\"$pg\" 2>/dev/null\nrm -f {g}\n")
+    return (f"{SUDO}pg=$(cat {g} 2>/dev/null) || exit 0\n$SUDO kill -TERM -\"$pg\" 2>/dev/null\n"
+            f"for _ in 1 2 3 4 5 6 7 8 9 10; do $SUDO kill -0 -\"$pg\" 2>/dev/null || break; sleep 0.5; done\n"
+            f"$SUDO kill -KILL -\"$pg\" 2>/dev/null\n$SUDO rm -f {g}\n")
 
 
 def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, timeout_s: float,
-                 pass_env: tuple[str, ...] = ()) -> int:
+                 pass_env: tuple[str, ...] = (), privileged: bool = False) -> int:
     """Run CMD on the host over SSH, or here with the services' tunnel URLs in the least environment
     (:mod:`gpuprov.ci.env`: no cloud, Hugging Face or Pulumi secret unless passed by name)."""
     if on == "host":
@@ -94,7 +110,8 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
         group = f"/tmp/gpuprov-ci-{uuid.uuid4().hex}.pgid"  # noqa: S108  a name of its own, on the host
         with Remote(target_for(config, host)) as remote:
             try:
-                code, _out, stderr = remote.script(_in_own_group(cmd, group), on_line=print, timeout_s=timeout_s)
+                code, _out, stderr = remote.script(_in_own_group(cmd, group, privileged), on_line=print,
+                                                     timeout_s=timeout_s)
             except BaseException:
                 # Interrupted (a signal, the time limit): closing the channel would leave CMD running on
                 # the host (an existing machine keeps it running), so its process group is stopped first.
@@ -127,7 +144,8 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
 
 def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: float = 3600.0,
            deploy: bool = True, restore_signals: bool = True, health_timeout_s: float = 1800.0, *,
-           progress: Progress, settings: Settings | None = None, pass_env: tuple[str, ...] = ()) -> CiSummary:
+           progress: Progress, settings: Settings | None = None, pass_env: tuple[str, ...] = (),
+           privileged: bool = False) -> CiSummary:
     """The whole run; teardown always happens. Returns the summary with its exit code set.
 
     ``restore_signals=False`` (the command line) keeps signals noted-only until the process
@@ -185,7 +203,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                 with timed(summary, "health"):
                     wait_healthy(config, host, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress)
             with timed(summary, "command"):
-                code = _run_command(config, host, cmd, on, _left(deadline), pass_env)
+                code = _run_command(config, host, cmd, on, _left(deadline), pass_env, privileged)
             summary.command_exit_code = code
             summary.outcome = "passed" if code == 0 else "command-failed"
             if code != 0:

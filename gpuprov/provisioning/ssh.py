@@ -202,6 +202,8 @@ class Remote:
                     time.sleep(0.005)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
+            if on_line and pending:  # a last line without its newline is still a line of output
+                on_line(pending.decode(errors="replace"))
             return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
         except TimeoutError:
             raise ProvisioningError(f"a command on {self.target.host.address} ran past {timeout_s:.0f}s") from None

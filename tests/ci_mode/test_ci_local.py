@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,17 @@ from gpuprov.infra import records
 from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 from gpuprov.infra.lease import CiLease
 from tests.conftest import need_sandbox, run_cli
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A folder CMD can write to: on the host it runs as nobody, who cannot enter the test's 0700 folders."""
+    folder = Path(tempfile.mkdtemp(prefix="gpuprov-ci-", dir="/tmp"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def nothing_left(stack: str, home: Path) -> None:
@@ -69,9 +83,9 @@ def test_success_prints_the_json_summary(gpuprov_home: Path):
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_the_command_tears_down(gpuprov_home: Path, tmp_path: Path, signum: int, code: int):
+def test_signal_during_the_command_tears_down(scratch: Path, gpuprov_home: Path, tmp_path: Path, signum: int, code: int):
     need_sandbox()
-    marker = tmp_path / "started"
+    marker = scratch / "started"
     proc = start_ci(f"ci-sig{code}", f"touch {marker}; sleep 120")
     wait_for(marker, proc)
     proc.send_signal(signum)
@@ -82,9 +96,9 @@ def test_signal_during_the_command_tears_down(gpuprov_home: Path, tmp_path: Path
     nothing_left(f"ci-sig{code}", gpuprov_home)
 
 
-def test_signals_during_teardown_do_not_stop_it(gpuprov_home: Path, tmp_path: Path):
+def test_signals_during_teardown_do_not_stop_it(scratch: Path, gpuprov_home: Path, tmp_path: Path):
     need_sandbox()
-    marker = tmp_path / "started"
+    marker = scratch / "started"
     proc = start_ci("ci-storm", f"touch {marker}; sleep 120")
     wait_for(marker, proc)
     while proc.poll() is None:  # a CI runner that keeps signalling until the job is gone
@@ -104,9 +118,9 @@ def test_time_limit_stops_the_command_and_tears_down(gpuprov_home: Path):
     nothing_left("ci-slow", gpuprov_home)
 
 
-def test_killed_run_is_cleaned_by_the_rerun(gpuprov_home: Path, tmp_path: Path):
+def test_killed_run_is_cleaned_by_the_rerun(scratch: Path, gpuprov_home: Path, tmp_path: Path):
     need_sandbox()
-    marker = tmp_path / "started"
+    marker = scratch / "started"
     proc = start_ci("ci-rerun", f"touch {marker}; sleep 120")
     wait_for(marker, proc)
     proc.kill()  # SIGKILL: no handler runs
@@ -118,9 +132,9 @@ def test_killed_run_is_cleaned_by_the_rerun(gpuprov_home: Path, tmp_path: Path):
     nothing_left("ci-rerun", gpuprov_home)
 
 
-def test_killed_run_is_cleaned_by_reap(gpuprov_home: Path, tmp_path: Path):
+def test_killed_run_is_cleaned_by_reap(scratch: Path, gpuprov_home: Path, tmp_path: Path):
     need_sandbox()
-    marker = tmp_path / "started"
+    marker = scratch / "started"
     proc = start_ci("ci-reap", f"touch {marker}; sleep 120")
     wait_for(marker, proc)
     proc.kill()
@@ -137,9 +151,9 @@ def test_killed_run_is_cleaned_by_reap(gpuprov_home: Path, tmp_path: Path):
     nothing_left("ci-reap", gpuprov_home)
 
 
-def test_second_run_on_a_held_stack_is_refused(gpuprov_home: Path, tmp_path: Path):
+def test_second_run_on_a_held_stack_is_refused(scratch: Path, gpuprov_home: Path, tmp_path: Path):
     need_sandbox()
-    marker = tmp_path / "started"
+    marker = scratch / "started"
     proc = start_ci("ci-busy", f"touch {marker}; sleep 120")
     try:
         wait_for(marker, proc)

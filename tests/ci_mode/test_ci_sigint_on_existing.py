@@ -19,12 +19,13 @@ def test_sigint_during_cmd_stops_it_on_the_host(tmp_path: Path, gpuprov_home: Pa
     need_sandbox()
     box = LocalSandbox(f"nc-{uuid.uuid4().hex[:6]}", root=tmp_path / "machine")
     host = box.create()
-    marker = tmp_path / "ran-on"
+    # In /tmp: CMD runs as nobody, who can write there (and not under the test's own 0700 folders).
+    marker, began = Path(f"/tmp/gpuprov-sigint-{uuid.uuid4().hex}"), Path(f"/tmp/gpuprov-began-{uuid.uuid4().hex}")
     try:
         config = tmp_path / "existing.yaml"
         config.write_text(f"cloud: existing\nhost: {host.ssh_user}@{host.address}:{host.ssh_port}\n"
                           f"ssh_private_key_path: {box.client_key}\n")
-        cmd = f"echo started; sleep 6; touch {marker}"
+        cmd = f"touch {began}; echo started; sleep 6; touch {marker}"
         proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "ci", "--config", str(config), "--no-deploy",
                                  "--", "sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=dict(os.environ))
@@ -39,7 +40,10 @@ def test_sigint_during_cmd_stops_it_on_the_host(tmp_path: Path, gpuprov_home: Pa
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         time.sleep(8)  # past the moment the command would have finished
+        assert began.exists()  # CMD could write there: the marker's absence below means something
         assert not marker.exists(), "the command ran on after the SIGINT"
     finally:
         box.destroy()
+        marker.unlink(missing_ok=True)
+        began.unlink(missing_ok=True)
     assert box.leftovers() == []

@@ -146,3 +146,30 @@ def test_ci_on_lambda_runs_the_command_on_the_instance(standin: LambdaStandIn, g
     assert summary["cloud"] == "lambda" and summary["address"] == host.address and summary["usd_hour"] > 0
     assert summary["teardown"] == "verified"
     assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+def test_a_ci_command_on_the_host_cannot_read_the_idle_agents_cloud_key(standin: LambdaStandIn, gpuprov_home: Path):
+    """CMD runs as nobody (no groups, no sudo): the agent's root-only key file is out of its reach;
+    --privileged gives it the login user's rights, and then it can (which proves the file was there)."""
+    need_sandbox()
+    from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+    from gpuprov.provisioning.idle_agent import REMOTE_SECRET
+
+    show = f'id -u; cat "${{GPUPROV_HOST_ROOT:-}}{REMOTE_SECRET}" || echo "read refused"'
+    env = {"GPUPROV_PULUMI": "mock", "GPUPROV_LAMBDA_AGENT_API_KEY": "agent-only-key-1234"}
+    box = LocalSandbox("lambdabox", root=gpuprov_home, login_user="ubuntu")
+    box.create()
+    try:
+        standin.attach(box)
+        plain = run_cli("ci", "--cloud", "lambda", "--stack", "keyread", "--health-timeout", "120",
+                        "--", "sh", "-c", show, env=env)
+        privileged = run_cli("ci", "--cloud", "lambda", "--stack", "keyread2", "--health-timeout", "120",
+                             "--privileged", "--", "sh", "-c", show, env=env)
+    finally:
+        box.destroy()
+    assert plain.returncode == 0, plain.stderr
+    assert "65534" in plain.stdout and "read refused" in plain.stdout
+    assert "agent-only-key-1234" not in plain.stdout + plain.stderr
+    assert privileged.returncode == 0, privileged.stderr
+    assert "agent-only-key-1234" in privileged.stdout  # the file is there; only a --privileged CMD reaches it
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}

@@ -67,6 +67,9 @@ def ci(
     pass_env: Annotated[list[str] | None, typer.Option(
         "--pass-env", metavar="NAME", help="Give CMD (--on local) this secret variable too (repeatable); by default it "
         "gets no cloud credentials, HF_TOKEN or Pulumi secrets.")] = None,
+    privileged: Annotated[bool, typer.Option(
+        "--privileged", help="Run CMD (--on host) as the login user, with sudo and Docker; it can then read the "
+        "host's secrets, the idle agent's cloud key included. By default CMD runs as nobody.")] = False,
     json_: JsonOpt = False,
     cloud: CloudOpt = None,
     config: ConfigOpt = None,
@@ -96,7 +99,7 @@ def ci(
         cfg = load(cloud, config, cfg.stack, max_lifetime_hours=ttl_h)
     summary = run_ci(cfg, list(cmd), on=on, timeout_s=timeout * 60, deploy=deploy, restore_signals=False,
                      health_timeout_s=health_timeout, progress=progress, settings=settings(),
-                     pass_env=passed)
+                     pass_env=passed, privileged=privileged)
     text = json.dumps(summary.to_json(), indent=2)
     if summary_file is not None:
         summary_file.write_text(text + "\n")
