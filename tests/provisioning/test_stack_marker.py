@@ -36,3 +36,23 @@ def test_an_unmarked_host_with_gpuprov_containers_is_adopted_and_a_bare_one_is_j
         "marking it as stack 'bob-box'")
     assert claim(HostFacts(containers=[ContainerFact("someone-else", "db", "running", "", "pg")]),
                  "bob-box", "bob@lab", "10.0.0.5") is None
+
+
+def test_uninstall_leaves_a_host_whose_marker_names_another_stack_untouched(tmp_path):
+    import shutil
+    import subprocess
+
+    from gpuprov.provisioning.uninstall import NOT_OURS, uninstall_script
+
+    theirs = tmp_path / "opt/gpuprov/stack.json"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(marker_file("alice-box", "alice@lab").content)
+    (tmp_path / "etc/gpuprov").mkdir(parents=True)
+    tools = tmp_path / "bin"  # what the guard needs, and no docker: a broken guard must not reach this machine's
+    tools.mkdir()
+    for tool in ("cmp", "cat", "rm", "id"):
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    ran = subprocess.run(["/bin/sh", "-s"], input=uninstall_script("bob-box", "bob@lab"), capture_output=True,
+                         text=True, env={"PATH": str(tools), "GPUPROV_HOST_ROOT": str(tmp_path)}, timeout=60)
+    assert ran.returncode == NOT_OURS and '"stack": "alice-box"' in ran.stdout
+    assert theirs.exists() and (tmp_path / "etc/gpuprov").is_dir()
