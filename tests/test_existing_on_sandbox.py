@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -45,6 +46,64 @@ def test_down_removes_what_deploy_installed_and_keeps_the_machine(tmp_path: Path
         assert box.is_running()  # the machine itself stays
         again = run_cli("down", "--stack", "spark")
         assert again.returncode == 2 and "no stack named 'spark'" in again.stderr
+    finally:
+        box.destroy()
+    assert box.leftovers() == []
+
+
+def _containers(box: LocalSandbox) -> dict[str, str]:
+    """Every container on the machine: name -> its id, state and start time (a recreated or restarted one differs)."""
+    shown = ssh(box, "docker ps -aq | xargs -r docker inspect --format '{{.Name}} {{.Id}} {{.State.Status}} "
+                     "{{.State.StartedAt}}'")
+    assert shown.returncode == 0, shown.stderr
+    return {name.lstrip("/"): rest for name, _, rest in (line.partition(" ") for line in shown.stdout.splitlines())}
+
+
+def test_a_second_stack_on_the_same_machine_stops_before_anything_changes(tmp_path: Path):
+    need_sandbox()
+    box = LocalSandbox(f"ex-{uuid.uuid4().hex[:6]}", root=tmp_path / "machine")
+    host = box.create()
+    alice, bob = {"GPUPROV_OWNER": "alice@lab"}, {"GPUPROV_OWNER": "bob@lab"}
+    try:
+        config = tmp_path / "existing.yaml"
+        config.write_text(f"cloud: existing\nhost: {host.ssh_user}@{host.address}:{host.ssh_port}\n"
+                          f"ssh_private_key_path: {box.client_key}\napps: [vllm_cxr]\n")
+        up = run_cli("up", "--config", str(config), "--stack", "alice-box", env=alice)
+        assert up.returncode == 0, up.stderr
+        marker = box.dir / "host/opt/gpuprov/stack.json"
+        assert json.loads(marker.read_text()) == {"stack": "alice-box", "owner": "alice@lab"}
+        before, files_before = _containers(box), _listing(box)
+        assert "running" in before["vllm"], before
+
+        second = run_cli("up", "--config", str(config), "--stack", "bob-box", env=bob)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"error: {host.address} already serves stack 'alice-box' (owner alice@lab); remove it with "
+            "`gpuprov down --stack alice-box` from where it was made, or deploy to another machine")
+        assert "applying" not in second.stderr and "Traceback" not in second.stderr
+        assert _containers(box) == before and _listing(box) == files_before  # nothing on the host changed
+        assert json.loads(marker.read_text())["stack"] == "alice-box"
+        smoke = run_cli("smoke", "--config", str(config), "--stack", "alice-box", env=alice)
+        assert smoke.returncode == 0, smoke.stderr  # alice's services still answer
+
+        down = run_cli("down", "--stack", "alice-box", env=alice)
+        assert down.returncode == 0, down.stderr
+        assert not marker.exists()
+        deploy = run_cli("deploy", "--stack", "bob-box", env=bob)  # bob's record kept the machine
+        assert deploy.returncode == 0, deploy.stderr
+        assert json.loads(marker.read_text()) == {"stack": "bob-box", "owner": "bob@lab"}
+        running = _containers(box)
+        assert "running" in running["vllm"]
+
+        marker.unlink()  # as an older gpuprov left the host: its containers, no marker
+        adopt = run_cli("deploy", "--stack", "bob-box", env=bob)
+        assert adopt.returncode == 0, adopt.stderr
+        assert (f"adopting {host.address}: it runs gpuprov containers but has no stack marker (an older gpuprov "
+                "deployed them); marking it as stack 'bob-box'") in " ".join(adopt.stderr.split())
+        assert json.loads(marker.read_text()) == {"stack": "bob-box", "owner": "bob@lab"}
+        assert _containers(box) == running  # adopting touched no service
+        assert run_cli("down", "--stack", "bob-box", env=bob).returncode == 0
+        assert _listing(box) == {"files": [], "containers": [], "volumes": []}
     finally:
         box.destroy()
     assert box.leftovers() == []

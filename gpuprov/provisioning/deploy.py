@@ -22,7 +22,8 @@ from gpuprov.infra import records
 from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
-from gpuprov.provisioning import idle_agent, sshd, steps
+from gpuprov.infra.owner import owner_reference
+from gpuprov.provisioning import idle_agent, marker, sshd, steps
 from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
@@ -97,6 +98,8 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     apps = registry().selected(config.apps)
     secrets, generated = app_secrets(config, apps)
     inputs = build_inputs_of(apps, build_inputs)
+    owner = owner_reference()
+    stack_marker = marker.marker_file(config.stack, owner)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
     wait_for_ssh(host, ssh_timeout_s)
     agent_files, agent_start = idle_agent.install(config, host)
@@ -105,15 +108,19 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     with Remote(target) as remote:
         # What the host should hold depends on what it says it is: probe the files of every shape.
         shapes = [desired_state(config, HostShape(g, s), secrets) for g in (0, 1) for s in (False, True)]
-        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values()) | {sshd.DROP_IN})
+        paths = sorted({f.path for w in shapes for f in w.files + agent_files} | set(uploads.values())
+                       | {sshd.DROP_IN, marker.MARKER})
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
         facts = gather_facts(remote, paths, refs)
+        # Before anything changes: a host serving another stack is not ours to take over.
+        if note := marker.claim(facts, config.stack, owner, host.address):
+            say(note)
         supplied = frozenset(n for n in uploads if n in inputs or facts.files.get(uploads[n]))
         shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied)
         require_fit_on_host(config, shape.target)  # before anything changes: the GPU and architecture it really has
         want = desired_state(config, shape, secrets)
-        want.files += agent_files
+        want.files = [stack_marker] + want.files + agent_files  # the marker first: it says whose the rest is
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
         extra = [agent_start] if agent_stale else []

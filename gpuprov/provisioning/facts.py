@@ -54,6 +54,7 @@ class HostFacts:
     images: dict[str, ImageFact] = field(default_factory=dict)
     containers: list[ContainerFact] = field(default_factory=list)
     markers: set[str] = field(default_factory=set)
+    stack_marker: str = ""  # the stack marker's JSON (gpuprov.provisioning.marker), "" when the host has none
 
 
 def gpu_spec(facts: HostFacts) -> GpuSpec | None:
@@ -94,6 +95,7 @@ s images
 {image_lines or ":"}
 s containers; $SUDO docker ps -a --filter label=com.docker.compose.project --format '{{{{.Label "com.docker.compose.project"}}}}|{{{{.Label "com.docker.compose.service"}}}}|{{{{.State}}}}|{{{{.Label "gpuprov.config"}}}}|{{{{.Image}}}}' 2>/dev/null
 s markers; $SUDO ls {on_host(root + "/.markers")} 2>/dev/null
+s stack; $SUDO cat {on_host(root + "/stack.json")} 2>/dev/null
 s end
 exit 0
 """
@@ -152,4 +154,5 @@ def parse_facts(text: str) -> HostFacts:
         if len(bits) >= 5:
             facts.containers.append(ContainerFact(*bits[:5]))
     facts.markers = set(sec.get("markers", []))
+    facts.stack_marker = "".join(sec.get("stack", []))
     return facts

@@ -3,7 +3,9 @@
 The apps' Compose projects (containers, networks, volumes), the idle agent (its systemd timer and
 service, or its background process) and its files, and gpuprov's folders (``/opt/gpuprov``,
 ``/etc/gpuprov``) go, in one SSH round trip; pulled images stay (``docker image prune`` removes
-them). Compose project names are per app, not per stack: one machine holds one stack's apps.
+them). Compose project names are per app, not per stack: one machine holds one stack's apps, and
+the stack marker (:mod:`gpuprov.provisioning.marker`) says whose; a machine whose marker names
+another stack is left untouched.
 """
 
 from __future__ import annotations
@@ -13,21 +15,29 @@ import shlex
 from gpuprov.apps import registry
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost
+from gpuprov.infra.owner import owner_reference
+from gpuprov.provisioning import marker
 from gpuprov.provisioning.errors import ProvisioningError
 from gpuprov.provisioning.hostpaths import HOST_ROOT, ROOT, on_host
 from gpuprov.provisioning.idle_agent import agent_files
 
 SUDO = 'if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\n'
+NOT_OURS = 3  # the script's exit status when the marker names another stack (it printed the marker)
 
 
-def uninstall_script() -> str:
-    """The script (idempotent) that leaves the machine as it was before gpuprov's first deploy."""
+def uninstall_script(stack: str, owner: str) -> str:
+    """The script (idempotent) that leaves the machine as it was before ``stack``'s first deploy;
+    it changes nothing (exit :data:`NOT_OURS`) when the host's marker names another stack or owner."""
     projects = " ".join(shlex.quote(a.project) for a in registry().apps.values())
     units = "gpuprov-idle.timer gpuprov-idle.service"
     agent = " ".join(on_host(path) for path in agent_files())
     pid = f"{HOST_ROOT}/run/gpuprov-idle.pid"
+    mark = on_host(marker.MARKER)
+    ours = shlex.quote(marker.marker_file(stack, owner).content.decode())
     return (
         SUDO
+        + f"if $SUDO test -f {mark} && ! printf '%s' {ours} | $SUDO cmp -s - {mark}; then $SUDO cat {mark}; "
+        + f"exit {NOT_OURS}; fi\n"
         + f"if [ -d {HOST_ROOT}/run/systemd/system ]; then $SUDO systemctl disable --now {units} >/dev/null 2>&1; fi\n"
         + f'if [ -f {pid} ]; then $SUDO kill "$(cat {pid})" 2>/dev/null; $SUDO rm -f {pid}; fi\n'
         + "if command -v docker >/dev/null 2>&1; then\n"
@@ -44,7 +54,11 @@ def uninstall(config: StackConfig, host: GpuHost) -> None:
     from gpuprov.provisioning.ssh import Remote, target_for
 
     with Remote(target_for(config, host)) as remote:
-        code, _out, err = remote.script(uninstall_script(), timeout_s=300)
+        code, out, err = remote.script(uninstall_script(config.stack, owner_reference()), timeout_s=300)
+    if code == NOT_OURS:
+        raise marker.HostServesAnotherStack(
+            f"{host.address} now serves another stack (its marker: {out.strip()[-300:]}); gpuprov changed nothing "
+            f"there and keeps stack '{config.stack}': remove that stack from where it was made")
     if code != 0:
         raise ProvisioningError(f"could not remove what gpuprov installed on {host.address} (exit {code}: "
                                 f"{err.strip()[-300:]}); the stack is kept: run `gpuprov down --stack {config.stack}` again")
