@@ -119,6 +119,9 @@ def test_a_boot_timeout_terminates_the_instance(standin: LambdaStandIn) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_while_waiting_terminates_what_was_launched(standin: LambdaStandIn, signum: int) -> None:
+    # Ctrl-C as a terminal sends it: Python's own handler, whatever an earlier test in this process left
+    # installed (the Lambda program chains its cancel handlers onto the handler it finds).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     standin.boot_seconds = 60
     api = _api()
 
@@ -128,8 +131,11 @@ def test_ctrl_c_or_sigterm_while_waiting_terminates_what_was_launched(standin: L
         os.kill(os.getpid(), signum)
 
     threading.Thread(target=interrupt_once_launched, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        launch_with_failover(api, _a10_offers(api), _spec())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launch_with_failover(api, _a10_offers(api), _spec())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert _live(standin) == []
     assert [i["status"] for i in standin.instances()] == ["terminated"]
 
