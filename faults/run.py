@@ -490,14 +490,18 @@ class Harvest:
             return [*self.fixed, *self.seen]
 
 
+SECRET_STORES = ("secrets", "pulumi-passphrase")  # the designated 0600 stores: the service secrets, the passphrase
+
+
 def files_to_audit(homes: list[Path]) -> list[Path]:
-    """Logs, outputs and state: everything under the state roots except the designated secret store
-    (``secrets/``, 0600) and the sandbox host's own disk (it is the remote box); its sshd/dockerd logs are in."""
+    """Logs, outputs and state: everything under the state roots except the designated secret stores
+    (:data:`SECRET_STORES`, whose modes :func:`audit` checks) and the sandbox host's own disk (it is the
+    remote box); its sshd/dockerd logs are in."""
     out = []
     for home in homes:
         for path in home.rglob("*"):
             rel = path.relative_to(home).parts
-            if not path.is_file() or path.is_symlink() or rel[0] == "secrets":
+            if not path.is_file() or path.is_symlink() or rel[0] in SECRET_STORES:
                 continue
             if rel[0] == "sandbox" and not (len(rel) == 3 and path.suffix == ".log"):
                 continue
@@ -517,6 +521,10 @@ def audit(homes: list[Path], secrets_list: list[str], watch: CmdlineWatch) -> tu
         for secret, variant in needles:
             if variant in data:
                 exposed.append(f"{path}: holds a secret ({secret[:4]}...{'' if variant == secret else ' as base64'})")
+    for home in homes:  # the stores themselves must be private
+        passphrase = home / "pulumi-passphrase"
+        if passphrase.exists() and passphrase.stat().st_mode & 0o077:
+            exposed.append(f"{passphrase}: mode {passphrase.stat().st_mode & 0o777:o}, not 0600")
     exposed += sorted(set(watch.hits))
     return len(exposed), exposed, len(files)
 
