@@ -119,8 +119,8 @@ def test_a_boot_timeout_terminates_the_instance(standin: LambdaStandIn) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_while_waiting_terminates_what_was_launched(standin: LambdaStandIn, signum: int) -> None:
-    # Ctrl-C as a terminal sends it: Python's own handler, whatever an earlier test in this process left
-    # installed (the Lambda program chains its cancel handlers onto the handler it finds).
+    # Ctrl-C as a terminal delivers it, to Python's own handler: a suite started as a shell's background
+    # job inherits SIGINT ignored, and the Lambda program chains its cancel handlers onto what it finds.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     standin.boot_seconds = 60
     api = _api()
