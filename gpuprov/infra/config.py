@@ -55,6 +55,22 @@ def or_list(items: tuple[str, ...] | list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
+_CLOUD_NAME = (grammar.CLOUD_NAME, "expected a cloud name of lower-case letters, digits, '.', '_' and '-', such as "
+                                   "us-east-1, us-central1-a or g5.xlarge")
+# Keys checked by a pattern alone: key -> (its grammar, what the refusal says is allowed).
+_GRAMMARS: dict[str, tuple[re.Pattern[str], str]] = {
+    "served_model_name": (grammar.SERVED_MODEL_NAME, "expected 1-128 letters, digits, '.', '_', ':', '/' or '-', "
+                                                     "starting and ending with a letter or digit"),
+    "monai_label_ref": (grammar.GIT_COMMIT, "expected a full 40-hex commit id (git rev-parse <ref>), such as "
+                                           "179fe0ddc4e632d872c3d18bf05845cad302b0ee; no branch or tag"),
+    "monai_label_repo": (grammar.REPOSITORY_URL, "expected an https:// repository URL without credentials, such as "
+                                                 "https://github.com/anandpreshob/OHIF-AI (or file:///path of a "
+                                                 "local clone)"),
+    "owner": (grammar.OWNER, "expected a user name: 1-64 letters, digits, '.', '_', '@', '+' or '-'"),
+    "region": _CLOUD_NAME, "zone": _CLOUD_NAME, "instance_type": _CLOUD_NAME,
+}
+
+
 class ConfigError(GpuprovError, ValueError):
     """A config value gpuprov cannot use: says which key, which value, and what is allowed."""
 
@@ -263,44 +279,13 @@ class StackConfig(BaseModel):
                                              "nvidia/NV-Reason-CXR-3B (letters, digits, '_', '-', '.')")
         return v
 
-    @field_validator("served_model_name")
+    @field_validator("served_model_name", "monai_label_ref", "monai_label_repo", "owner", "region", "zone",
+                     "instance_type")
     @classmethod
-    def _served_name(cls, v: str) -> str:
-        if not grammar.SERVED_MODEL_NAME.fullmatch(v):
-            raise ConfigError("served_model_name", v, "expected 1-128 letters, digits, '.', '_', ':', '/' or '-', "
-                                                      "starting and ending with a letter or digit")
-        return v
-
-    @field_validator("monai_label_ref")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        if not grammar.GIT_COMMIT.fullmatch(v):
-            raise ConfigError("monai_label_ref", v, "expected a full 40-hex commit id (git rev-parse <ref>), such "
-                                                    "as 179fe0ddc4e632d872c3d18bf05845cad302b0ee; no branch or tag")
-        return v
-
-    @field_validator("monai_label_repo")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        if not grammar.REPOSITORY_URL.fullmatch(v):
-            raise ConfigError("monai_label_repo", v, "expected an https:// repository URL without credentials, "
-                                                     "such as https://github.com/anandpreshob/OHIF-AI (or "
-                                                     "file:///path of a local clone)")
-        return v
-
-    @field_validator("region", "zone", "instance_type")
-    @classmethod
-    def _cloud_name(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not grammar.CLOUD_NAME.fullmatch(v):
-            raise ConfigError(info.field_name, v, "expected a cloud name of lower-case letters, digits, '.', '_' "
-                                                  "and '-', such as us-east-1, us-central1-a or g5.xlarge")
-        return v
-
-    @field_validator("owner")
-    @classmethod
-    def _owner(cls, v: str) -> str:
-        if not grammar.OWNER.fullmatch(v):
-            raise ConfigError("owner", v, "expected a user name: 1-64 letters, digits, '.', '_', '@', '+' or '-'")
+    def _grammar(cls, v: str | None, info: Any) -> str | None:
+        pattern, allowed = _GRAMMARS[info.field_name]
+        if v is not None and not pattern.fullmatch(v):
+            raise ConfigError(info.field_name, v, allowed)
         return v
 
     @field_validator("hf_token")
