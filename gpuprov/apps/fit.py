@@ -62,14 +62,18 @@ def fit(config: StackConfig, target: GpuTarget) -> Fit:
     """Size ``config``'s apps for ``target``: each app sees what the others take on the same card."""
     sized = [a for a in registry().selected(config.apps) if a.sizing is not None]
     first = {a.name: a.sizing(config, target) for a in sized if a.sizing}
+    from gpuprov.infra.clouds import driver_class
+
+    # On a cluster each app's pod gets a GPU of its own (nvidia.com/gpu: 1): nothing else shares its card.
+    shared = not driver_class(config.cloud).cluster
     result = Fit(target)
     for app in sized:
         assert app.sizing is not None
-        others = sum(n.gib for name, s in first.items() if name != app.name for n in s.needs)
+        others = sum(n.gib for name, s in first.items() if name != app.name for n in s.needs) if shared else 0.0
         result.apps[app.name] = app.sizing(config, replace(target, others_gib=round(others, 1)))
     result.problems = [p for s in result.apps.values() for p in s.problems]
     gpu = target.gpu
-    if gpu is not None and result.total_gib > gpu.memory_gib:
+    if shared and gpu is not None and result.total_gib > gpu.memory_gib:
         parts = ", ".join(f"{n.service} {n.gib:g}" for _a, n in result.needs)
         result.problems.append(
             f"the apps need {result.total_gib:g} GiB of GPU memory ({parts}) and the {gpu.name} has "
@@ -81,8 +85,11 @@ def fit(config: StackConfig, target: GpuTarget) -> Fit:
 def catalog_target(config: StackConfig) -> GpuTarget | None:
     """The GPU and CPU architecture the configured instance type comes with (the price catalog), or None
     where the instance type does not say (an existing machine, the sandbox): those are sized at deploy."""
+    from gpuprov.infra.clouds import driver_class
+    from gpuprov.infra.clouds.base import catalog_name
+
     kind = config.resolved_instance_type
-    offer = find_offer(config.cloud, kind) if kind else None
+    offer = find_offer(catalog_name(driver_class(config.cloud)), kind) if kind else None
     gpu = lookup(offer.gpu) if offer else None
     if gpu is None:
         return None
@@ -97,7 +104,10 @@ def planned(config: StackConfig) -> Fit | None:
 
 def nearest_fitting(config: StackConfig) -> str | None:
     """The cheapest instance type of the stack's cloud on which the stack fits, as a phrase for a message."""
-    for offer in offers(config.cloud):
+    from gpuprov.infra.clouds import driver_class
+    from gpuprov.infra.clouds.base import catalog_name
+
+    for offer in offers(catalog_name(driver_class(config.cloud))):
         other = config.model_copy(update={"instance_type": offer.type})
         result = planned(other)
         if result is not None and not result.problems:

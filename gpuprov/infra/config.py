@@ -89,6 +89,88 @@ class ExistingHost(BaseModel):
     port: int = 22
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_KUBE_CONTEXT = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.:@/+-]{0,252}[A-Za-z0-9_])?", re.ASCII)
+KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34")  # cluster versions gpuprov's manifests are validated against
+
+
+class KubernetesConfig(BaseModel):
+    """The ``kubernetes:`` block of a cluster target (cloud: kubernetes, eks or gke)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kubeconfig: Path | None = Field(None, description="kubernetes: the kubeconfig file; unset: $KUBECONFIG, "
+                                    "else ~/.kube/config.")
+    context: str | None = Field(None, description="kubernetes: the kubeconfig context; unset: its current one.")
+    namespace: str | None = Field(None, description="Namespace of the stack's workloads; unset: gpuprov-<stack>.")
+    gpu: str | None = Field(None, description="kubernetes: the GPU model of the cluster's GPU nodes (A10G, L4...), "
+                            "to size vLLM for it; eks/gke know it from instance_type.")
+    min_replicas: int = Field(0, description="vLLM replicas when idle: 0 lets the GPU pool scale to zero.")
+    max_replicas: int = Field(1, description="Most vLLM replicas (one GPU node each) under load.")
+    storage_class: str | None = Field(None, description="StorageClass of the volumes; unset: the cluster's default.")
+    version: str = Field("1.33", description=f"Kubernetes version: {', '.join(KUBERNETES_VERSIONS)}.")
+    prometheus_url: str = Field("http://prometheus-server.monitoring.svc:80",
+                                description="Prometheus KEDA asks for vllm:num_requests_waiting.")
+    prometheus_namespace: str = Field("monitoring", description="Namespace of the Prometheus that scrapes vLLM.")
+
+    @field_validator("namespace", "storage_class", "prometheus_namespace")
+    @classmethod
+    def _label(cls, v: str | None, info: Any) -> str | None:
+        if v is not None and not _DNS_LABEL.fullmatch(v):
+            raise ConfigError(f"kubernetes.{info.field_name}", v, "expected a DNS label: 1-63 lower-case letters, "
+                                                                 "digits and '-', starting and ending with a letter or digit")
+        return v
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, v: str | None) -> str | None:
+        if v is not None and not _KUBE_CONTEXT.fullmatch(v):
+            raise ConfigError("kubernetes.context", v, "expected a kubeconfig context name (letters, digits, "
+                                                      "'_', '.', ':', '@', '/', '+', '-')")
+        return v
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v: str | None) -> str | None:
+        from gpuprov.infra.gpus import GPUS, lookup
+
+        if v is not None and lookup(v) is None:
+            raise ConfigError("kubernetes.gpu", v, f"expected one of: {', '.join(spec.name for _p, spec in GPUS)}")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v not in KUBERNETES_VERSIONS:
+            raise ConfigError("kubernetes.version", v, f"expected one of: {or_list(KUBERNETES_VERSIONS)}")
+        return v
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus(cls, v: str) -> str:
+        if not grammar.REPOSITORY_URL.fullmatch(v.replace("http://", "https://", 1)) or v.startswith("file:"):
+            raise ConfigError("kubernetes.prometheus_url", v, "expected an http(s):// URL without credentials, such "
+                                                             "as http://prometheus-server.monitoring.svc:80")
+        return v
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _kubeconfig(cls, v: Path | None) -> Path | None:
+        if v is not None and str(v).startswith("-"):
+            raise ConfigError("kubernetes.kubeconfig", str(v), "expected a file path (start it with ./ if it begins "
+                                                              "with '-')")
+        return v
+
+    @model_validator(mode="after")
+    def _replicas(self) -> KubernetesConfig:
+        if not 1 <= self.max_replicas <= 20:
+            raise ConfigError("kubernetes.max_replicas", self.max_replicas, "expected 1 to 20 replicas")
+        if not 0 <= self.min_replicas <= self.max_replicas:
+            raise ConfigError("kubernetes.min_replicas", self.min_replicas,
+                              f"expected 0 to max_replicas ({self.max_replicas}); 0 lets the GPU pool scale to zero")
+        return self
+
+
 class StackConfig(BaseModel):
     """Every setting of a gpuprov stack. Field descriptions feed ``Pulumi.yaml`` and ``--help``."""
 
@@ -133,6 +215,10 @@ class StackConfig(BaseModel):
     image: str | None = Field(
         None, description="Machine image: an AWS AMI id (ami-...), a GCP image link or family/<name>; "
         "unset: the cloud's GPU image (AWS Deep Learning Base AMI, GCP Deep Learning VM).")
+
+    kubernetes: KubernetesConfig | None = Field(
+        None, description="Cluster targets (cloud: kubernetes, eks, gke): a mapping of kubeconfig, context, "
+        "namespace, gpu, min_replicas, max_replicas, storage_class, version, prometheus_url, prometheus_namespace.")
 
     # The ``org/project`` of a fully qualified stack name; ``stack`` itself keeps the last part, the
     # name the Pulumi program sees (``pulumi.get_stack()``) and every resource, tag and file is named by.
@@ -310,7 +396,8 @@ class StackConfig(BaseModel):
         """No key takes a newline, escape, NUL or bidi override, whatever its own grammar allows."""
         if isinstance(values, dict):
             for key, value in values.items():
-                items = value if isinstance(value, list | tuple) else [value]
+                items = value if isinstance(value, list | tuple) else list(value.values()) if isinstance(
+                    value, dict) else [value]
                 for item in items:
                     text = item.get_secret_value() if isinstance(item, SecretStr) else item
                     bad = grammar.control_character(str(text)) if isinstance(text, str | Path) else None
@@ -354,6 +441,10 @@ class StackConfig(BaseModel):
             pattern, allowed = driver.image_grammar
             if not pattern.fullmatch(self.image):
                 raise ConfigError("image", self.image, f"expected {allowed}")
+        if self.kubernetes is not None and not driver.cluster:
+            where = [n for n in CLOUDS if _clouds.driver_class(n).cluster]
+            raise ConfigError("kubernetes", "(a mapping)", f"the kubernetes block applies to "
+                                                           f"{or_list(where).replace(' or ', ' and ')}, not to {self.cloud}")
         if self.spot and not driver.supports_spot:
             where = [n for n in CLOUDS if _clouds.driver_class(n).supports_spot]
             raise ConfigError("spot", True, f"spot capacity exists on {or_list(where).replace(' or ', ' and ')} only, "
@@ -453,7 +544,8 @@ def _first_error(err: ValidationError) -> ConfigError:
     value = first.get("input")
     kind = first["type"]
     if kind == "extra_forbidden":
-        return ConfigError(key, value, f"'{key}' is not a gpuprov setting; known keys: {', '.join(StackConfig.model_fields)}")
+        known = KubernetesConfig.model_fields if key.startswith("kubernetes.") else StackConfig.model_fields
+        return ConfigError(key, value, f"'{key}' is not a gpuprov setting; known keys: {', '.join(known)}")
     if kind == "literal_error":
         return ConfigError(key, value, f"expected one of: {first['ctx']['expected'].replace(chr(39), '')}")
     return ConfigError(key, value, first["msg"].lower())
@@ -530,7 +622,7 @@ def from_pulumi_config() -> StackConfig:
         if raw is None:
             continue
         annotation = str(field.annotation)
-        if "tuple" in annotation:
+        if "tuple" in annotation or "KubernetesConfig" in annotation:
             values[key] = cfg.get_object(key)
         elif "bool" in annotation:
             values[key] = cfg.get_bool(key)
@@ -551,7 +643,9 @@ def pulumi_config_block() -> dict[str, Any]:
             continue
         annotation = str(field.annotation)
         entry: dict[str, Any] = {}
-        if "tuple" in annotation:
+        if "KubernetesConfig" in annotation:
+            entry["type"] = "string"  # a JSON mapping: Pulumi's project config types have no object
+        elif "tuple" in annotation:
             entry["type"] = "array"
             entry["items"] = {"type": "integer" if "int" in annotation else "string"}
         elif "bool" in annotation:

@@ -42,19 +42,38 @@ class RecordedResource:
     inputs: dict[str, Any]
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    shown: dict[str, Any] = field(default_factory=dict)  # the inputs with secret values hidden (what plan prints)
 
 
-def _plain(value: Any) -> Any:
-    """Inputs as JSON-ready data (secrets arrive wrapped by the mock monitor)."""
+SECRET_SHOWN = "(secret)"
+
+
+def _plain(value: Any, reveal: bool = True) -> Any:
+    """Inputs as JSON-ready data (secrets arrive wrapped by the mock monitor); ``reveal=False``: each secret
+    value replaced by ``(secret)``, as ``plan`` shows it."""
     if isinstance(value, dict):
         if value.get("4dabf18193072939515e22adb298388d") == "1b47061264138c4ac30d75fd1eb44270":  # secret sig
-            return _plain(value.get("value"))
-        return {k: _plain(v) for k, v in value.items() if k != PROVIDER_KEY}
+            return _plain(value.get("value")) if reveal else SECRET_SHOWN
+        return {k: _plain(v, reveal) for k, v in value.items() if k != PROVIDER_KEY}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, reveal) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)  # the mock monitor turns every number into a float
     return value
+
+
+def _holds_resource(value: Any) -> bool:
+    if isinstance(value, pulumi.Resource):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_resource(v) for v in value.values())
+    return isinstance(value, list | tuple) and any(_holds_resource(v) for v in value)
+
+
+def _without_resources(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs a mock echoes as outputs, less those holding resource references (a component's
+    ``cluster=``, ``node_role=``): echoed back, the runtime would rehydrate them on a loop of its own."""
+    return {k: v for k, v in inputs.items() if not _holds_resource(v)}
 
 
 def load_provider(blob: str) -> Any:
@@ -89,14 +108,14 @@ class EngineMocks(Mocks):
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
         inputs = _plain(args.inputs)
-        record = RecordedResource(type=args.typ, name=args.name, inputs=inputs)
+        record = RecordedResource(type=args.typ, name=args.name, inputs=inputs, shown=_plain(args.inputs, reveal=False))
         with self._lock:
             self.resources.append(record)
         try:
             if args.typ == DYNAMIC and self.call_dynamic_providers:
                 rid, outs = self._drive_dynamic(args, inputs)
             else:
-                rid, outs = f"{args.name}-id", {**inputs, **self.output_defaults(args)}
+                rid, outs = f"{args.name}-id", {**_without_resources(inputs), **self.output_defaults(args)}
         except BaseException as err:  # kept and re-raised by run_program: the engine would report it
             with self._lock:
                 self.errors.append(err)

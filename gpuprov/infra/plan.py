@@ -69,7 +69,7 @@ def plan(
     finally:
         if not had_keys:  # the program makes the stack's key pair to name it; a plan leaves nothing behind
             forget_keypair(config.stack)
-    resources = [{"type": r.type, "name": r.name, "inputs": r.inputs} for r in mocks.resources]
+    resources = [{"type": r.type, "name": r.name, "inputs": r.shown} for r in mocks.resources]  # secrets hidden
     cost: dict[str, Any] = asdict(estimate_for(config))
     if config.spot:
         cost["note"] = "spot capacity: billed at the market price, usually far below this on-demand ceiling"
@@ -79,8 +79,16 @@ def plan(
     sized = planned(config)
     serving: dict[str, Any] = sized.to_json() if sized else {
         "gpu": None, "note": "sized at deploy, for the GPU and CPU architecture the host reports"}
-    return {"resources": resources, "exposure": exposure(config, resources), "cost": cost,
-            "idle_protection": driver_for(config.cloud).idle_protection(config), "serving": serving}
+    result = {"resources": resources, "exposure": exposure(config, resources), "cost": cost,
+              "idle_protection": driver_for(config.cloud).idle_protection(config), "serving": serving}
+    pools = driver_for(config.cloud).node_pools(config)
+    if pools:  # a cluster target: each pool at its minimum and maximum, and the totals
+        from gpuprov.cost.estimate import estimate
+
+        result["node_pools"] = pools
+        cost["at_min"] = asdict(estimate(sum(p["usd_hour_at_min"] for p in pools), "every node pool at its minimum"))
+        cost["note"] = "the cost above is every node pool at its maximum; at_min is the idle cluster"
+    return result
 
 
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -31,8 +31,14 @@ def estimate_for(config: StackConfig) -> Estimate:
     driver = driver_for(config.cloud, Settings())
     if not driver.creates_cloud_resources:
         return estimate(0.0, f"{config.cloud} host: no cloud bill")
+    pools = driver.node_pools(config)
+    if pools:  # a cluster: what every pool costs at its maximum (plan shows the minimum beside it)
+        return estimate(sum(p["usd_hour_at_max"] for p in pools),
+                        "node pools at their maximum: " + "; ".join(f"{p['pool']} {p['source']}" for p in pools))
     itype = config.resolved_instance_type
-    offer = catalog.find_offer(config.cloud, itype) if itype else None
+    from gpuprov.infra.clouds.base import catalog_name
+
+    offer = catalog.find_offer(catalog_name(type(driver)), itype) if itype else None
     if offer is None:
         return estimate(0.0, f"{config.cloud} {itype}: not in the catalog; price unknown until launch")
     return estimate(offer.usd_hour, f"catalog: {offer.source}, {offer.as_of}")

@@ -214,8 +214,8 @@ def pulumi_config_values(config: StackConfig) -> dict[str, tuple[str, bool]]:
             value = config.hf_token.get_secret_value() if config.hf_token else None
         if value is None:
             continue
-        text = json.dumps(list(value)) if isinstance(value, tuple | list) else str(value).lower() if isinstance(
-            value, bool) else str(value)
+        text = json.dumps(list(value)) if isinstance(value, tuple | list) else json.dumps(value, default=str) \
+            if isinstance(value, dict) else str(value).lower() if isinstance(value, bool) else str(value)
         out[f"gpuprov:{key}"] = (text, secret)
     return out
 

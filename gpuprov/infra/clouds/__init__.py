@@ -24,6 +24,9 @@ DRIVERS: dict[str, str] = {
     "gcp": "gpuprov.infra.clouds.gcp.driver:GcpDriver",
     "existing": "gpuprov.infra.clouds.existing.driver:ExistingDriver",
     "local": "gpuprov.infra.clouds.local.driver:LocalDriver",
+    "kubernetes": "gpuprov.infra.clouds.kubernetes.driver:KubernetesDriver",
+    "eks": "gpuprov.infra.clouds.kubernetes.driver:EksDriver",
+    "gke": "gpuprov.infra.clouds.kubernetes.driver:GkeDriver",
 }
 
 

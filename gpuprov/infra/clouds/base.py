@@ -152,6 +152,12 @@ class CloudDriver(abc.ABC):
     supports_spot: ClassVar[bool] = False
     #: ``image:`` grammar on this cloud, as (pattern, what to write); None: the key does not apply.
     image_grammar: ClassVar[tuple[re.Pattern[str], str] | None] = None
+    #: A Kubernetes target: the apps are workloads in the Pulumi program itself (``up`` deploys nothing over
+    #: SSH) and the config's ``kubernetes:`` block applies.
+    cluster: ClassVar[bool] = False
+    #: The section of ``gpuprov/cost/catalog.yaml`` whose instance types and prices this cloud uses (its own
+    #: name when None): a cluster on AWS rents AWS's types.
+    price_catalog: ClassVar[str | None] = None
     #: Environment variables that carry this cloud's credentials, for messages ("set LAMBDA_API_KEY").
     credential_hint: ClassVar[str] = ""
     #: Environment variables holding this cloud's secrets: never handed to ``gpuprov ci``'s CMD
@@ -220,6 +226,11 @@ class CloudDriver(abc.ABC):
 
         found = {path: dig(resource["inputs"], path) for path in self.KEY_SETTINGS.get(resource["type"], ())}
         return {k: v for k, v in found.items() if v is not None}
+
+    def node_pools(self, config: StackConfig) -> list[dict[str, Any]]:
+        """A cluster target's node pools with their node counts and hourly price at min and max
+        (``usd_hour_at_min``, ``usd_hour_at_max`` each); [] where the stack is one host."""
+        return []
 
     # --- before up -------------------------------------------------------------------------------------
 
@@ -317,17 +328,23 @@ class CatalogCloud(CloudDriver):
     """A cloud whose instance types, defaults and offline prices are in ``gpuprov/cost/catalog.yaml``."""
 
     def default_instance_type(self) -> str | None:
-        return catalog_defaults(self.name)[0]
+        return catalog_defaults(catalog_name(type(self)))[0]
 
     def default_region(self) -> str | None:
-        return catalog_defaults(self.name)[1]
+        return catalog_defaults(catalog_name(type(self)))[1]
 
     def instance_type_allowed(self, instance_type: str) -> str | None:
         from gpuprov.cost import catalog
 
-        if catalog.find_offer(self.name, instance_type):
+        section = catalog_name(type(self))
+        if catalog.find_offer(section, instance_type):
             return None
-        return f"{self.name} offers: {', '.join(o.type for o in catalog.offers(self.name))}"
+        return f"{self.name} offers: {', '.join(o.type for o in catalog.offers(section))}"
+
+
+def catalog_name(driver: type[CloudDriver]) -> str:
+    """The price catalog section a driver's instance types come from."""
+    return driver.price_catalog or driver.name
 
 
 def catalog_defaults(cloud: str) -> tuple[str | None, str | None, str | None]:

@@ -1,0 +1,1 @@
+"""Kubernetes targets: an existing cluster, EKS and GKE (see driver.py)."""

@@ -1,0 +1,292 @@
+"""Kubernetes as gpuprov targets: a cluster you have (``kubernetes``), or one gpuprov creates (``eks``, ``gke``).
+
+One folder, three registered clouds: the same workloads (:mod:`.workloads`), the same exposure rules and
+the same plan, on a cluster that comes from a kubeconfig or from pulumi-eks / the GCP provider. Going from
+one host to a cluster is one config change: ``cloud: aws`` to ``cloud: eks`` (or ``gcp`` to ``gke``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gpuprov.infra.clouds.base import (
+    CatalogCloud,
+    CloudDriver,
+    CloudError,
+    ExposureRow,
+    IdleAction,
+    Leftover,
+    Progress,
+    catalog_defaults,
+    catalog_name,
+)
+
+if TYPE_CHECKING:
+    import pulumi
+    from pulumi.runtime import MockResourceArgs
+
+    from gpuprov.infra.config import StackConfig
+    from gpuprov.infra.host import GpuHost
+
+DEPLOYMENT, SERVICE = "kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service"
+NETWORK_POLICY, CUSTOM = "kubernetes:networking.k8s.io/v1:NetworkPolicy", "kubernetes:keda.sh/v1alpha1:ScaledObject"
+EKS_CLUSTER, EKS_GROUP = "eks:index:Cluster", "eks:index:ManagedNodeGroup"
+GKE_CLUSTER, GKE_POOL = "gcp:container/cluster:Cluster", "gcp:container/nodePool:NodePool"
+PORT_FORWARD = "kubectl port-forward only (the Kubernetes API; gpuprov tunnel)"
+SERVICE_PORTS = (3000, 8002)  # what open_ports may open on a cluster: Open WebUI and MONAI Label, never vLLM
+
+
+class KubernetesError(CloudError):
+    """The Kubernetes API could not be asked, or the cluster lacks what the stack needs."""
+
+
+class ClusterDriver(CloudDriver):
+    """What the three cluster targets share."""
+
+    cluster = True
+    kind: ClassVar[str]  # kubernetes | eks | gke
+    credential_hint = "KUBECONFIG (or kubernetes.kubeconfig in the config)"
+    secret_env = ("KUBECONFIG",)  # a kubeconfig holds the cluster's credentials
+    KEY_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
+        DEPLOYMENT: ("spec.replicas", "spec.strategy.type"),
+        SERVICE: ("spec.type", "spec.loadBalancerSourceRanges"),
+        CUSTOM: ("spec.minReplicaCount", "spec.maxReplicaCount", "spec.cooldownPeriod"),
+        EKS_CLUSTER: ("version", "publicAccessCidrs", "endpointPublicAccess", "vpcCniOptions.enableNetworkPolicy"),
+        EKS_GROUP: ("instanceTypes", "amiType", "scalingConfig", "taints"),
+        GKE_CLUSTER: ("minMasterVersion", "masterAuthorizedNetworksConfig", "datapathProvider",
+                      "privateClusterConfig.enablePrivateNodes"),
+        GKE_POOL: ("nodeConfig.machineType", "nodeConfig.guestAccelerators", "autoscaling", "nodeCount"),
+    }
+
+    # --- config ------------------------------------------------------------------------------------
+
+    def check_config(self, config: StackConfig) -> None:
+        from gpuprov.infra.config import ConfigError
+
+        others = [p for p in config.open_ports if p not in SERVICE_PORTS]
+        if others:
+            raise ConfigError("open_ports", list(config.open_ports), "on a cluster only 3000 (Open WebUI) and 8002 "
+                              "(MONAI Label) can be opened; vLLM is reached by Open WebUI inside the cluster only")
+        if config.host is not None:
+            raise ConfigError("host", config.host, f"host applies to cloud: existing, not to {self.name}")
+        if "monai_label" in config.apps and config.monai_label_image is None:
+            raise ConfigError("monai_label_image", None, "a cluster has no host to build MONAI Label on: set "
+                              "monai_label_image to an image built from monai_label_repo (or drop monai_label from apps)")
+
+    # --- the program and plan ----------------------------------------------------------------------
+
+    def gpu(self, config: StackConfig) -> dict[str, Any]:
+        """The GPU pool's node: its instance type, GPU model, accelerator and price (for sizing, plan, host)."""
+        return {"instance_type": None, "name": config.kubernetes.gpu if config.kubernetes else None,
+                "accelerator": None, "usd_hour": None, "source": "an existing cluster: its owner's bill"}
+
+    def vllm_settings(self, config: StackConfig) -> dict[str, str]:
+        """vLLM's settings for one GPU of the pool's model (a card of its own: nothing else shares it)."""
+        from gpuprov.apps import registry
+        from gpuprov.apps.base import GpuTarget
+        from gpuprov.infra.gpus import lookup
+
+        spec = lookup(self.gpu(config)["name"])
+        app = next(a for a in registry().selected(("vllm_cxr",)))
+        assert app.sizing is not None
+        return dict(app.sizing(config, GpuTarget(gpu=spec, arch=(spec.host_arch if spec else None) or "x86_64")).settings)
+
+    def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
+        from gpuprov.infra.clouds.kubernetes.program import build_cluster_stack
+
+        gpu = {**self.gpu(config), "usd_hour_at_min": self.hourly(config)[0]}
+        return build_cluster_stack(config, self.kind, gpu, self.vllm_settings(config))
+
+    def plan_outputs(self, args: MockResourceArgs) -> dict[str, Any]:
+        from gpuprov.infra.plan import ASSIGNED_AT_UP
+
+        if args.typ == EKS_CLUSTER:
+            return {"kubeconfigJson": f'{{"clusters": [{{"cluster": {{"server": "{ASSIGNED_AT_UP} EKS API endpoint"}}}}]}}'}
+        if args.typ == GKE_CLUSTER:
+            return {"endpoint": f"{ASSIGNED_AT_UP} GKE API endpoint",
+                    "masterAuth": {"clusterCaCertificate": f"{ASSIGNED_AT_UP} cluster CA"}}
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            return {"result": f"{ASSIGNED_AT_UP} random password"}
+        return {}
+
+    def node_pools(self, config: StackConfig) -> list[dict[str, Any]]:
+        """Each node pool gpuprov creates, with its node counts and price at min and max ([] for a cluster
+        gpuprov does not create)."""
+        return [p.to_json() for p in self._pools(config)]
+
+    def _pools(self, config: StackConfig) -> list[Any]:
+        from gpuprov.infra.clouds.kubernetes.prices import pool_costs
+        from gpuprov.infra.clouds.kubernetes.workloads import scale_rule
+
+        rule, gpu = scale_rule(config), self.gpu(config)
+        return pool_costs(self.kind, gpu["instance_type"], gpu["usd_hour"], gpu["source"], rule.min_replicas,
+                          rule.max_replicas, "monai_label" in config.apps)
+
+    def hourly(self, config: StackConfig) -> tuple[float, float]:
+        """USD an hour with every pool at its minimum, and at its maximum."""
+        from gpuprov.infra.clouds.kubernetes.prices import totals
+
+        return totals(self._pools(config))
+
+    def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
+        """Who reaches the Kubernetes API: the cluster's own rule for an existing cluster."""
+        return ExposureRow(443, "kubernetes-api", (), "the existing cluster's own access rules (not gpuprov's)")
+
+    def exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> list[ExposureRow]:
+        """From the Services and NetworkPolicies the program declares: a LoadBalancer Service is reached from
+        its source ranges, a ClusterIP one by port-forward only; vLLM from the pods its NetworkPolicy admits."""
+        from gpuprov.infra.exposure import _direct
+
+        rows = [self.api_exposure(config, resources)]
+        policies = [r["inputs"] for r in resources if r["type"] == NETWORK_POLICY]
+        for r in (r for r in resources if r["type"] == SERVICE):
+            spec, name = r["inputs"].get("spec", {}), r["inputs"]["metadata"]["name"]
+            port = spec["ports"][0]["port"]
+            if spec.get("type") == "LoadBalancer":
+                sources = list(spec.get("loadBalancerSourceRanges") or [])
+                via = f"LoadBalancer, {_direct(sources)}" if sources else "LoadBalancer from anywhere"
+                rows.append(ExposureRow(port, name, tuple(sources), via))
+                continue
+            admitted = [peer for p in policies
+                        if p["spec"].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == name
+                        for rule in p["spec"].get("ingress", []) for peer in rule.get("from", [])]
+            inside = sorted({f"pods {peer['podSelector']['matchLabels']['app.kubernetes.io/name']}" if "podSelector" in peer
+                             else f"namespace {peer['namespaceSelector']['matchLabels']['kubernetes.io/metadata.name']}"
+                             for peer in admitted if "ipBlock" not in peer})
+            via = f"in-cluster only, from {' and '.join(inside)} (NetworkPolicy); {PORT_FORWARD}" if inside else PORT_FORWARD
+            rows.append(ExposureRow(port, name, (), via))
+        return rows
+
+    # --- before up; what a stack left ---------------------------------------------------------------
+
+    def kubeconfig(self, config: StackConfig | None) -> Path:
+        k = config.kubernetes if config else None
+        if k and k.kubeconfig:
+            return Path(k.kubeconfig).expanduser()
+        first = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
+        return Path(first).expanduser() if first else Path.home() / ".kube" / "config"
+
+    def api(self, config: StackConfig | None) -> Any:
+        """A ``kubernetes`` client ApiClient for the config's kubeconfig and context."""
+        from gpuprov.infra.clouds.kubernetes.cluster import api_client
+
+        return api_client(self.kubeconfig(config), config.kubernetes.context if config and config.kubernetes else None)
+
+    def idle_action(self, config: StackConfig, host: GpuHost) -> IdleAction:
+        return IdleAction("stop-apps", "on a cluster KEDA scales vLLM to min_replicas after idle_minutes and the GPU "
+                                       "pool's autoscaler removes the idle nodes; no agent runs on a node")
+
+    def host_state(self, stack: str, host: GpuHost) -> str:
+        return "cluster"
+
+
+class KubernetesDriver(ClusterDriver):
+    name = "kubernetes"
+    title = "an existing Kubernetes cluster"
+    kind = "kubernetes"
+    creates_cloud_resources = False
+
+    def has_credentials(self) -> bool:
+        return self.kubeconfig(None).is_file()
+
+    def preflight(self, config: StackConfig, progress: Progress | None = None) -> None:
+        from gpuprov.infra.clouds.kubernetes.cluster import cluster_facts, missing
+
+        if progress:
+            progress("kubernetes: checking the cluster for GPU nodes, the device plugin, KEDA and a storage class")
+        lacks = missing(cluster_facts(self.api(config)), config)
+        if lacks:
+            raise KubernetesError(f"kubernetes: the cluster lacks {'; '.join(lacks)}")
+
+    def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
+        from gpuprov.infra.clouds.kubernetes.cluster import labelled
+
+        if config is None and not self.has_credentials():
+            return []  # the reaper asks every cloud: a machine with no kubeconfig has no cluster to look at
+        return labelled(self.api(config), stack)
+
+
+class EksDriver(ClusterDriver, CatalogCloud):
+    name = "eks"
+    title = "Amazon EKS"
+    kind = "eks"
+    price_catalog = "aws"
+    credential_hint = "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    secret_env = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KUBECONFIG")
+
+    def check_config(self, config: StackConfig) -> None:
+        super().check_config(config)
+        _need_api_ranges(self, config)
+
+    def gpu(self, config: StackConfig) -> dict[str, Any]:
+        return _catalog_gpu(self, config)
+
+    def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
+        cluster = next((r["inputs"] for r in resources if r["type"] == EKS_CLUSTER), {})
+        sources = tuple(cluster.get("publicAccessCidrs") or ())
+        return ExposureRow(443, "kubernetes-api", sources, "EKS public endpoint limited to these ranges; "
+                                                            "IAM-authenticated" if sources else "private endpoint only")
+
+    def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
+        from gpuprov.infra.clouds.kubernetes.cluster import eks_leftovers
+
+        if stack is None:
+            return []  # the reaper's sweep: the AWS driver lists gpuprov's tagged resources
+        return eks_leftovers(str(config.resolved_region if config else self.default_region()), stack)
+
+
+class GkeDriver(ClusterDriver, CatalogCloud):
+    name = "gke"
+    title = "Google Kubernetes Engine"
+    kind = "gke"
+    price_catalog = "gcp"
+    credential_hint = "GOOGLE_CLOUD_PROJECT (and Application Default Credentials)"
+    secret_env = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_OAUTH_ACCESS_TOKEN", "CLOUDSDK_AUTH_ACCESS_TOKEN",
+                  "KUBECONFIG")
+
+    def default_zone(self, region: str | None) -> str | None:
+        _type, default_region, default_zone = catalog_defaults("gcp")
+        return default_zone if region in (None, default_region) else f"{region}-a"
+
+    def check_config(self, config: StackConfig) -> None:
+        super().check_config(config)
+        _need_api_ranges(self, config)
+
+    def gpu(self, config: StackConfig) -> dict[str, Any]:
+        return _catalog_gpu(self, config)
+
+    def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
+        cluster = next((r["inputs"] for r in resources if r["type"] == GKE_CLUSTER), {})
+        blocks = (cluster.get("masterAuthorizedNetworksConfig") or {}).get("cidrBlocks") or []
+        sources = tuple(b["cidrBlock"] for b in blocks)
+        return ExposureRow(443, "kubernetes-api", sources, "GKE endpoint, master authorised networks only; "
+                                                            "IAM-authenticated")
+
+    def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
+        """GKE propagates the cluster's resource labels to its node VMs: the GCP driver lists those."""
+        from gpuprov.infra.clouds.gcp.driver import GcpDriver
+
+        if stack is None:
+            return []  # the reaper's sweep: the GCP driver lists the labelled node VMs already
+        return [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
+                for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
+
+
+def _need_api_ranges(driver: CloudDriver, config: StackConfig) -> None:
+    from gpuprov.infra.config import ConfigError
+
+    if not config.allowed_cidrs:
+        raise ConfigError("allowed_cidrs", [], f"{driver.title}'s API endpoint admits allowed_cidrs only: list your "
+                          "own range, such as 203.0.113.7/32 (nothing else is opened by it)")
+
+
+def _catalog_gpu(driver: CloudDriver, config: StackConfig) -> dict[str, Any]:
+    from gpuprov.cost import catalog
+
+    itype = str(config.resolved_instance_type)
+    offer = catalog.find_offer(catalog_name(type(driver)), itype)
+    assert offer is not None  # the config accepts catalogued types only
+    return {"instance_type": itype, "name": offer.gpu, "accelerator": offer.accelerator, "usd_hour": offer.usd_hour,
+            "source": f"catalog: {offer.source}, {offer.as_of}"}
