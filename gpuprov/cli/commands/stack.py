@@ -64,6 +64,12 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         if not pulumi_kept and cfg.stack not in known_stacks(settings()):
             forget_host(cfg.stack)
         raise
+    if driver.cluster:  # the apps are workloads of the stack itself: nothing to deploy over SSH
+        out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} workloads applied in namespace {host.instance_id} "
+                  f"({escape(host.address)}; GPU pool {host.instance_type or 'of the cluster'}, up to {host.gpu_count} "
+                  f"x {host.gpu or 'GPU'}, ${host.usd_hour:.2f}/h idle)", soft_wrap=True)
+        out.print(f"Open WebUI: kubectl port-forward -n {host.instance_id} svc/open-webui 3000:3000", markup=False)
+        return
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
     if deploy:  # up = host + deploy
@@ -185,6 +191,11 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     c = result["cost"]
     out.print(f"cost: ${c['hourly_usd']:.3f}/hour, ${c['daily_usd']:.2f}/day, ${c['monthly_usd']:.2f}/month"
               f"  [dim]({c['source']})[/dim]")
+    if c.get("at_min"):
+        out.print(f"      at the pools' minimum: ${c['at_min']['hourly_usd']:.3f}/hour, ${c['at_min']['daily_usd']:.2f}/day")
+        for p in result.get("node_pools", []):
+            out.print(f"      {p['pool']:<14} {p['instance_type'] or '-':<14} {p['min_nodes']}-{p['max_nodes']} x "
+                      f"${p['usd_hour_per_node']:.3f}/h", markup=False)
     if c.get("note"):
         out.print(f"      {c['note']}")
     if result.get("idle_protection"):

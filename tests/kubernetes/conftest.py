@@ -1,0 +1,36 @@
+"""Helpers of the cluster targets' tests: the CLI as a user runs it, without cloud credentials."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP", "KUBECONFIG")
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def gpuprov_cli(tmp_path: Path) -> Cli:
+    """``gpuprov ARGS`` in a subprocess with no cloud credential in its environment, a HOME and GPUPROV_HOME
+    of the test's own; ``config`` (YAML text) becomes ``--config FILE``; ``offline``: in an empty network
+    namespace when this machine lets us make one."""
+    def run(*args: str, config: str | None = None, env: dict[str, str] | None = None,
+            offline: bool = False) -> subprocess.CompletedProcess[str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_ENV_PREFIXES)}
+        base |= {"HOME": str(tmp_path), "GPUPROV_HOME": str(tmp_path / "gpuprov-home"), **(env or {})}
+        cmd = [sys.executable, "-m", "gpuprov", *args]
+        if config is not None:
+            path = tmp_path / "stack.yaml"
+            path.write_text(config)
+            cmd += ["--config", str(path)]
+        if offline and os.geteuid() == 0 and shutil.which("unshare"):
+            cmd = ["unshare", "--net", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=base, cwd=tmp_path)
+    return run
