@@ -89,7 +89,7 @@ def test_an_opened_port_is_a_load_balancer_limited_to_allowed_cidrs(gpuprov_cli)
 @pytest.mark.parametrize(("config", "key"), [
     ("cloud: eks\napps: [vllm_cxr]\n", "allowed_cidrs"),  # the API endpoint would admit nobody we know
     ("cloud: gke\napps: [vllm_cxr]\nallowed_cidrs: [0.0.0.0/0]\n", "allowed_cidrs"),  # public needs allow_public
-    ("cloud: kubernetes\n", "monai_label_image"),  # no host to build it on
+    ("cloud: kubernetes\n", "monai_label_image"),  # no host to build it on (refused at plan and up, not at down)
     ("cloud: kubernetes\napps: [vllm_cxr]\nallowed_cidrs: [203.0.113.7/32]\nopen_ports: [8000]\n", "open_ports"),
     ("cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {min_replicas: 3, max_replicas: 2}\n", "kubernetes.min_replicas"),
     ("cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {namespace: Bad_NS}\n", "kubernetes.namespace"),

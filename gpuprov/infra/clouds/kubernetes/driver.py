@@ -71,9 +71,6 @@ class ClusterDriver(CloudDriver):
                               "(MONAI Label) can be opened; vLLM is reached by Open WebUI inside the cluster only")
         if config.host is not None:
             raise ConfigError("host", config.host, f"host applies to cloud: existing, not to {self.name}")
-        if "monai_label" in config.apps and config.monai_label_image is None:
-            raise ConfigError("monai_label_image", None, "a cluster has no host to build MONAI Label on: set "
-                              "monai_label_image to an image built from monai_label_repo (or drop monai_label from apps)")
 
     # --- the program and plan ----------------------------------------------------------------------
 
@@ -96,6 +93,7 @@ class ClusterDriver(CloudDriver):
     def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
         from gpuprov.infra.clouds.kubernetes.program import build_cluster_stack
 
+        require_images(config)
         gpu = {**self.gpu(config), "usd_hour_at_min": self.hourly(config)[0]}
         return build_cluster_stack(config, self.kind, gpu, self.vllm_settings(config))
 
@@ -189,7 +187,8 @@ class KubernetesDriver(ClusterDriver):
     creates_cloud_resources = False
 
     def has_credentials(self) -> bool:
-        return self.kubeconfig(None).is_file()
+        """Always asked: the kubeconfig is the credential, and the preflight says so when there is none."""
+        return True
 
     def preflight(self, config: StackConfig, progress: Progress | None = None) -> None:
         from gpuprov.infra.clouds.kubernetes.cluster import cluster_facts, missing
@@ -203,8 +202,8 @@ class KubernetesDriver(ClusterDriver):
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
         from gpuprov.infra.clouds.kubernetes.cluster import labelled
 
-        if config is None and not self.has_credentials():
-            return []  # the reaper asks every cloud: a machine with no kubeconfig has no cluster to look at
+        if config is None and not self.kubeconfig(None).is_file():
+            return []  # asked for no stack's config and no kubeconfig here: no cluster to look at
         return labelled(self.api(config), stack)
 
 
@@ -216,9 +215,9 @@ class EksDriver(ClusterDriver, CatalogCloud):
     credential_hint = "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     secret_env = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KUBECONFIG")
 
-    def check_config(self, config: StackConfig) -> None:
-        super().check_config(config)
-        _need_api_ranges(self, config)
+    def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
+        _need_api_ranges(self, config)  # at plan and up; down needs no range to remove the cluster
+        return super().build(config)
 
     def gpu(self, config: StackConfig) -> dict[str, Any]:
         return _catalog_gpu(self, config)
@@ -250,9 +249,9 @@ class GkeDriver(ClusterDriver, CatalogCloud):
         _type, default_region, default_zone = catalog_defaults("gcp")
         return default_zone if region in (None, default_region) else f"{region}-a"
 
-    def check_config(self, config: StackConfig) -> None:
-        super().check_config(config)
-        _need_api_ranges(self, config)
+    def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
+        _need_api_ranges(self, config)  # at plan and up; down needs no range to remove the cluster
+        return super().build(config)
 
     def gpu(self, config: StackConfig) -> dict[str, Any]:
         return _catalog_gpu(self, config)
@@ -272,6 +271,15 @@ class GkeDriver(ClusterDriver, CatalogCloud):
             return []  # the reaper's sweep: the GCP driver lists the labelled node VMs already
         return [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
                 for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
+
+
+def require_images(config: StackConfig) -> None:
+    """What ``plan`` and ``up`` need before declaring anything (``down`` needs no image: it is not checked there)."""
+    from gpuprov.infra.config import ConfigError
+
+    if "monai_label" in config.apps and config.monai_label_image is None:
+        raise ConfigError("monai_label_image", None, "a cluster has no host to build MONAI Label on: set "
+                          "monai_label_image to an image built from monai_label_repo (or drop monai_label from apps)")
 
 
 def _need_api_ranges(driver: CloudDriver, config: StackConfig) -> None:
