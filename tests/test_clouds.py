@@ -74,7 +74,7 @@ def test_a_driver_that_cannot_be_imported_is_refused(monkeypatch: pytest.MonkeyP
 
 
 def test_an_unknown_cloud_is_a_config_error_naming_the_registered_ones():
-    with pytest.raises(ConfigError, match="expected one of: lambda, aws, gcp, existing or local"):
+    with pytest.raises(ConfigError, match="expected one of: lambda, aws, gcp, existing, local, kubernetes, eks or gke"):
         build_config({"cloud": "moon"})
     result = run_cli("plan", "--cloud", "moon")
     assert result.returncode == 2 and "Traceback" not in result.stderr

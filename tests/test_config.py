@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     ("values", "key", "fragment"),
     [
-        ({"cloud": "moon"}, "cloud", "lambda, aws, gcp, existing or local"),
+        ({"cloud": "moon"}, "cloud", "lambda, aws, gcp, existing, local, kubernetes, eks or gke"),
         ({"allowed_cidrs": ["10.0.0.0/33"]}, "allowed_cidrs", "203.0.113.7/32"),
         ({"allowed_cidrs": ["10.0.0.1/8"]}, "allowed_cidrs", "host bits"),
         ({"allowed_cidrs": ["0.0.0.0/0"]}, "allowed_cidrs", "allow_public"),

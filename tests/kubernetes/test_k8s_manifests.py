@@ -13,8 +13,8 @@ from gpuprov.infra.clouds.kubernetes import workloads as wl
 from gpuprov.infra.config import KUBERNETES_VERSIONS, build_config
 from gpuprov.infra.plan import plan
 
-BASE = {"monai_label_image": "ghcr.io/example/ohif-ai-monai-label:1.0", "allowed_cidrs": ["203.0.113.0/24"]}
-CASES = {
+BASE: dict[str, Any] = {"monai_label_image": "ghcr.io/example/ohif-ai-monai-label:1.0", "allowed_cidrs": ["203.0.113.0/24"]}
+CASES: dict[str, dict[str, Any]] = {
     "kubernetes": {"cloud": "kubernetes", "kubernetes": {"gpu": "A10G", "storage_class": "fast"}},
     "kubernetes-open": {"cloud": "kubernetes", "open_ports": [3000, 8002], "kubernetes": {"namespace": "radiology"}},
     "eks": {"cloud": "eks", "kubernetes": {"max_replicas": 4, "version": "1.32"}},

@@ -48,7 +48,7 @@ class ClusterDriver(CloudDriver):
     cluster = True
     kind: ClassVar[str]  # kubernetes | eks | gke
     credential_hint = "KUBECONFIG (or kubernetes.kubeconfig in the config)"
-    secret_env = ("KUBECONFIG",)  # a kubeconfig holds the cluster's credentials
+    secret_env: ClassVar[tuple[str, ...]] = ("KUBECONFIG",)  # a kubeconfig holds the cluster's credentials
     KEY_SETTINGS: ClassVar[dict[str, tuple[str, ...]]] = {
         DEPLOYMENT: ("spec.replicas", "spec.strategy.type"),
         SERVICE: ("spec.type", "spec.loadBalancerSourceRanges"),
@@ -223,7 +223,7 @@ class EksDriver(ClusterDriver, CatalogCloud):
         return _catalog_gpu(self, config)
 
     def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
-        cluster = next((r["inputs"] for r in resources if r["type"] == EKS_CLUSTER), {})
+        cluster: dict[str, Any] = next((r["inputs"] for r in resources if r["type"] == EKS_CLUSTER), {})
         sources = tuple(cluster.get("publicAccessCidrs") or ())
         return ExposureRow(443, "kubernetes-api", sources, "EKS public endpoint limited to these ranges; "
                                                             "IAM-authenticated" if sources else "private endpoint only")
@@ -257,7 +257,7 @@ class GkeDriver(ClusterDriver, CatalogCloud):
         return _catalog_gpu(self, config)
 
     def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
-        cluster = next((r["inputs"] for r in resources if r["type"] == GKE_CLUSTER), {})
+        cluster: dict[str, Any] = next((r["inputs"] for r in resources if r["type"] == GKE_CLUSTER), {})
         blocks = (cluster.get("masterAuthorizedNetworksConfig") or {}).get("cidrBlocks") or []
         sources = tuple(b["cidrBlock"] for b in blocks)
         return ExposureRow(443, "kubernetes-api", sources, "GKE endpoint, master authorised networks only; "

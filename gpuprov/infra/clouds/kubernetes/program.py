@@ -90,6 +90,7 @@ class ClusterStack(pulumi.ComponentResource):
         k = config.kubernetes
         self.low, self.high = wl.gpu_nodes_for(config)
         endpoint: pulumi.Input[str]
+        kubeconfig: pulumi.Input[str] | None
         addons: list[pulumi.Resource] = []
         if kind == "eks":
             kubeconfig, endpoint = self._eks(gpu["instance_type"])
@@ -154,7 +155,7 @@ class ClusterStack(pulumi.ComponentResource):
                 "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeInstanceTypes", "eks:DescribeNodegroup"]}]}),
             opts=self.child)
         cluster_name = eks_cluster_name(config.stack)
-        cluster = eks.Cluster(
+        cluster = eks.Cluster(  # type: ignore[call-overload]  # dict inputs, as the provider takes them
             f"{name}-eks", name=cluster_name, version=k.version if k else None, skip_default_node_group=True,
             authentication_mode="API",  # EKS itself makes the managed node groups' access entries
             endpoint_public_access=True, endpoint_private_access=True,
@@ -208,11 +209,11 @@ class ClusterStack(pulumi.ComponentResource):
             resource_labels=tags, deletion_protection=False, opts=self.child)
         node_base = {"resource_labels": tags, "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
                      "shielded_instance_config": {"enable_secure_boot": True}}
-        gcp.container.NodePool(
+        gcp.container.NodePool(  # type: ignore[call-overload]
             f"{name}-system", cluster=cluster.name, location=zone, node_count=1,
             node_config={**node_base, "machine_type": "e2-standard-2", "labels": {wl.POOL_LABEL: "system"}},
             opts=self.child)
-        gcp.container.NodePool(
+        gcp.container.NodePool(  # type: ignore[call-overload]
             f"{name}-gpu", cluster=cluster.name, location=zone, initial_node_count=self.low,
             autoscaling={"min_node_count": self.low, "max_node_count": self.high},
             node_config={**node_base, "machine_type": gpu_type, "labels": {wl.POOL_LABEL: "gpu"},
@@ -235,7 +236,7 @@ class ClusterStack(pulumi.ComponentResource):
                                        opts=on_cluster)
 
         k = self.config.kubernetes
-        out = [release("keda", "keda", {}),
+        out: list[pulumi.Resource] = [release("keda", "keda", {}),
                release("prometheus", k.prometheus_namespace if k else "monitoring", {
                    "alertmanager": {"enabled": False}, "prometheus-pushgateway": {"enabled": False},
                    "server": {"persistentVolume": {"enabled": False}, "retention": "1d",
