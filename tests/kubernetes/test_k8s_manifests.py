@@ -92,3 +92,17 @@ def test_vllm_gets_one_gpu_its_key_from_the_secret_and_a_startup_probe_on_health
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.9"  # A10G of its own (sizing.py)
     assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in \
         deployment["spec"]["template"]["spec"]["volumes"]
+
+
+def test_the_kubernetes_block_survives_pulumi_config():
+    """``up`` through the Automation API hands the config over as Pulumi config text: the block is JSON there."""
+    import json
+
+    from gpuprov.infra.stacks import pulumi_config_values
+
+    config = build_config({"stack": "s", "cloud": "kubernetes", "apps": ["vllm_cxr"],
+                           "kubernetes": {"kubeconfig": "/k/config", "context": "team@prod", "max_replicas": 3}})
+    text, secret = pulumi_config_values(config)["gpuprov:kubernetes"]
+    assert not secret
+    again = build_config({"stack": "s", "cloud": "kubernetes", "apps": ["vllm_cxr"], "kubernetes": json.loads(text)})
+    assert again.kubernetes == config.kubernetes
