@@ -90,6 +90,7 @@ class ExistingHost(BaseModel):
 
 
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_HTTP_URL = re.compile(r"https?://[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?", re.ASCII)
 _KUBE_CONTEXT = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.:@/+-]{0,252}[A-Za-z0-9_])?", re.ASCII)
 KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34")  # cluster versions gpuprov's manifests are validated against
 
@@ -148,7 +149,7 @@ class KubernetesConfig(BaseModel):
     @field_validator("prometheus_url")
     @classmethod
     def _prometheus(cls, v: str) -> str:
-        if not grammar.REPOSITORY_URL.fullmatch(v.replace("http://", "https://", 1)) or v.startswith("file:"):
+        if not _HTTP_URL.fullmatch(v):
             raise ConfigError("kubernetes.prometheus_url", v, "expected an http(s):// URL without credentials, such "
                                                              "as http://prometheus-server.monitoring.svc:80")
         return v
