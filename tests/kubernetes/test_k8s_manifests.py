@@ -71,9 +71,13 @@ def test_the_scale_to_zero_rule_as_data(keys, expected):
     assert scaled["spec"]["minReplicaCount"] == rule.min_replicas
     assert scaled["spec"]["maxReplicaCount"] == rule.max_replicas
     assert scaled["spec"]["cooldownPeriod"] == rule.idle_s  # KEDA scales to the minimum after idle_minutes
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "prometheus" and trigger["metadata"]["query"] == rule.query
-    assert trigger["metadata"]["threshold"] == str(rule.threshold)
+    queue, activity = scaled["spec"]["triggers"]
+    assert queue["type"] == "prometheus" and queue["metadata"]["query"] == rule.query
+    assert queue["metadata"]["threshold"] == str(rule.threshold)
+    # one request running and none waiting is use, not idleness: the activity trigger sees it
+    assert activity["metadata"]["query"] == rule.activity_query
+    assert "vllm:num_requests_running" in rule.activity_query and "vllm:num_requests_waiting" in rule.activity_query
+    assert int(activity["metadata"]["threshold"]) > rule.max_replicas  # it holds a replica up, adds none
     deployment = next(m for m in wl.manifests(config, {}, SETTINGS) if m["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == rule.min_replicas  # the first up starts at the idle count
     assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",

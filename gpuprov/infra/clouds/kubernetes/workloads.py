@@ -36,6 +36,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 POOL_LABEL = "gpuprov-pool"  # gpu | system, on the node pools gpuprov creates
 QUEUE_METRIC = "vllm:num_requests_waiting"
+RUNNING_METRIC = "vllm:num_requests_running"
+ACTIVITY_TARGET = 1000  # the activity trigger's per-replica target: high, so it holds one replica and adds none
 QUEUE_PER_REPLICA = 4  # waiting requests per replica before KEDA adds one
 POLL_S = 30
 SIZES_GI = {"model-cache": 50, "open-webui-data": 5, "monai-label-checkpoints": 20}
@@ -71,9 +73,10 @@ class ScaleRule:
     max_replicas: int
     idle_s: int  # KEDA's cooldownPeriod: how long every trigger is inactive before scaling to min_replicas
     metric: str
-    query: str
+    query: str  # the queue: waiting requests, ``threshold`` per replica before KEDA adds one
     threshold: int  # waiting requests per replica
     polling_s: int
+    activity_query: str = ""  # requests running or waiting: while above 0 the stack is in use, not idle
 
     @property
     def scales_to_zero(self) -> bool:
@@ -83,8 +86,12 @@ class ScaleRule:
 def scale_rule(config: StackConfig) -> ScaleRule:
     k = config.kubernetes
     low, high = (k.min_replicas, k.max_replicas) if k else (0, 1)
-    query = f'sum({QUEUE_METRIC}{{namespace="{namespace(config)}"}}) or vector(0)'
-    return ScaleRule(low, high, config.idle_minutes * 60, QUEUE_METRIC, query, QUEUE_PER_REPLICA, POLL_S)
+    where = f'{{namespace="{namespace(config)}"}}'
+    query = f"sum({QUEUE_METRIC}{where}) or vector(0)"
+    # The queue alone would call a replica serving one request at a time idle (nothing waits), so activity is
+    # its own trigger: requests running or waiting keep it up; idle_minutes of neither take it to the minimum.
+    activity = f"(sum({RUNNING_METRIC}{where}) or vector(0)) + (sum({QUEUE_METRIC}{where}) or vector(0))"
+    return ScaleRule(low, high, config.idle_minutes * 60, QUEUE_METRIC, query, QUEUE_PER_REPLICA, POLL_S, activity)
 
 
 def _pvc(config: StackConfig, tags: dict[str, str], name: str, default_class: str | None) -> dict[str, Any]:
@@ -266,15 +273,21 @@ def scaled_object(config: StackConfig, tags: dict[str, str]) -> dict[str, Any]:
     """KEDA's ScaledObject for vLLM, from :func:`scale_rule`."""
     rule = scale_rule(config)
     k = config.kubernetes
+    server = k.prometheus_url if k else "http://prometheus-server.monitoring.svc:80"
     return {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(config, tags, VLLM, VLLM),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": VLLM},
             "minReplicaCount": rule.min_replicas, "maxReplicaCount": rule.max_replicas,
             "cooldownPeriod": rule.idle_s, "pollingInterval": rule.polling_s,
-            "triggers": [{"type": "prometheus", "metadata": {
-                "serverAddress": k.prometheus_url if k else "http://prometheus-server.monitoring.svc:80",
-                "query": rule.query, "threshold": str(rule.threshold), "activationThreshold": "0"}}],
+            "triggers": [
+                {"type": "prometheus", "name": "queue", "metadata": {
+                    "serverAddress": server, "query": rule.query, "threshold": str(rule.threshold),
+                    "activationThreshold": "0"}},
+                {"type": "prometheus", "name": "activity", "metadata": {
+                    "serverAddress": server, "query": rule.activity_query, "threshold": str(ACTIVITY_TARGET),
+                    "activationThreshold": "0"}},
+            ],
         },
     }
 
