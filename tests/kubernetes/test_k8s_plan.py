@@ -101,3 +101,17 @@ def test_a_cluster_config_gpuprov_cannot_use_is_refused_naming_the_key(config, k
     assert result.returncode == 2, result.stdout
     assert f"config key '{key}'" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("host", "cluster"), [("aws", "eks"), ("gcp", "gke")])
+def test_one_host_to_a_cluster_is_one_config_change(host, cluster, gpuprov_cli):
+    """The README's claim: the same file, with only ``cloud:`` changed, plans a host and then a cluster."""
+    rest = "allowed_cidrs: [203.0.113.7/32]\nmonai_label_image: ghcr.io/you/ohif-ai-monai-label:179fe0d\n"
+    one = gpuprov_cli("plan", "--json", "--stack", "k8s-move", config=f"cloud: {host}\n{rest}", offline=True)
+    assert one.returncode == 0, one.stderr
+    assert "node_pools" not in json.loads(one.stdout)
+    many = gpuprov_cli("plan", "--json", "--stack", "k8s-move", config=f"cloud: {cluster}\n{rest}", offline=True)
+    assert many.returncode == 0, many.stderr
+    found = json.loads(many.stdout)
+    assert {p["pool"] for p in found["node_pools"]} == {"control-plane", "system", "gpu"}
+    assert all(e["from"] in ([], ["203.0.113.7/32"]) for e in found["exposure"])
