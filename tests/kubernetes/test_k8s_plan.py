@@ -115,3 +115,12 @@ def test_one_host_to_a_cluster_is_one_config_change(host, cluster, gpuprov_cli):
     found = json.loads(many.stdout)
     assert {p["pool"] for p in found["node_pools"]} == {"control-plane", "system", "gpu"}
     assert all(e["from"] in ([], ["203.0.113.7/32"]) for e in found["exposure"])
+
+
+def test_cost_shows_the_clusters_pools_and_its_node_type_as_the_configured_offer(gpuprov_cli):
+    result = gpuprov_cli("cost", "--offline", "--json", config=CONFIGS["eks"])
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert (found["configured"]["cloud"], found["configured"]["type"]) == ("aws", "g5.xlarge")
+    gpu = next(p for p in found["node_pools"] if p["pool"] == "gpu")
+    assert (gpu["min_nodes"], gpu["max_nodes"]) == (1, 4)

@@ -28,11 +28,16 @@ def _row(o: PricedOffer, configured: bool) -> dict[str, Any]:
 def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: CloudOpt = None,
                  config: ConfigOpt = None, stack: StackOpt = None) -> None:
     """Prices per hour, day and month (configured offer and alternatives, cheapest first), and spend so far."""
+    from gpuprov.infra.clouds import driver_class
+    from gpuprov.infra.clouds.base import catalog_name
+
     cfg = load(cloud, config, stack)
     itype = cfg.resolved_instance_type
+    sells = catalog_name(driver_class(cfg.cloud))  # a cluster on AWS rents AWS's types
     offers = all_offers(settings(), offline=offline,
-                        region_of=lambda name: cfg.resolved_region if name == cfg.cloud else None)
-    rows = [_row(o, o.cloud == cfg.cloud and o.type == itype) for o in offers]
+                        region_of=lambda name: cfg.resolved_region if name == sells else None)
+    rows = [_row(o, o.cloud == sells and o.type == itype) for o in offers]
+    pools = driver_for(cfg.cloud, settings()).node_pools(cfg)
     configured = next((r for r in rows if r["configured"]), None)
     spends: list[dict[str, Any]] = []
     for rec in records.all_records():
@@ -43,7 +48,7 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
                        "budget_state": s.budget_state})
     if json_:
         print(json.dumps({"stack": cfg.stack, "cloud": cfg.cloud, "instance_type": itype, "configured": configured,
-                          "offers": rows, "spend": spends}, indent=2))
+                          "offers": rows, "spend": spends, **({"node_pools": pools} if pools else {})}, indent=2))
         return
     if configured is None:
         why = "not in the price list" if driver_for(cfg.cloud, settings()).creates_cloud_resources else "no cloud bill"
@@ -58,6 +63,12 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     for note in notes:
         out.print(f"[dim]catalog prices for {note}[/dim]")
     out.print("[dim]* the configured offer; $/month is 730 hours[/dim]")
+    if pools:  # a cluster: what each pool costs at its minimum and its maximum
+        low, high = sum(p["usd_hour_at_min"] for p in pools), sum(p["usd_hour_at_max"] for p in pools)
+        out.print(f"{cfg.cloud} node pools: ${low:.3f}/hour at their minimum, ${high:.3f}/hour at their maximum")
+        for p in pools:
+            out.print(f"  {p['pool']:<14} {p['instance_type'] or '-':<14} {p['min_nodes']}-{p['max_nodes']} x "
+                      f"${p['usd_hour_per_node']:.3f}/h  ({p['source']})", markup=False)
     if spends:
         spend_table = table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget", whole=("stack", "type"))
         for row in spends:
