@@ -77,6 +77,10 @@ def test_up_then_down_on_an_existing_cluster_under_mocks(cluster, gpuprov_cli):
     (row,) = json.loads(status.stdout)["stacks"]
     assert (row["stack"], row["cloud"], row["state"], row["gpu"]) == (STACK, "kubernetes", "cluster", "L4")
 
+    deploy = gpuprov_cli("deploy", "--stack", STACK, env=env)  # nothing to deploy over SSH: it says so
+    assert deploy.returncode == 2, deploy.stdout + deploy.stderr
+    assert "runs on a Kubernetes cluster" in deploy.stderr and "Traceback" not in deploy.stderr
+
     # down asks the cluster again: a gpuprov namespace of the stack that is still there fails it (exit 5)
     leftover = ready_cluster()
     leftover["namespaces"] = [{"metadata": {"name": f"gpuprov-{STACK}", "labels": {

@@ -22,6 +22,7 @@ from gpuprov.infra.clouds.base import (
     catalog_defaults,
     catalog_name,
 )
+from gpuprov.infra.errors import GpuprovError
 
 if TYPE_CHECKING:
     import pulumi
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     from gpuprov.infra.config import StackConfig
     from gpuprov.infra.host import GpuHost
+    from gpuprov.infra.stacks import StackBackend
 
 DEPLOYMENT, SERVICE = "kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service"
 NETWORK_POLICY, CUSTOM = "kubernetes:networking.k8s.io/v1:NetworkPolicy", "kubernetes:keda.sh/v1alpha1:ScaledObject"
@@ -40,6 +42,36 @@ SERVICE_PORTS = (3000, 8002)  # what open_ports may open on a cluster: Open WebU
 
 class KubernetesError(CloudError):
     """The Kubernetes API could not be asked, or the cluster lacks what the stack needs."""
+
+
+class NotOverSsh(GpuprovError):
+    """A command that reaches a host over SSH (deploy, tunnel, smoke, fab) was asked of a cluster stack."""
+
+    exit_code = 2
+
+
+class ClusterBackend:
+    """The Pulumi backend of a cluster stack, less ``running_host``: a cluster's apps are workloads reached
+    through the Kubernetes API, never a host over SSH, so the SSH commands stop with a line saying so."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def up(self, config: StackConfig) -> GpuHost:
+        return self.inner.up(config)  # type: ignore[no-any-return]
+
+    def destroy(self, config: StackConfig) -> None:
+        self.inner.destroy(config)
+
+    def outputs(self, config: StackConfig) -> GpuHost | None:
+        return self.inner.outputs(config)  # type: ignore[no-any-return]
+
+    def running_host(self, config: StackConfig) -> GpuHost:
+        from gpuprov.infra.clouds.kubernetes.workloads import namespace
+
+        raise NotOverSsh(f"stack '{config.stack}' runs on a Kubernetes cluster: its apps are workloads there, not a "
+                         f"host over SSH; `gpuprov up` applies them, and kubectl port-forward -n {namespace(config)} "
+                         "svc/open-webui 3000:3000 reaches Open WebUI")
 
 
 class ClusterDriver(CloudDriver):
@@ -158,6 +190,11 @@ class ClusterDriver(CloudDriver):
         return rows
 
     # --- before up; what a stack left ---------------------------------------------------------------
+
+    def backend(self, progress: Progress | None = None) -> StackBackend:
+        from gpuprov.infra.stacks import pulumi_backend
+
+        return ClusterBackend(pulumi_backend(self.settings, progress))
 
     def kubeconfig(self, config: StackConfig | None) -> Path:
         k = config.kubernetes if config else None
