@@ -110,3 +110,15 @@ def test_the_kubernetes_block_survives_pulumi_config():
     assert not secret
     again = build_config({"stack": "s", "cloud": "kubernetes", "apps": ["vllm_cxr"], "kubernetes": json.loads(text)})
     assert again.kubernetes == config.kubernetes
+
+
+@pytest.mark.parametrize(("budget", "hours", "exceeds"), [(None, None, False), (100.0, 25.0, False), (10.0, 2.5, True)])
+def test_the_budget_rule_as_data(budget, hours, exceeds):
+    """At $4/h at the maximum for 12 h, the worst case is $48: a $10 budget is gone in 2.5 h and plan says so."""
+    from gpuprov.infra.clouds.kubernetes.prices import BudgetRule
+
+    rule = BudgetRule(usd_hour_at_min=0.5, usd_hour_at_max=4.0, budget_usd=budget, max_lifetime_hours=12)
+    assert rule.worst_case_usd == 48.0
+    assert rule.hours_at_max == hours and rule.exceeds_budget is exceeds
+    assert "not enforced here" in rule.warning()
+    assert ("lower kubernetes.max_replicas" in rule.warning()) is exceeds

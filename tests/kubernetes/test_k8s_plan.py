@@ -60,6 +60,7 @@ def test_the_eks_plan_prices_each_pool_at_min_and_max(gpuprov_cli):
     fixed = CONTROL_PLANE["eks"][0] + SYSTEM_POOL["eks"][1]
     assert found["cost"]["at_min"]["hourly_usd"] == round(fixed + g5.usd_hour, 4)
     assert found["cost"]["hourly_usd"] == round(fixed + 4 * g5.usd_hour, 4)
+    assert "budget_usd are not enforced here" in found["idle_protection"]  # plan says what does not protect it
     group = next(r for r in found["resources"] if r["name"].endswith("-gpu"))
     assert group["inputs"]["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group["inputs"]["scalingConfig"] == {"minSize": 1, "desiredSize": 1, "maxSize": 4}

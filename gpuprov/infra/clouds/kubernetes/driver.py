@@ -160,6 +160,15 @@ class ClusterDriver(CloudDriver):
 
         return totals(self._pools(config))
 
+    def budget_rule(self, config: StackConfig) -> Any:
+        from gpuprov.infra.clouds.kubernetes.prices import BudgetRule
+
+        low, high = self.hourly(config)
+        return BudgetRule(low, high, config.budget_usd, config.max_lifetime_hours)
+
+    def idle_protection(self, config: StackConfig) -> str | None:
+        return str(self.budget_rule(config).warning())
+
     def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
         """Who reaches the Kubernetes API: the cluster's own rule for an existing cluster."""
         return ExposureRow(443, "kubernetes-api", (), "the existing cluster's own access rules (not gpuprov's)")

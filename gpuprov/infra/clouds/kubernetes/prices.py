@@ -71,3 +71,40 @@ def pool_costs(kind: str, gpu_type: str | None, gpu_usd_hour: float | None, gpu_
 def totals(pools: list[PoolCost]) -> tuple[float, float]:
     """(usd per hour at every pool's minimum, at every pool's maximum)."""
     return round(sum(p.at_min for p in pools), 4), round(sum(p.at_max for p in pools), 4)
+
+
+@dataclass(frozen=True)
+class BudgetRule:
+    """What stops a cluster's bill, as data: nothing runs an idle agent on a node, so ``budget_usd`` and
+    ``max_lifetime_hours`` are not enforced there; this says how long the budget lasts at the pools' maximum."""
+
+    usd_hour_at_min: float
+    usd_hour_at_max: float
+    budget_usd: float | None
+    max_lifetime_hours: float
+
+    @property
+    def hours_at_max(self) -> float | None:
+        """Hours of the pools at their maximum until ``budget_usd`` is spent (None: no budget, or nothing bills)."""
+        if self.budget_usd is None or self.usd_hour_at_max <= 0:
+            return None
+        return self.budget_usd / self.usd_hour_at_max
+
+    @property
+    def worst_case_usd(self) -> float:
+        """The pools at their maximum for the whole of ``max_lifetime_hours``."""
+        return self.usd_hour_at_max * self.max_lifetime_hours
+
+    @property
+    def exceeds_budget(self) -> bool:
+        return self.budget_usd is not None and self.worst_case_usd > self.budget_usd
+
+    def warning(self) -> str:
+        """One line for ``plan``: what protects the bill on a cluster, and what does not."""
+        line = ("no idle agent runs on a cluster: KEDA scales vLLM to min_replicas after idle_minutes and the GPU pool's "
+                f"autoscaler removes idle nodes (${self.usd_hour_at_min:.2f}/h at the minimum); max_lifetime_hours and "
+                "budget_usd are not enforced here")
+        if self.exceeds_budget and self.hours_at_max is not None:
+            line += (f", and at the pools' maximum (${self.usd_hour_at_max:.2f}/h) budget_usd ${self.budget_usd:g} is "
+                     f"spent in {self.hours_at_max:.1f} h: lower kubernetes.max_replicas")
+        return line
