@@ -109,6 +109,9 @@ class StackConfig(BaseModel):
                                         "(8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
     apps: tuple[str, ...] = Field(DEFAULT_APPS, description="Which apps (compose bundles) to deploy: vllm_cxr, "
                                   "monai_label, or an app folder of your own listed in GPUPROV_APP_PATH.")
+    deploy: bool = Field(False, description="The Pulumi program deploys the apps too, so `pulumi up` alone "
+                         "serves (gpuprov up deploys after the program either way).",
+                         json_schema_extra={"pulumi_default": True})
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
     served_model_name: str = Field("monai-reasoning-cxr-3b", description="Model name vLLM answers to.")
     gpu_memory_utilization: float | None = Field(None, description="Share of GPU memory vLLM may take (0 < x <= 1); "
@@ -561,6 +564,8 @@ def pulumi_config_block() -> dict[str, Any]:
         else:
             entry["type"] = "string"  # floats too: Pulumi's schema types have no float
         default = field.get_default(call_default_factory=False)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("pulumi_default", default)  # the repository's program may default otherwise
         if default is not None and field.default_factory is None:
             entry["default"] = list(default) if isinstance(default, tuple) else default
             if entry["type"] == "string":

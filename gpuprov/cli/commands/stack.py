@@ -47,6 +47,8 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         cfg = load_existing(cloud, config, stack)  # the stack lives elsewhere: up it there, or refuse another cloud
     if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)
+    if not deploy:  # --no-deploy wins over a config that has the program deploy (`deploy: true`)
+        cfg = cfg.model_copy(update={"deploy": False})
     from gpuprov.apps.fit import require_fit
 
     require_fit(cfg)  # before anything is created: the apps must run on the type's GPU, and fit on it
