@@ -87,6 +87,29 @@ def load_existing(cloud: str | None, config: Path | None, stack: str | None) -> 
     return load(where, config, cfg.stack, **recorded)
 
 
+def cache_hosts_from_backend(stack: str | None = None) -> None:
+    """Bring this machine's records (a cache) up to date with the stacks' backends, for commands that list
+    stacks (status, cost): a colleague's stack, or one made by `pulumi up`, has no record here until its
+    host is read from its outputs. ``stack``: that stack only (refused when no one knows it). A stack
+    with no host (not up yet, or a CI run's in flight) stays without a record."""
+    from gpuprov.infra import records
+    from gpuprov.infra.clouds import driver_for
+    from gpuprov.infra.stack_index import known_stacks, require
+
+    known = known_stacks(settings())
+    if stack is not None:
+        require(stack, known)
+    recorded = {rec.stack for rec in records.all_records()}
+    for name in [stack] if stack else sorted(known):
+        if name in recorded:
+            continue
+        try:
+            cfg = load_existing(None, None, name)
+            driver_for(cfg.cloud, settings()).backend(progress).running_host(cfg)  # caches the record
+        except GpuprovError:
+            continue
+
+
 def table(*headers: str, whole: tuple[str, ...] = ()) -> Any:
     """A rich table for narrow terminals (80 columns): the ``whole`` columns (addresses, instance types)
     are not wrapped (the others wrap between words first to make room), and nothing is cut to an ellipsis."""

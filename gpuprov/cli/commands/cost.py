@@ -8,7 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out, print_table, settings, table
+from gpuprov.cli.app import (
+    CloudOpt,
+    ConfigOpt,
+    JsonOpt,
+    StackOpt,
+    app,
+    cache_hosts_from_backend,
+    load,
+    out,
+    print_table,
+    settings,
+    table,
+)
 from gpuprov.cost.estimate import estimate
 from gpuprov.cost.live import PricedOffer
 from gpuprov.cost.spend import spend_so_far
@@ -35,6 +47,7 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     rows = [_row(o, o.cloud == cfg.cloud and o.type == itype) for o in offers]
     configured = next((r for r in rows if r["configured"]), None)
     spends: list[dict[str, Any]] = []
+    cache_hosts_from_backend()  # a colleague's stack spends too
     for rec in records.all_records():
         host = rec.host
         s = spend_so_far(rec.stack, rec.cloud, host.instance_type, host.usd_hour, host.launched_at or rec.created_at,

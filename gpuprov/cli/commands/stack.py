@@ -15,6 +15,7 @@ from gpuprov.cli.app import (
     JsonOpt,
     StackOpt,
     app,
+    cache_hosts_from_backend,
     err,
     load,
     load_existing,
@@ -110,14 +111,12 @@ def _fmt_uptime(delta: timedelta | None) -> str:
 EXPIRY_WARNING = timedelta(hours=1)
 
 
+
 @app.command()
 def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
         "--stack", "-s", help="Show only this stack (default: every stack).")] = None) -> None:
     """Show each stack: target, address, state, uptime, hourly price."""
-    if stack is not None:
-        from gpuprov.infra.stack_index import known_stacks, require
-
-        require(stack, known_stacks(settings()))
+    cache_hosts_from_backend(stack)
     rows: list[dict[str, Any]] = []
     for rec in records.all_records():
         if stack and rec.stack != stack:
