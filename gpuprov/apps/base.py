@@ -172,6 +172,9 @@ class Secret:
 
     name: str
     generate: Callable[[str], str]  # stack name -> value
+    # Why `gpuprov secrets rotate` must not replace it (a value a service keeps in its own data once
+    # set, as a web UI's admin password); None: a new value takes effect on the next deploy.
+    fixed: str | None = None
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,10 @@ APP = App(
     secrets=(
         Secret("vllm_api_key", lambda _stack: "sk-" + random.token_urlsafe(32)),
         Secret("webui_secret_key", lambda _stack: random.token_urlsafe(48)),
-        Secret("webui_admin_email", lambda stack: f"admin@{stack}.gpuprov.local"),
-        Secret("webui_admin_password", lambda _stack: random.token_urlsafe(18)),
+        Secret("webui_admin_email", lambda stack: f"admin@{stack}.gpuprov.local",
+               fixed="Open WebUI keeps its admin account in its own database: change it there"),
+        Secret("webui_admin_password", lambda _stack: random.token_urlsafe(18),
+               fixed="Open WebUI keeps its admin's password in its own database: change it in Settings > Account"),
     ),
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
