@@ -8,7 +8,8 @@ added to the user's own known_hosts.
 
 ``~/.ssh/config`` gets one ``Include`` line of that file, only with the user's consent
 (:func:`add_include`: ``gpuprov up --ssh-config``, or a yes at the prompt on a terminal).
-``down`` removes the stack's block (:func:`remove_entry`); the Include line stays, harmless.
+``down`` removes the stack's block (:func:`remove_entry`), and the file with its last block; the
+Include line stays, harmless (OpenSSH skips an Include that matches no file).
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ def remove_entry(stack: str) -> bool:
     blocks = _blocks(path.read_text())
     if blocks.pop(stack, None) is None:
         return False
-    _write(blocks)
+    if blocks:
+        _write(blocks)
+    else:  # nothing of gpuprov's is left behind; an Include of a missing file is no error to OpenSSH
+        path.unlink()
     return True
 
 

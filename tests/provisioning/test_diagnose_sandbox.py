@@ -179,11 +179,25 @@ def test_plain_ssh_and_scp_work_through_the_included_entry_and_down_removes_it(g
         assert "StrictHostKeyChecking yes" in entry and "IdentitiesOnly yes" in entry
         assert str(gpuprov_home / "known_hosts" / stack) in entry  # the pinned key, never ~/.ssh/known_hosts
         assert not (home / ".ssh" / "known_hosts").exists()
+        # The pin is what plain ssh trusts: another key in its place and ssh refuses the host.
+        pins = gpuprov_home / "known_hosts" / stack
+        kept = pins.read_text()
+        other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+                               capture_output=True, text=True, timeout=60)
+        assert other.returncode == 0, other.stderr
+        fake = (tmp_path / "other.pub").read_text().split()[:2]
+        pins.write_text("".join(f"{ln.split()[0]} {' '.join(fake)}\n" for ln in kept.splitlines() if ln.strip()))
+        try:
+            refused = subprocess.run(["ssh", *plain, f"gpuprov-{stack}", "true"], capture_output=True, text=True,
+                                     timeout=60)
+            assert refused.returncode == 255 and "Host key verification failed" in refused.stderr, refused.stderr
+        finally:
+            pins.write_text(kept)
     finally:
         Path("/tmp/diag-ssh-scp.txt").unlink(missing_ok=True)
         down = run_cli("down", "--stack", stack, env=env)
     assert down.returncode == 0, down.stderr
-    assert f"gpuprov-{stack}" not in (gpuprov_home / "ssh" / "config").read_text()
+    assert not (gpuprov_home / "ssh" / "config").exists()  # its last entry gone: the file too
     gone = subprocess.run(["ssh", "-F", str(user_config), "-o", "BatchMode=yes", f"gpuprov-{stack}", "true"],
                           capture_output=True, text=True, timeout=60)
-    assert gone.returncode == 255  # no such host any more
+    assert gone.returncode == 255 and "gpuprov-" in gone.stderr, gone.stderr  # no such host any more
