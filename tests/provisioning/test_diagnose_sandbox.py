@@ -4,6 +4,7 @@ Compose, stand-in images), run as a user runs them: faults are planted on the ho
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -141,6 +142,36 @@ def test_logs_follow_streams_and_ctrl_c_leaves_no_follower_on_the_host(deployed)
         time.sleep(0.5)
 
 
+def up_on_a_terminal(stack: str, env: dict[str, str], answer: str) -> str:
+    """``gpuprov up --no-deploy`` on a terminal (a pty), answering its question; returns what it showed."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "up", "--stack", stack, "--no-deploy"],
+                            stdin=follower, stdout=follower, stderr=follower, env={**os.environ, **env})
+    os.close(follower)
+    shown, answered = b"", False
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the other end closed: the command ended
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if not answered and b"[y/N]" in shown:
+                os.write(leader, answer.encode() + b"\n")
+                answered = True
+        assert proc.wait(timeout=60) == 0, shown.decode(errors="replace")
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    return shown.decode(errors="replace")
+
+
 def test_plain_ssh_and_scp_work_through_the_included_entry_and_down_removes_it(gpuprov_home: Path, tmp_path: Path):
     """``up --ssh-config`` includes gpuprov's file from ~/.ssh/config (a temporary HOME: the real one is
     never touched). OpenSSH finds ~/.ssh/config through the password database, not HOME, so plain ssh is
@@ -155,6 +186,10 @@ def test_plain_ssh_and_scp_work_through_the_included_entry_and_down_removes_it(g
     try:
         assert asked.returncode == 0, asked.stderr
         assert not user_config.exists() and "--ssh-config" in asked.stderr
+        declined = up_on_a_terminal(stack, env, answer="n")
+        assert "Add `Include" in declined and not user_config.exists(), declined
+        accepted = up_on_a_terminal(stack, env, answer="y")
+        assert f"ssh gpuprov-{stack}` reaches the host" in accepted and user_config.exists(), accepted
         again = run_cli("up", "--stack", stack, "--no-deploy", "--ssh-config", env=env)
         assert again.returncode == 0, again.stderr
         assert run_cli("up", "--stack", stack, "--no-deploy", "--ssh-config", env=env).returncode == 0
