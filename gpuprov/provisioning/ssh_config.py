@@ -129,6 +129,8 @@ def remove_entry(stack: str) -> bool:
         _write(blocks)
     else:  # nothing of gpuprov's is left behind; an Include of a missing file is no error to OpenSSH
         path.unlink()
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
     return True
 
 

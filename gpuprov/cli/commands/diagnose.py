@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, out
 from gpuprov.cli.commands.deploy import stack_host
-from gpuprov.infra.config import StackConfig
+from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
 
@@ -116,7 +116,11 @@ def logs(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = Non
     """Every service's log and the idle agent's decisions (JSON), merged in time, over one SSH connection."""
     from gpuprov.provisioning.stack_logs import follow_logs, parse_since, show_logs, sources
 
-    when = parse_since(since) if since else None
+    try:
+        when = parse_since(since) if since else None
+    except ConfigError:
+        raise typer.BadParameter(f"{since!r}: expected a duration such as 30s, 10m, 2h, 1d, or a UTC time such as "
+                                 "2026-05-01T12:00", param_hint="--since") from None
     cfg, host = stack_host(cloud, config, stack)
     sources(cfg, service)  # an unknown --service fails before any connection
 
