@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from gpuprov.infra.config import StackConfig
@@ -98,8 +99,7 @@ def _write(blocks: dict[str, str]) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     head = "# Written by gpuprov (one block per stack; `gpuprov down` removes its block). Do not edit.\n"
-    tmp = path.with_name(".config.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.")  # 0600; unique: two `up`s may write at once
     with os.fdopen(fd, "w") as fh:
         fh.write(head + "".join(blocks.values()))
     os.replace(tmp, path)
@@ -154,7 +154,7 @@ def is_included(user_file: Path | None = None) -> bool:
 def add_include(user_file: Path | None = None) -> bool:
     """Put the Include line at the top of the user's ssh_config (before any ``Host`` block, where it
     applies to every host); call only with the user's consent. True when the file changed."""
-    user_file = user_file or user_config()
+    user_file = (user_file or user_config()).resolve()  # a dotfiles symlink stays a symlink: its target changes
     if is_included(user_file):
         return False
     user_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -226,3 +226,31 @@ def test_log_lines_show_time_source_and_text():
     assert format_line(f"idle-agent|{agent}") == (datetime(2026, 5, 1, 11, 59, 30, tzinfo=timezone.utc).timestamp(),
                                                   f"2026-05-01T11:59:30Z idle-agent   {agent}")
     assert format_line("no tag here") is None
+
+
+def test_the_ssh_config_entry_pins_and_the_include_goes_first_once_through_a_symlink(tmp_path, monkeypatch):
+    from gpuprov.provisioning import ssh_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = load_config(None, {"stack": "ent", "cloud": "local"})
+    host = GpuHost(cloud="local", address="10.213.0.2", ssh_user="root", ssh_port=2222)
+    path = ssh_config.write_entry(cfg, host)
+    text = path.read_text()
+    assert "Host gpuprov-ent\n  HostName 10.213.0.2\n  User root\n  Port 2222\n" in text
+    assert "StrictHostKeyChecking yes" in text and "IdentitiesOnly yes" in text and "UpdateHostKeys no" in text
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    dotfiles = tmp_path / "dotfiles" / "ssh_config"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text("Host work\n  User me\n")
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    (tmp_path / "home" / ".ssh" / "config").symlink_to(dotfiles)
+    assert ssh_config.add_include() and not ssh_config.add_include()
+    assert (tmp_path / "home" / ".ssh" / "config").is_symlink()
+    lines = dotfiles.read_text().splitlines()
+    assert lines[1] == f'Include "{path}"' and lines[-2:] == ["Host work", "  User me"]
+    assert ssh_config.remove_entry("ent") and not path.exists() and not ssh_config.remove_entry("ent")
+    bad = GpuHost(cloud="local", address="10.0.0.1\n  ProxyCommand evil", ssh_user="root")
+    from gpuprov.provisioning.errors import ProvisioningError
+
+    with pytest.raises(ProvisioningError, match="cannot be written"):
+        ssh_config.write_entry(cfg, bad)
