@@ -479,8 +479,11 @@ def diagnose(config: StackConfig, host: GpuHost, *, min_free_gb: float = MIN_FRE
     now = datetime.now(timezone.utc)
     with Remote(target_for(config, host)) as remote:
         code, out, err = remote.script(doctor_script(config, int((now - LOG_WINDOW).timestamp())), timeout_s=300)
+        rounds = remote.round_trips
     try:
         sec = parse(out)
     except ValueError as e:
         raise ProvisioningError(f"could not read the host's state (exit {code}): {e} {err[-300:]}") from None
-    return findings(config, host, sec, min_free_gb=min_free_gb, disk_budget_gb=disk_budget_gb, now=now)
+    report = findings(config, host, sec, min_free_gb=min_free_gb, disk_budget_gb=disk_budget_gb, now=now)
+    report.facts["ssh_round_trips"] = rounds
+    return report

@@ -55,6 +55,7 @@ def test_doctor_is_exit_0_on_the_healthy_host_and_says_there_is_no_gpu(deployed)
     assert any("no GPU: this is a sandbox host" in n for n in report["notes"])
     assert report["facts"]["idle_agent"]["decision"] in ("none", "warn")  # its last decision, read from its log
     assert {p["service"] for p in report["facts"]["ports"]} == {"vllm", "open_webui", "monai_label"}
+    assert report["facts"]["ssh_round_trips"] == 1  # every check in one exec
     text = run_cli("doctor", "--stack", cfg.stack)
     assert text.returncode == 0 and f"{cfg.stack}: healthy" in text.stdout, text.stdout + text.stderr
 
