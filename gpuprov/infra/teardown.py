@@ -45,9 +45,10 @@ def teardown(config: StackConfig, progress: Callable[[str], None], settings: Set
 
 
 def forget_host(stack: str) -> None:
-    """Drop the operator-side traces of a stack's removed host: pinned host key, service secrets, key pair."""
+    """Drop the operator-side traces of a stack's removed host: pinned host key, service secrets, key pair,
+    its ``Host gpuprov-<stack>`` ssh_config entry."""
     from gpuprov.infra.keys import forget_keypair
-    from gpuprov.provisioning import secrets
+    from gpuprov.provisioning import secrets, ssh_config
     from gpuprov.provisioning.ssh import known_hosts_path
 
     pins = known_hosts_path(stack)
@@ -55,3 +56,4 @@ def forget_host(stack: str) -> None:
         path.unlink(missing_ok=True)
     secrets.forget(stack)
     forget_keypair(stack)
+    ssh_config.remove_entry(stack)

@@ -39,6 +39,9 @@ LOCAL_HINT = (
 @app.command()
 def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
        deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the apps once the host is up.")] = True,
+       ssh_config: Annotated[bool | None, typer.Option(
+           "--ssh-config/--no-ssh-config", help="Include gpuprov's `Host gpuprov-<stack>` entries from ~/.ssh/config "
+                                                "(default: ask on a terminal, else leave it as it is).")] = None,
        ) -> None:
     """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its apps."""
     from gpuprov.infra.stack_index import UNKNOWN_CLOUD, known_stacks
@@ -69,6 +72,9 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         raise
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
+    from gpuprov.cli.commands.diagnose import ssh_entry
+
+    ssh_entry(cfg, host, ssh_config)  # `ssh gpuprov-<stack>`: gpuprov's own file; ~/.ssh/config only with consent
     if deploy:  # up = host + deploy
         from gpuprov.cli.commands.deploy import deploy_and_check
 
