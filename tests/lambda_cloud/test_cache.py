@@ -47,7 +47,7 @@ def test_down_keeps_the_cache_and_the_next_up_attaches_it_in_its_region(standin:
     assert "lambda stack removed" in down.stdout
     assert f"kept cache {NAME} in us-east-1 (persistent filesystem)" in down.stdout
     assert "$0.20/GB-month (Lambda public price list (filesystems), 2025-10)" in down.stdout
-    assert f"`gpuprov down --purge -s ct` deletes it" in down.stdout
+    assert "`gpuprov down --purge -s ct` deletes it" in down.stdout
     assert _live(standin) == [] and standin.ssh_keys() == []
     assert [f["id"] for f in standin.filesystems()] == [fs["id"]]  # the cache outlives the host
 
@@ -108,8 +108,13 @@ def test_the_reaper_keeps_an_owned_cache_and_reports_an_ownerless_one(standin: L
     shown = run_cli("reap", "--cloud", "lambda", env=ENV)
     assert f"cache {orphan} in us-west-1 (lambda): ownerless: another owner's" in shown.stdout
     assert "the reaper never deletes someone else's" in shown.stdout
-    assert run_cli("down", "--purge", "-c", cfg, env=ENV).returncode == 0
+    assert run_cli("down", "-c", cfg, env=ENV).returncode == 0  # the cache stays; the stack is gone
+    purge = run_cli("down", "--purge", "-c", cfg, env=ENV)  # later: the kept cache alone goes
+    assert purge.returncode == 0, purge.stderr
+    assert "lambda cache deleted (the stack itself was already down)" in purge.stdout
     assert [f["name"] for f in standin.filesystems()] == [orphan]  # --purge took only the stack's own
+    nothing = run_cli("down", "--purge", "-c", cfg, env=ENV)  # no stack, no cache: the usual unknown-stack error
+    assert nothing.returncode == 2 and "Traceback" not in nothing.stderr
 
 
 @pytest.mark.parametrize(("values", "message"), [

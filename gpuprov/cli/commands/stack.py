@@ -79,12 +79,35 @@ def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = Non
          ) -> None:
     """Remove everything the stack created, and check that nothing is left (its cache stays unless --purge)."""
     from gpuprov.infra.cache import monthly_cost_line
+    from gpuprov.infra.stack_index import UnknownStack
 
-    cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
+    try:
+        cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
+    except UnknownStack:
+        if not purge or not _purge_orphan_cache(load(cloud, config, stack)):
+            raise
+        return
     kept = teardown(cfg, progress, settings(), purge=purge)
     out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed" + (", cache deleted" if purge else ""))
     for item in kept:
         out.print(f"kept {monthly_cost_line(item)}; `gpuprov down --purge -s {cfg.stack}` deletes it", markup=False)
+
+
+def _purge_orphan_cache(cfg: Any) -> bool:
+    """``down --purge`` of a stack an earlier ``down`` removed, whose cache it kept: delete the cache alone."""
+    from gpuprov.infra.verify import own_caches, verify_cache_gone
+
+    driver = driver_for(cfg.cloud, settings())
+    if not (driver.creates_cloud_resources and driver.has_credentials()):
+        return False
+    caches = own_caches(driver, cfg)
+    if not caches:
+        return False
+    for item in caches:
+        driver.purge_cache(item, progress)
+    verify_cache_gone(cfg, settings(), progress)
+    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} cache deleted (the stack itself was already down)")
+    return True
 
 
 def _key_path(rec: records.StackRecord) -> str | None:
