@@ -167,7 +167,9 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
         for r in rows:
             r["uptime_s"] = int(r.pop("uptime").total_seconds()) if r["uptime"] else None
             r["expires_at"] = r["expires_at"].isoformat() if r["expires_at"] else None
-        print(json.dumps({"stacks": rows, "caches": [cache_json(c) for c in caches]}, indent=2))
+        # "caches" only when a cloud lists one: `{"stacks": []}` stays the answer of a machine with nothing up.
+        print(json.dumps({"stacks": rows, **({"caches": [cache_json(c) for c in caches]} if caches else {})},
+                         indent=2))
         return
     for c in caches:  # kept across `down`: they bill with no host up
         out.print(f"stack {c.stack}: {monthly_cost_line(c)} ({c.state})", markup=False)
