@@ -86,7 +86,7 @@ def all_caches(settings: object = None) -> tuple[list[Leftover], list[str]]:
     found: list[Leftover] = []
     problems: list[str] = []
     for driver in all_drivers(settings if isinstance(settings, Settings) else None):
-        if not (driver.creates_cloud_resources and driver.has_credentials()):
+        if not (driver.keeps_caches and driver.has_credentials()):
             continue
         try:
             found += driver.caches()

@@ -370,9 +370,10 @@ class StackConfig(BaseModel):
             where = [n for n in CLOUDS if _clouds.driver_class(n).supports_spot]
             raise ConfigError("spot", True, f"spot capacity exists on {or_list(where).replace(' or ', ' and ')} only, "
                                             f"not on {self.cloud}")
-        if self.cache and self.cloud != "lambda":
-            raise ConfigError("cache", True, f"a cache kept across `down` is made on lambda only so far, not on "
-                                             f"{self.cloud}; remove cache: true")
+        if self.cache and not driver.keeps_caches:
+            where = [n for n in CLOUDS if _clouds.driver_class(n).keeps_caches]
+            raise ConfigError("cache", True, f"a cache kept across `down` is made on {or_list(where)} only so far, "
+                                             f"not on {self.cloud}; remove cache: true")
         driver.check_config(self)
         return self
 

@@ -264,7 +264,7 @@ def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetim
             report.errors.append(f"{cloud}: could not list resources: {err}")
             continue
         report.found += found
-        if only_stack is None:
+        if only_stack is None and driver.keeps_caches:
             report.caches += _caches_of(driver, me, settings)
         if dry_run or not found:
             continue

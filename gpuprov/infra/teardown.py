@@ -47,7 +47,7 @@ def teardown(config: StackConfig, progress: Callable[[str], None], settings: Set
         verify_destroyed(config, settings, progress=progress)
         records.forget(config.stack)
     forget_host(config.stack)
-    if not driver.creates_cloud_resources:
+    if not driver.keeps_caches:
         return []
     from gpuprov.infra.verify import own_caches, verify_cache_gone
 

@@ -98,7 +98,7 @@ def _purge_orphan_cache(cfg: Any) -> bool:
     from gpuprov.infra.verify import own_caches, verify_cache_gone
 
     driver = driver_for(cfg.cloud, settings())
-    if not (driver.creates_cloud_resources and driver.has_credentials()):
+    if not (driver.keeps_caches and driver.has_credentials()):
         return False
     caches = own_caches(driver, cfg)
     if not caches:

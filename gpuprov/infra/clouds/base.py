@@ -148,6 +148,9 @@ class CloudDriver(abc.ABC):
     title: ClassVar[str]  # how users call it ("Lambda Cloud")
     #: Whether gpuprov creates paid resources there (False: an existing machine, the local sandbox).
     creates_cloud_resources: ClassVar[bool] = True
+    #: Whether stacks here may keep a cache across ``down`` (``cache: true``): its driver lists caches
+    #: (kind ``cache`` in :meth:`inventory`) and implements :meth:`purge_cache`.
+    keeps_caches: ClassVar[bool] = False
     #: Whether spot / preemptible capacity can be asked for.
     supports_spot: ClassVar[bool] = False
     #: ``image:`` grammar on this cloud, as (pattern, what to write); None: the key does not apply.

@@ -72,6 +72,7 @@ class LambdaDriver(CatalogCloud):
     title = "Lambda Cloud"
     credential_hint = "LAMBDA_API_KEY"
     secret_env = ("LAMBDA_API_KEY", AGENT_KEY_ENV)
+    keeps_caches = True
 
     # --- config ----------------------------------------------------------------------------------
 
