@@ -15,6 +15,7 @@ from gpuprov.cli.app import (
     StackOpt,
     app,
     cache_hosts_from_backend,
+    err,
     load,
     out,
     print_table,
@@ -54,9 +55,12 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
                          budget_usd=cfg.budget_usd if rec.stack == cfg.stack else None)
         spends.append({**asdict(s), "launched_at": s.launched_at.isoformat() if s.launched_at else None,
                        "budget_state": s.budget_state})
+    from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
+
+    caches, cache_problems = all_caches(settings())
     if json_:
         print(json.dumps({"stack": cfg.stack, "cloud": cfg.cloud, "instance_type": itype, "configured": configured,
-                          "offers": rows, "spend": spends}, indent=2))
+                          "offers": rows, "spend": spends, "caches": [cache_json(c) for c in caches]}, indent=2))
         return
     if configured is None:
         why = "not in the price list" if driver_for(cfg.cloud, settings()).creates_cloud_resources else "no cloud bill"
@@ -71,6 +75,10 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     for note in notes:
         out.print(f"[dim]catalog prices for {note}[/dim]")
     out.print("[dim]* the configured offer; $/month is 730 hours[/dim]")
+    for c in caches:  # storage kept across `down`: it bills while no host runs
+        out.print(f"stack {c.stack}: {monthly_cost_line(c)}", markup=False)
+    for problem in cache_problems:
+        err.print(problem, markup=False)
     if spends:
         spend_table = table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget", whole=("stack", "type"))
         for row in spends:

@@ -82,11 +82,41 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
 
 
 @app.command()
-def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
-    """Remove everything the stack created, and check that nothing is left."""
-    cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
-    teardown(cfg, progress, settings())
-    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
+def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
+         purge: Annotated[bool, typer.Option("--purge", help="Also delete the stack's cache (cache: true), "
+                                                             "which `down` otherwise keeps for the next `up`.")] = False,
+         ) -> None:
+    """Remove everything the stack created, and check that nothing is left (its cache stays unless --purge)."""
+    from gpuprov.infra.cache import monthly_cost_line
+    from gpuprov.infra.stack_index import UnknownStack
+
+    try:
+        cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
+    except UnknownStack:
+        if not purge or not _purge_orphan_cache(load(cloud, config, stack)):
+            raise
+        return
+    kept = teardown(cfg, progress, settings(), purge=purge)
+    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed" + (", cache deleted" if purge else ""))
+    for item in kept:
+        out.print(f"kept {monthly_cost_line(item)}; `gpuprov down --purge -s {cfg.stack}` deletes it", markup=False)
+
+
+def _purge_orphan_cache(cfg: Any) -> bool:
+    """``down --purge`` of a stack an earlier ``down`` removed, whose cache it kept: delete the cache alone."""
+    from gpuprov.infra.verify import own_caches, verify_cache_gone
+
+    driver = driver_for(cfg.cloud, settings())
+    if not (driver.keeps_caches and driver.has_credentials()):
+        return False
+    caches = own_caches(driver, cfg)
+    if not caches:
+        return False
+    for item in caches:
+        driver.purge_cache(item, progress)
+    verify_cache_gone(cfg, settings(), progress)
+    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} cache deleted (the stack itself was already down)")
+    return True
 
 
 def _key_path(rec: records.StackRecord) -> str | None:
@@ -136,12 +166,22 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
             "usd_hour": host.usd_hour, "expires_at": host.expires_at,
             "deployed": rec.deployed, "ssh_key_path": _key_path(rec), "secrets_file": _secrets_file(rec.stack),
         })
+    from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
+
+    caches, cache_problems = all_caches(settings())
+    caches = [c for c in caches if not stack or c.stack == stack]
     if json_:
         for r in rows:
             r["uptime_s"] = int(r.pop("uptime").total_seconds()) if r["uptime"] else None
             r["expires_at"] = r["expires_at"].isoformat() if r["expires_at"] else None
-        print(json.dumps({"stacks": rows}, indent=2))
+        # "caches" only when a cloud lists one: `{"stacks": []}` stays the answer of a machine with nothing up.
+        print(json.dumps({"stacks": rows, **({"caches": [cache_json(c) for c in caches]} if caches else {})},
+                         indent=2))
         return
+    for c in caches:  # kept across `down`: they bill with no host up
+        out.print(f"stack {c.stack}: {monthly_cost_line(c)} ({c.state})", markup=False)
+    for problem in cache_problems:
+        err.print(problem, markup=False)
     if not rows:
         out.print("no stacks; `gpuprov up` brings one up")
         return
