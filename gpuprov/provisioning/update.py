@@ -41,12 +41,12 @@ class UpdateRolledBack(ProvisioningError):
 
     exit_code = 7
 
-    def __init__(self, stack: str, why: str, apps: list[str]):
+    def __init__(self, stack: str, why: str, apps: list[str], service: str = "NAME"):
         self.why = why
         super().__init__(
             f"the update of stack '{stack}' failed: {why}. Rolled back by itself: {', '.join(apps)} run(s) the "
             f"previous release again and answer their health checks. Fix the new value (the service's log: "
-            f"`fab logs --stack {stack} --service NAME`) and run `gpuprov update` again")
+            f"`fab logs --stack {stack} --service {service}`) and run `gpuprov update` again")
 
 
 class RollbackFailed(ProvisioningError):
@@ -118,7 +118,7 @@ def update(config: StackConfig, changes: Mapping[str, str], host: GpuHost, progr
         say(f"{why}: rolling back to the previous release")
         rollback(new, host, token=token, key_path=key_path, progress=say)
         _healthy_again(config, host, timeout_s, key_path, say, why)
-        raise UpdateRolledBack(config.stack, why, apps) from None
+        raise UpdateRolledBack(config.stack, why, apps, sick.service) from None
     return UpdateResult(result.changed, apps, time.monotonic() - started, new)
 
 
