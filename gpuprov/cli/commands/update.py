@@ -37,9 +37,11 @@ def changes_of(given: list[str] | None) -> dict[str, str]:
 @app.command()
 def update(set_: SetOpt = None, json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = None,
            stack: StackOpt = None, timeout: TimeoutOpt = 600.0) -> None:
-    """Change an image tag, the MONAI Label commit or the model on the running host: only what changed is
-    applied, the previous release is kept, and when a service is not healthy in time it rolls back by itself
-    (exit 7)."""
+    """Change an image tag, the MONAI Label commit or the model on the running host; rolls back by itself if unhealthy.
+
+    Only what changed is applied; the previous release is kept on the host (`gpuprov rollback`). Exit 7: the new
+    release was not healthy within --timeout and the old one serves again.
+    """
     from gpuprov.provisioning.update import update as run_update
     from gpuprov.provisioning.update import updated_config
 
