@@ -116,7 +116,8 @@ def update(config: StackConfig, changes: Mapping[str, str], host: GpuHost, progr
     except ServiceUnhealthy as sick:
         why = f"service '{sick.service}' was not healthy within {timeout_s:.0f}s ({_detail(sick)})"
         say(f"{why}: rolling back to the previous release")
-        rollback(new, host, token=token, key_path=key_path, progress=say)
+        if not rollback(new, host, token=token, key_path=key_path, progress=say).apps:
+            raise  # nothing was running before (a first deploy): there is no release to return to
         _healthy_again(config, host, timeout_s, key_path, say, why)
         raise UpdateRolledBack(config.stack, why, apps, sick.service) from None
     return UpdateResult(result.changed, apps, time.monotonic() - started, new)

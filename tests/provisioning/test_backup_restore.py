@@ -50,6 +50,9 @@ def test_a_backup_restored_onto_a_new_host_of_the_same_stack(gpuprov_home: Path,
     try:
         assert up.returncode == 0, up.stderr
         host = box.host()
+        # (A fresh host, so also the place to see) a rollback with no kept release: exit 1, nothing changed.
+        nothing = run_cli("rollback", "--stack", STACK)
+        assert nothing.returncode == 1 and "no app of stack 'change-bk' has a previous release" in nothing.stderr
         on_host(cfg, host, f"printf 'NIfTI stand-in' > {HOST_ROOT}/monai_label/data/studies/ct-001.nii.gz && "
                            f"echo mask > {HOST_ROOT}/monai_label/data/predictions/ct-001.txt")
         on_host(cfg, host, f"docker exec open-webui sh -c {shlex.quote(f'echo chat-42 > {CHAT}')}")
