@@ -1,8 +1,9 @@
 """Releases on the host: the previous one kept beside the current one, per app, and the swap between them.
 
-A *release* of an app is what its folder holds besides its data: the compose files, ``.env`` (image
-references, settings, config hashes) and the root-only secret env files, plus the image IDs its
-references pointed at. ``gpuprov update`` keeps the running release in ``<app>/previous/`` (in the
+A *release* of an app is what its folder holds besides its data and secrets: the compose files and
+``.env`` (image references, settings, config hashes), plus the image IDs its references pointed at.
+The root-only secret env files are not part of it: a rollback keeps the stack's current secrets
+(``gpuprov secrets rotate`` may have changed them since), and Compose recreates what they change. ``gpuprov update`` keeps the running release in ``<app>/previous/`` (in the
 same batch, just before the new files are written); :func:`rollback_script` swaps the two, so a
 second rollback returns to the newer one. Data (named volumes, ``data/``) is never touched here.
 """
@@ -18,7 +19,7 @@ from gpuprov.provisioning.steps import Action
 
 PREVIOUS = "previous"
 COMPOSE_ORDER = ("compose.yaml", "compose.gpu.yaml", "compose.sandbox.yaml")
-_RELEASE_FILES = '"$d"/*.yaml "$d"/*.env "$d"/.env'
+_RELEASE_FILES = '"$d"/*.yaml "$d"/.env'
 # The image ID each *_IMAGE reference of a release's .env points at (a tag may later point elsewhere).
 _IMAGES = ("sed -n 's/^[A-Z0-9_]*_IMAGE=//p' \"$1/.env\" | while read -r ref; do "
            "echo \"$ref $($SUDO docker image inspect -f '{{.Id}}' \"$ref\" 2>/dev/null || true)\"; done")
@@ -75,7 +76,7 @@ def rollback_script(apps: Iterable[str], token: str | None = None) -> str:
             '  while read -r ref id; do if [ -n "$id" ] && $SUDO docker image inspect "$id" >/dev/null 2>&1; then '
             '$SUDO docker tag "$id" "$ref"; fi; done < "$d/previous/images"',
             f'  for f in {_RELEASE_FILES}; do if [ -f "$f" ]; then $SUDO mv "$f" "$d/swap.new/"; fi; done',
-            '  for f in "$d"/previous/*.yaml "$d"/previous/*.env "$d"/previous/.env; do '
+            '  for f in "$d"/previous/*.yaml "$d"/previous/.env; do '
             'if [ -f "$f" ]; then $SUDO mv "$f" "$d/"; fi; done',
             '  $SUDO rm -rf "$d/previous" && $SUDO mv "$d/swap.new" "$d/previous"',
             f'  cd "$d" && $SUDO docker compose -p {shlex.quote(app.project)} {files}up -d --pull "$pull" '

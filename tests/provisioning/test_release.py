@@ -29,7 +29,6 @@ def _host(tmp_path: Path) -> dict[str, str]:
     (app / "compose.yaml").write_text("v1\n")
     (app / ".env").write_text("VLLM_IMAGE=vllm/vllm-openai:v1\nOPEN_WEBUI_IMAGE=ghcr.io/open-webui/open-webui:v1\n")
     (app / "webui.env").write_text("SECRET=1\n")
-    (app / "webui.env").chmod(0o600)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GPUPROV_HOST_ROOT": str(tmp_path / "root"),
             "DOCKER_LOG": str(tmp_path / "docker.log")}
 
@@ -56,7 +55,7 @@ def test_keep_then_rollback_swaps_releases_and_a_foreign_token_touches_nothing(t
     kept = app / "previous"
     assert (kept / ".env").read_text().startswith("VLLM_IMAGE=vllm/vllm-openai:v1")
     assert "vllm/vllm-openai:v1 sha256:id-of-vllm/vllm-openai:v1" in (kept / "images").read_text()
-    assert (kept / "webui.env").stat().st_mode & 0o777 == 0o600  # a secret file stays root-only (cp -p)
+    assert not (kept / "webui.env").exists()  # secrets are the stack's current ones, never a release's
     assert kept.stat().st_mode & 0o777 == 0o700
     (app / ".env").write_text("VLLM_IMAGE=vllm/vllm-openai:v2\nOPEN_WEBUI_IMAGE=ghcr.io/open-webui/open-webui:v1\n")
 
@@ -66,6 +65,7 @@ def test_keep_then_rollback_swaps_releases_and_a_foreign_token_touches_nothing(t
     out = _sh(rollback_script(["vllm_cxr"], token="t1"), env)
     assert "@@gpuprov-rolled vllm_cxr" in out and "@@gpuprov-image vllm/vllm-openai:v1" in out
     assert "v1" in (app / ".env").read_text() and "v2" in (kept / ".env").read_text()  # swapped
+    assert (app / "webui.env").read_text() == "SECRET=1\n"  # the current secrets stay
     log = (tmp_path / "docker.log").read_text()
     assert "docker tag sha256:id-of-vllm/vllm-openai:v1 vllm/vllm-openai:v1" in log
     assert "compose -p gpuprov-vllm-cxr -f compose.yaml up -d --pull missing --remove-orphans" in log
