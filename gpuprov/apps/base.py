@@ -241,7 +241,8 @@ class App:
     build: SourceBuild | None = None
     smoke: Callable[[AppCheck], dict[str, Any]] | None = None  # service -> what its answer showed
     after_healthy: Callable[[AppCheck], str | None] | None = None  # returns a line to show, if any
-    backup: tuple[str, ...] = ()  # folders under the app's folder on the host that `fab backup` archives
+    backup: tuple[str, ...] = ()  # folders under the app's folder on the host that `gpuprov backup` archives
+    backup_volumes: tuple[str, ...] = ()  # its compose file's named volumes `gpuprov backup` archives too
     # Its settings and GPU memory for a GPU target (:mod:`gpuprov.apps.fit` adds the apps up); None: no GPU use.
     sizing: Callable[[StackConfig, GpuTarget], Sizing] | None = None
     folder: Path = Path()  # set by the registry

@@ -24,7 +24,7 @@ from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.owner import owner_reference
-from gpuprov.provisioning import idle_agent, marker, sshd, steps
+from gpuprov.provisioning import idle_agent, marker, release, sshd, steps
 from gpuprov.provisioning.desired import HostShape, RemoteFile, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
@@ -88,10 +88,12 @@ def build_inputs_of(apps: list[App], given: Mapping[str, Path] | None) -> dict[s
 
 def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None, *,
            key_path: Path | None = None, build_inputs: Mapping[str, Path] | None = None,
-           ssh_timeout_s: float = 300.0) -> DeployResult:
+           ssh_timeout_s: float = 300.0, keep_previous: str | None = None) -> DeployResult:
     """Bring ``host`` to serve ``config.apps``; idempotent. Records the deployed services in the stack record.
 
     ``build_inputs``: files the apps' source builds take (``{NAME: Path}``), uploaded when they differ.
+    ``keep_previous``: a release token (``gpuprov update``): each app whose files change keeps its running
+    release in ``previous/`` first, in the same batch (:mod:`gpuprov.provisioning.release`).
     """
     say = progress or (lambda _m: None)
     started = time.monotonic()
@@ -145,6 +147,8 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                 if sha:
                     build.inputs[name] = sha
         actions = steps.plan(facts, want, extra, before_images=sent)
+        if keep_previous:
+            actions = release.with_snapshots(actions, keep_previous)
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")

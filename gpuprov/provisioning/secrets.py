@@ -151,3 +151,12 @@ def secrets_of(config: StackConfig, app: App) -> Secrets:
 def forget(stack: str) -> None:
     """Drop the stack's secrets (after `down`)."""
     secrets_path(stack).unlink(missing_ok=True)
+
+
+def restore_app_secrets(config: StackConfig, values: dict[str, dict[str, str]]) -> None:
+    """Put apps' secrets back as a backup holds them (``gpuprov restore``): the data restored with them
+    (Open WebUI's accounts) was made with these, so the stack's env files must carry them again."""
+    store = _Store(config)
+    for app, app_values in values.items():
+        store.values[app] = dict(app_values)
+    store.save()

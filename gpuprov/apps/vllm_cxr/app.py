@@ -158,5 +158,6 @@ APP = App(
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
     after_healthy=_ensure_admin,
+    backup_volumes=("webui-data",),  # Open WebUI's accounts, chats and uploads (not the model cache: re-downloadable)
     sizing=sizing,
 )
