@@ -8,6 +8,8 @@ SYSTEM_PACKAGES := openssh-server openssh-client docker.io busybox-static iprout
 # What the viewer's browser test needs: Debian's Chromium (driven by Playwright, no browser download)
 # and mmdebstrap (the Debian root its nginx and Orthanc images are made from).
 SYSTEM_PACKAGES += chromium mmdebstrap
+# The CNCF distribution registry `gpuprov build` pushes to in tests and `make bench-ready` (#16).
+SYSTEM_PACKAGES += docker-registry
 
 .PHONY: setup system venv up down test lint pulumi-yaml bench-deploy bench-idle faults viewer-dist
 
