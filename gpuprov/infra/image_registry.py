@@ -33,7 +33,7 @@ ENV_USER, ENV_PASSWORD = "GPUPROV_REGISTRY_USER", "GPUPROV_REGISTRY_PASSWORD"
 class RegistryError(GpuprovError):
     """A registry gpuprov cannot log in to, push to or judge; the message says what to do."""
 
-    exit_code = 3
+    exit_code = 6
 
 
 class PublicRegistry(GpuprovError):

@@ -33,6 +33,12 @@ Progress = Callable[[str], None]
 class BuildError(GpuprovError):
     """A local build or push failed; the message says which image and what Docker said."""
 
+    exit_code = 6
+
+
+class DockerMissing(BuildError):
+    """No docker CLI here: `gpuprov build` builds where Docker runs."""
+
     exit_code = 3
 
 
@@ -68,7 +74,7 @@ def planned(config: StackConfig, registry: str, inputs: Mapping[str, tuple[Path,
 
 def _docker(*args: str, env: Mapping[str, str] | None = None, what: str) -> str:
     if shutil.which("docker") is None:
-        raise BuildError("the docker CLI is not installed here; `gpuprov build` builds where Docker runs (install "
+        raise DockerMissing("the docker CLI is not installed here; `gpuprov build` builds where Docker runs (install "
                          "Docker, or point DOCKER_HOST at an engine)")
     proc = subprocess.run(["docker", *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
@@ -160,6 +166,9 @@ def build_and_push(config: StackConfig, registry: str, inputs: Mapping[str, tupl
                     f"{', '.join(item.inputs)}, a file under its owner's licence (SAM3's is gated: each user accepts "
                     "it); push it to a private registry (ECR, Artifact Registry, a private GHCR package), or build "
                     "without --build-input")
+    if shutil.which("docker") is None:
+        raise DockerMissing("the docker CLI is not installed here; `gpuprov build` builds where Docker runs (install "
+                            "Docker, or point DOCKER_HOST at an engine)")
     for item in items:
         started = time.monotonic()
         say(f"building {item.image} here ({item.label})")

@@ -125,6 +125,9 @@ def test_build_pushes_and_deploy_pulls_instead_of_building(builder: dict[str, st
         # The host loses its images (a new host): deploy pulls them from the registry instead of building.
         sock = _sandbox_socket(stack)
         refs = [r for r in _sandbox_images(stack, gpuprov_home) if not r.startswith(registry)]
+        containers = subprocess.run(["docker", f"--host=unix://{sock}", "ps", "-aq"], capture_output=True,
+                                    text=True, check=True).stdout.split()
+        subprocess.run(["docker", f"--host=unix://{sock}", "rm", "-f", *containers], capture_output=True, check=True)
         subprocess.run(["docker", f"--host=unix://{sock}", "rmi", "-f", *refs], capture_output=True, check=True)
         second = run_cli("deploy", "--config", str(cfg), "--json", "--timeout", "120")
         assert second.returncode == 0, second.stderr
@@ -183,3 +186,11 @@ def test_ecr_login_comes_from_get_authorization_token(monkeypatch: pytest.Monkey
     env_login = login_for("ghcr.io/me", env={"GPUPROV_REGISTRY_USER": "me", "GPUPROV_REGISTRY_PASSWORD": "pw"})
     assert env_login is not None and (env_login.host, env_login.username) == ("ghcr.io", "me")
     assert login_for("ghcr.io/me", env={}) is None  # Docker's own config and credential helpers
+
+
+def test_build_without_docker_here_says_so(gpuprov_home: Path, tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stack: ready-nodocker\ncloud: local\napps: [vllm_cxr]\n")
+    result = run_cli("build", "--config", str(cfg), "--registry", "127.0.0.1:1", env={"PATH": str(tmp_path)})
+    assert result.returncode == 3, result.stderr
+    assert "docker CLI is not installed" in result.stderr and "Traceback" not in result.stderr
