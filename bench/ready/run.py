@@ -23,7 +23,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import requests
 
@@ -206,39 +205,42 @@ def print_measured(results: dict[str, dict[str, float]], build_s: float, realist
 IMAGE_GB = (5.0, "MONAI Label image, ~5 GB of Python packages (seed guide, as quoted in issue #16)")
 BUILD_MIN = (17.5, "15 to 20 minutes (seed guide, as quoted in issue #16); midpoint")
 MODEL_GB = (6.0, "NV-Reason-CXR-3B weights, ~6 GB (issue #16)")
-CLOUDS = [
-    {"cloud": "Lambda gpu_1x_a10", "usd_hour": (0.75, "gpuprov cost catalog: Lambda public price list, 2025-10"),
+Figure = tuple[float, str]  # a value and where it came from
+CLOUDS: list[dict[str, Figure]] = [
+    {"usd_hour": (0.75, "gpuprov cost catalog: Lambda public price list, 2025-10"),
      "launch_min": (4.0, "assumed: 3 to 5 minutes for a 1-GPU instance as commonly reported; midpoint; not "
                                  "re-checked against a Lambda page"),
-     "pull_MBps": (100.0, "assumed ~1 Gbit/s effective from a registry; not a published figure")},
-    {"cloud": "AWS g5.xlarge", "usd_hour": (1.006, "gpuprov cost catalog: AWS on-demand, us-east-1, 2026-06"),
+     "pull_MBps": (100.0, "assumed ~1 Gbit/s effective from a registry; not a published figure")},  # Lambda A10
+    {"usd_hour": (1.006, "gpuprov cost catalog: AWS on-demand, us-east-1, 2026-06"),
      "launch_min": (2.0, "assumed ~1-2 min to running + SSH for an EC2 GPU instance; not a published figure"),
-     "pull_MBps": (150.0, "assumed from ECR in-region at 'up to 10 Gbit/s' (g5.xlarge), EBS-bound; assumed")},
-    {"cloud": "GCP g2-standard-4", "usd_hour": (0.71, "gpuprov cost catalog: GCP on-demand, us-central1, 2026-05"),
+     "pull_MBps": (150.0, "assumed from ECR in-region at 'up to 10 Gbit/s' (g5.xlarge), EBS-bound; assumed")},  # AWS
+    {"usd_hour": (0.71, "gpuprov cost catalog: GCP on-demand, us-central1, 2026-05"),
      "launch_min": (1.5, "assumed ~1-2 min to RUNNING + SSH; not a published figure"),
-     "pull_MBps": (150.0, "assumed from Artifact Registry in-region, pd-balanced-bound; assumed")},
+     "pull_MBps": (150.0, "assumed from Artifact Registry in-region, pd-balanced-bound; assumed")},  # GCP
 ]
+
+
+CLOUD_NAMES = ("Lambda gpu_1x_a10", "AWS g5.xlarge", "GCP g2-standard-4")  # in the order of CLOUDS
 
 
 def print_projected(realistic: dict[str, float], size: int) -> None:
     print("\nProjected (not measured) per `up`, minutes and $ at the on-demand price:")
     print(f"  {'target':<20}{'launch':>8}{'build on host':>15}{'pull':>8}{'model dl':>10}"
           f"{'up (build)':>12}{'up (pull)':>11}{'$ saved/up':>12}")
-    for c in CLOUDS:
+    for name, c in zip(CLOUD_NAMES, CLOUDS, strict=True):
         launch, rate, usd = c["launch_min"][0], c["pull_MBps"][0], c["usd_hour"][0]
         pull = IMAGE_GB[0] * 1000 / rate / 60
         model = MODEL_GB[0] * 1000 / rate / 60
         up_build, up_pull = launch + BUILD_MIN[0] + model, launch + pull + model
         saved = (up_build - up_pull) * usd / 60
-        print(f"  {c['cloud']:<20}{launch:>8.1f}{BUILD_MIN[0]:>15.1f}{pull:>8.1f}{model:>10.1f}"
+        print(f"  {name:<20}{launch:>8.1f}{BUILD_MIN[0]:>15.1f}{pull:>8.1f}{model:>10.1f}"
               f"{up_build:>12.1f}{up_pull:>11.1f}{saved:>12.3f}")
     print("  sources:")
     for fig in (IMAGE_GB, BUILD_MIN, MODEL_GB):
         print(f"    {fig[0]:g}: {fig[1]}")
-    for c in CLOUDS:
+    for name, c in zip(CLOUD_NAMES, CLOUDS, strict=True):
         for key in ("usd_hour", "launch_min", "pull_MBps"):
-            value: Any = c[key]
-            print(f"    {c['cloud']} {key} {value[0]:g}: {value[1]}")
+            print(f"    {name} {key} {c[key][0]:g}: {c[key][1]}")
     if realistic.get("build on host") and realistic.get("pull on host"):
         ratio = realistic["build on host"] / realistic["pull on host"]
         print(f"    measured sandbox ratio build/pull for the realistic image: {ratio:.1f}x (its build only writes "
