@@ -162,7 +162,8 @@ def pulled_or_built(want: Desired, image: str, pull_from: str | None, label: str
                 f"at ${want.usd_hour:.2f}/h" if want.usd_hour else "") + " of this host's time")
     else:
         cost = "seconds (a stand-in)"
-    say = (f"no image {pull_from} in the registry: building {image} on the host instead ({cost}); "
+    say = (f"no image {pull_from} in the registry, or this host may not pull from it: building {image} on the "
+           f"host instead ({cost}); "
            "`gpuprov build --stack NAME` builds and pushes it off the GPU meter")
     fmt = q('{{index .Config.Labels "gpuprov.label"}}')
     return "\n".join([
