@@ -110,6 +110,11 @@ class HostContext:
     host_network: bool  # containers share the host's network (the sandbox: its engine has no bridge)
     binds: Mapping[str, str] = field(default_factory=dict)  # service -> host address its port is published on
     sizing: Mapping[str, str] = field(default_factory=dict)  # the app's settings for the host's GPU
+    cache_dir: str | None = None  # the stack's cache mount on the host (cache: true), else None: Docker volumes
+
+    def cache_source(self, subdir: str, volume: str) -> str:
+        """A compose volume source: ``subdir`` of the stack's cache when one is mounted, else the named ``volume``."""
+        return f"{self.cache_dir}/{subdir}" if self.cache_dir else volume
 
     def peer(self, service: str) -> str:
         """The address another container of the same app reaches ``service`` at (its port is the same)."""
@@ -172,6 +177,9 @@ class Secret:
 
     name: str
     generate: Callable[[str], str]  # stack name -> value
+    # Why `gpuprov secrets rotate` must not replace it (a value a service keeps in its own data once
+    # set, as a web UI's admin password); None: a new value takes effect on the next deploy.
+    fixed: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.owner import owner_reference
 from gpuprov.provisioning import idle_agent, marker, sshd, steps
-from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
+from gpuprov.provisioning.desired import HostShape, RemoteFile, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import ROOT, on_host
@@ -67,9 +68,9 @@ def deployed_services(config: StackConfig) -> list[str]:
     return [s.name for s in registry().services(config.apps)]
 
 
-def gather_facts(remote: Remote, paths: list[str], images: list[str]) -> HostFacts:
+def gather_facts(remote: Remote, paths: list[str], images: list[str], cache: str | None = None) -> HostFacts:
     """Every check in ONE exec: the probe script's sections parsed into HostFacts."""
-    code, out, err = remote.script(probe_script(ROOT, paths, images))
+    code, out, err = remote.script(probe_script(ROOT, paths, images, cache))
     try:
         return parse_facts(out)
     except ValueError as e:
@@ -119,16 +120,20 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
         phases.begin("bootstrap")
-        facts = gather_facts(remote, paths, refs)
+        cache_mount = stack_cache_mount(config)
+        facts = gather_facts(remote, paths, refs, cache_mount)
         # Before anything changes: a host serving another stack is not ours to take over.
         if note := marker.claim(facts, config.stack, owner, host.address):
             say(note)
         supplied = frozenset(n for n in uploads if n in inputs or facts.files.get(uploads[n]))
-        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied)
+        cache_dir = _say_cache(config, facts, cache_mount, say)
+        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied, cache_dir)
         require_fit_on_host(config, shape.target)  # before anything changes: the GPU and architecture it really has
         want = desired_state(config, shape, secrets)
         want.usd_hour = host.usd_hour
         want.files = [stack_marker] + want.files + agent_files  # the marker first: it says whose the rest is
+        if cache_dir and cache_mount:
+            want.files.append(cache_marker(config, cache_mount, owner))
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
         extra = [agent_start] if agent_stale else []
@@ -159,6 +164,38 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         records.write(record.model_copy(update={"deployed": services}))
     return DeployResult(changed, rounds, time.monotonic() - started, services,
                         _new_logins(config.stack, apps, secrets, generated))
+
+
+def stack_cache_mount(config: StackConfig) -> str | None:
+    """Where the stack's cache is mounted on its host (logical path), when the config keeps one."""
+    if not config.cache:
+        return None
+    from gpuprov.infra.cache import cache_name_for, mount_point
+
+    return mount_point(cache_name_for(config.stack, owner_reference()))
+
+
+def _say_cache(config: StackConfig, facts: HostFacts, mount: str | None, say: Callable[[str], None]) -> str | None:
+    """Say what the cache fact means for this deploy; the mount as the host's engine sees it, or None."""
+    if mount is None:
+        return None
+    if not facts.cache:
+        say(f"cache: true, but the host has nothing mounted at {mount}: the models download into Docker volumes "
+            "that go with the host")
+        return None
+    if facts.cache == "warm":
+        say(f"model cache: hit on {mount} (kept from an earlier up): nothing to download")
+    else:
+        say(f"model cache: empty at {mount}: the models download once into it and stay across `gpuprov down`")
+    return f"{facts.host_root}{mount}"
+
+
+def cache_marker(config: StackConfig, mount: str, owner: str) -> RemoteFile:
+    """The marker on the cache mount: which stack and owner it belongs to (read by people and by deploy)."""
+    from gpuprov.infra.cache import MARKER
+
+    body = json.dumps({"stack": config.stack, "owner": owner, "cloud": config.cloud}, sort_keys=True) + "\n"
+    return RemoteFile(f"{mount}/{MARKER}", body.encode())
 
 
 def stored_logins(config: StackConfig, apps: list[App]) -> list[Credentials]:

@@ -47,6 +47,7 @@ class HostShape:
     gpu: GpuSpec | None = None  # its first GPU, as it reports it (what the apps are sized for)
     arch: str | None = None  # its CPU architecture (uname -m)
     inputs: frozenset[str] = frozenset()  # build inputs supplied (on the host or sent now)
+    cache_dir: str | None = None  # the stack's cache mount as the host's Docker engine sees it (cache: true)
 
     @property
     def target(self) -> GpuTarget:
@@ -176,7 +177,7 @@ def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, sec
     binds = {s.name: "0.0.0.0" if s.port in config.open_ports and config.allowed_cidrs else "127.0.0.1"
              for s in app.services}
     ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds,
-                      sizing=sizing)
+                      sizing=sizing, cache_dir=shape.cache_dir)
     images = {s.name: s.image(config) for s in app.services}
     files = [RemoteFile(f"{directory}/{n}", (app.folder / n).read_bytes()) for n in app.compose_files(shape.gpus, shape.sandbox)]
     label = standin_label(app) if shape.sandbox else ""

@@ -28,12 +28,14 @@ from gpuprov.apps.base import (
     BuildInput,
     GpuNeed,
     GpuTarget,
+    HostContext,
     Service,
     ServiceCheck,
     Sizing,
     SmokeFailed,
     SourceBuild,
 )
+from gpuprov.infra.cache import CHECKPOINTS_DIR
 
 
 def image(config: Any) -> str:
@@ -143,13 +145,20 @@ def sizing(config: Any, target: GpuTarget) -> Sizing:
                   tuple(problems))
 
 
+def _env(ctx: HostContext) -> dict[str, str]:
+    """nnInteractive's weights and huggingface_hub's metadata: on the stack's cache when mounted, else volumes."""
+    return {"NNINTERACTIVE_WEIGHTS": ctx.cache_source(f"{CHECKPOINTS_DIR}/nnInteractive_v1.0", "nninteractive-weights"),
+            "CHECKPOINT_META": ctx.cache_source(f"{CHECKPOINTS_DIR}/.cache", "checkpoint-meta")}
+
+
 APP = App(
     name="monai_label",
     summary="the OHIF-AI MONAI Label server (SAM2 / SAM3 / nnInteractive) on 8002",
     services=(
         Service(name="monai_label", container="monai_sam2", port=8002, image=image, health=_health,
-                log_activity=True, log_ignore=("/info/",)),
+                log_activity=True, log_ignore=("/info/",), hash_env=("NNINTERACTIVE_WEIGHTS", "CHECKPOINT_META")),
     ),
+    env=_env,
     directories=("data/predictions", "data/studies"),
     build=SourceBuild(
         service="monai_label", repo=lambda c: c.monai_label_repo, ref=lambda c: c.monai_label_ref,

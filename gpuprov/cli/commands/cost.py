@@ -8,7 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out, print_table, settings, table
+from gpuprov.cli.app import (
+    CloudOpt,
+    ConfigOpt,
+    JsonOpt,
+    StackOpt,
+    app,
+    cache_hosts_from_backend,
+    err,
+    load,
+    out,
+    print_table,
+    settings,
+    table,
+)
 from gpuprov.cost.estimate import estimate
 from gpuprov.cost.live import PricedOffer
 from gpuprov.cost.spend import spend_so_far
@@ -35,15 +48,19 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     rows = [_row(o, o.cloud == cfg.cloud and o.type == itype) for o in offers]
     configured = next((r for r in rows if r["configured"]), None)
     spends: list[dict[str, Any]] = []
+    cache_hosts_from_backend()  # a colleague's stack spends too
     for rec in records.all_records():
         host = rec.host
         s = spend_so_far(rec.stack, rec.cloud, host.instance_type, host.usd_hour, host.launched_at or rec.created_at,
                          budget_usd=cfg.budget_usd if rec.stack == cfg.stack else None)
         spends.append({**asdict(s), "launched_at": s.launched_at.isoformat() if s.launched_at else None,
                        "budget_state": s.budget_state})
+    from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
+
+    caches, cache_problems = all_caches(settings())
     if json_:
         print(json.dumps({"stack": cfg.stack, "cloud": cfg.cloud, "instance_type": itype, "configured": configured,
-                          "offers": rows, "spend": spends}, indent=2))
+                          "offers": rows, "spend": spends, "caches": [cache_json(c) for c in caches]}, indent=2))
         return
     if configured is None:
         why = "not in the price list" if driver_for(cfg.cloud, settings()).creates_cloud_resources else "no cloud bill"
@@ -58,6 +75,10 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     for note in notes:
         out.print(f"[dim]catalog prices for {note}[/dim]")
     out.print("[dim]* the configured offer; $/month is 730 hours[/dim]")
+    for c in caches:  # storage kept across `down`: it bills while no host runs
+        out.print(f"stack {c.stack}: {monthly_cost_line(c)}", markup=False)
+    for problem in cache_problems:
+        err.print(problem, markup=False)
     if spends:
         spend_table = table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget", whole=("stack", "type"))
         for row in spends:
