@@ -216,6 +216,7 @@ class SourceBuild:
     context: str = "."  # the build context inside the checkout
     inputs: tuple[BuildInput, ...] = ()
     note: str = ""  # printed before the build starts (how long it takes)
+    minutes: tuple[float, float] = (0.0, 0.0)  # how long a build on the host takes (what a fallback costs)
 
 
 def _no_env(_ctx: HostContext) -> dict[str, str]:

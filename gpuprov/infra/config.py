@@ -66,6 +66,9 @@ _GRAMMARS: dict[str, tuple[re.Pattern[str], str]] = {
     "monai_label_repo": (grammar.REPOSITORY_URL, "expected an https:// repository URL without credentials, such as "
                                                  "https://github.com/anandpreshob/OHIF-AI (or file:///path of a "
                                                  "local clone)"),
+    "image_registry": (grammar.IMAGE_REGISTRY, "expected a registry host[:port][/path] such as "
+                                               "123456789012.dkr.ecr.us-east-1.amazonaws.com, "
+                                               "us-docker.pkg.dev/PROJECT/REPO or ghcr.io/ORG"),
     "owner": (grammar.OWNER, "expected a user name: 1-64 letters, digits, '.', '_', '@', '+' or '-'"),
     "region": _CLOUD_NAME, "zone": _CLOUD_NAME, "instance_type": _CLOUD_NAME,
 }
@@ -123,6 +126,8 @@ class StackConfig(BaseModel):
     monai_label_repo: str = Field("https://github.com/anandpreshob/OHIF-AI", description="OHIF-AI repository to build from.")
     monai_label_ref: str = Field("179fe0ddc4e632d872c3d18bf05845cad302b0ee",
                                  description="Commit of monai_label_repo to build (the full 40-hex id).")
+    image_registry: str | None = Field(None, description="Registry `gpuprov build` pushes the images a stack builds "
+                                       "to; deploy pulls from it, and builds on the host only when it has none.")
     hf_token: SecretStr | None = Field(None, description="Hugging Face token (secret; also read from HF_TOKEN).")
     idle_minutes: int = Field(30, description="Minutes without activity before the idle action.")
     max_lifetime_hours: float = Field(12.0, description="Hard limit on the host's life, whatever its activity.")
@@ -294,7 +299,7 @@ class StackConfig(BaseModel):
                                              "nvidia/NV-Reason-CXR-3B (letters, digits, '_', '-', '.')")
         return v
 
-    @field_validator("served_model_name", "monai_label_ref", "monai_label_repo", "owner", "region", "zone",
+    @field_validator("served_model_name", "monai_label_ref", "monai_label_repo", "image_registry", "owner", "region", "zone",
                      "instance_type")
     @classmethod
     def _grammar(cls, v: str | None, info: Any) -> str | None:

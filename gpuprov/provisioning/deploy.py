@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -29,6 +30,8 @@ from gpuprov.provisioning.desired import HostShape, RemoteFile, desired_state, u
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import ROOT, on_host
+from gpuprov.provisioning.phases import MARKER as PHASE_MARKER
+from gpuprov.provisioning.phases import Phases
 from gpuprov.provisioning.secrets import app_secrets, secrets_path, stored
 from gpuprov.provisioning.ssh import Remote, target_for, wait_for_ssh
 
@@ -88,14 +91,17 @@ def build_inputs_of(apps: list[App], given: Mapping[str, Path] | None) -> dict[s
 
 def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None, *,
            key_path: Path | None = None, build_inputs: Mapping[str, Path] | None = None,
-           ssh_timeout_s: float = 300.0, keep_previous: str | None = None) -> DeployResult:
+           ssh_timeout_s: float = 300.0, keep_previous: str | None = None,
+           phases: Phases | None = None) -> DeployResult:
     """Bring ``host`` to serve ``config.apps``; idempotent. Records the deployed services in the stack record.
 
     ``build_inputs``: files the apps' source builds take (``{NAME: Path}``), uploaded when they differ.
     ``keep_previous``: a release token (``gpuprov update``): each app whose files change keeps its running
     release in ``previous/`` first, in the same batch (:mod:`gpuprov.provisioning.release`).
+    ``phases``: where the seconds go (:mod:`gpuprov.provisioning.phases`); the caller ends the last one.
     """
     say = progress or (lambda _m: None)
+    phases = phases if phases is not None else Phases()
     started = time.monotonic()
     target = target_for(config, host, key_path)
     apps = registry().selected(config.apps)
@@ -104,6 +110,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     owner = owner_reference()
     stack_marker = marker.marker_file(config.stack, owner)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
+    phases.begin("ssh_ready")
     wait_for_ssh(host, ssh_timeout_s)
     agent_files, agent_start = idle_agent.install(config, host)
     idle_agent.warn_if_powerless(config)
@@ -115,6 +122,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                        | {sshd.DROP_IN, marker.MARKER})
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
+        phases.begin("bootstrap")
         cache_mount = stack_cache_mount(config)
         facts = gather_facts(remote, paths, refs, cache_mount)
         # Before anything changes: a host serving another stack is not ours to take over.
@@ -125,6 +133,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied, cache_dir)
         require_fit_on_host(config, shape.target)  # before anything changes: the GPU and architecture it really has
         want = desired_state(config, shape, secrets)
+        want.usd_hour = host.usd_hour
         want.files = [stack_marker] + want.files + agent_files  # the marker first: it says whose the rest is
         if cache_dir and cache_mount:
             want.files.append(cache_marker(config, cache_mount, owner))
@@ -152,7 +161,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")
-            _apply(remote, actions, say)
+            _apply(remote, actions, say, phases)
         rounds = remote.round_trips
     services = deployed_services(config)
     record = records.load(config.stack)
@@ -236,7 +245,7 @@ def _upload(remote: Remote, name: str, local: Path, sha: str, say: Progress) -> 
                         f"rm -f {steps.q(staging)}", [f"upload:{name}"])
 
 
-def _apply(remote: Remote, actions: list[steps.Action], say: Progress) -> None:
+def _apply(remote: Remote, actions: list[steps.Action], say: Progress, phases: Phases) -> None:
     tail: list[str] = []
     current = ["?"]
 
@@ -244,6 +253,15 @@ def _apply(remote: Remote, actions: list[steps.Action], say: Progress) -> None:
         if line.startswith("@@gpuprov-step "):
             current[0] = line.split(" ", 1)[1]
             say(f"step {current[0]}")
+            if current[0].startswith(("compose:", "remove:")):
+                phases.begin("services_started")
+            elif not current[0].startswith("image:"):  # an image step says itself whether it pulls or builds
+                phases.begin("bootstrap")
+        elif line.startswith(steps.SAY):
+            say(line[len(steps.SAY):].strip())
+        elif line.startswith(PHASE_MARKER):
+            with contextlib.suppress(ValueError):
+                phases.begin(line[len(PHASE_MARKER):].strip())
         elif line.startswith("@@gpuprov-"):
             return
         else:

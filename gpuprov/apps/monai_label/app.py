@@ -166,6 +166,7 @@ APP = App(
         inputs=(BuildInput("sam3.pt", "monai-label/checkpoints/sam3.pt",
                            "your copy of the gated SAM3 checkpoint; without it SAM3 requests answer sam3_not_found"),),
         note="building the OHIF-AI MONAI Label image (15 to 20 minutes the first time)",
+        minutes=(15.0, 20.0),  # the seed guide's figure
     ),
     smoke=_smoke,
     backup=("data/predictions", "data/studies"),

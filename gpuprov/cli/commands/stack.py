@@ -57,10 +57,15 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
 
     require_fit(cfg)  # before anything is created: the apps must run on the type's GPU, and fit on it
     driver = driver_for(cfg.cloud, settings())
+    from gpuprov.provisioning.phases import Phases
+
+    phases = Phases(progress)
     try:
         if driver.has_credentials():
             driver.preflight(cfg, progress)
+        phases.begin("launch")
         host = driver.backend(progress).up(cfg)
+        phases.end()
     except BaseException:
         from gpuprov.infra.stack_index import known_stacks
 
@@ -75,10 +80,14 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
     from gpuprov.cli.commands.diagnose import ssh_entry
 
     ssh_entry(cfg, host, ssh_config)  # `ssh gpuprov-<stack>`: gpuprov's own file; ~/.ssh/config only with consent
-    if deploy:  # up = host + deploy
-        from gpuprov.cli.commands.deploy import deploy_and_check
+    try:
+        if deploy:  # up = host + deploy
+            from gpuprov.cli.commands.deploy import deploy_and_check
 
-        deploy_and_check(cfg, host)
+            deploy_and_check(cfg, host, phases=phases)
+    finally:
+        phases.end()
+        records.record_phases(cfg.stack, phases.to_json())  # `gpuprov status` shows where the minutes went
 
 
 @app.command()
@@ -165,6 +174,7 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
             "uptime": host.uptime(),
             "usd_hour": host.usd_hour, "expires_at": host.expires_at,
             "deployed": rec.deployed, "ssh_key_path": _key_path(rec), "secrets_file": _secrets_file(rec.stack),
+            "last_up_phases_s": rec.last_up_phases,
         })
     from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
 
@@ -195,6 +205,11 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
         grid.add_row(str(r["stack"]), str(r["cloud"]), f"{r['ssh_user']}@{r['address']}:{r['ssh_port']}",
                       str(r["state"]), _fmt_uptime(r["uptime"]), f"{r['usd_hour']:.2f}", expires)
     print_table(grid)
+    from gpuprov.provisioning.phases import describe
+
+    for r in rows:
+        if r["last_up_phases_s"]:
+            out.print(f"{r['stack']}: last up took {describe(r['last_up_phases_s'])}", markup=False)
     from gpuprov.cli.commands.deploy import auth_hint
 
     for r in rows:

@@ -287,7 +287,10 @@ class LocalSandbox:
         proc = subprocess.Popen(
             [*self._in_netns(st), "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
              f"--data-root={self.dir / 'docker-data'}", f"--exec-root={self.run_dir / 'exec'}",
-             f"--host=unix://{self.docker_socket}", f"--pidfile={self.run_dir / 'docker.pid'}"],
+             f"--host=unix://{self.docker_socket}", f"--pidfile={self.run_dir / 'docker.pid'}",
+             # A registry on this machine answers at the veth's outer address (image_registry), over plain
+             # HTTP as Docker allows only on loopback unless told: the range is ours alone.
+             f"--insecure-registry={SUBNET_PREFIX}.0.0/16"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
