@@ -8,8 +8,10 @@ SYSTEM_PACKAGES := openssh-server openssh-client docker.io busybox-static iprout
 # What the viewer's browser test needs: Debian's Chromium (driven by Playwright, no browser download)
 # and mmdebstrap (the Debian root its nginx and Orthanc images are made from).
 SYSTEM_PACKAGES += chromium mmdebstrap
+# The CNCF distribution registry `gpuprov build` pushes to in tests and `make bench-ready` (#16).
+SYSTEM_PACKAGES += docker-registry
 
-.PHONY: setup system venv up down test lint pulumi-yaml bench-deploy bench-idle faults viewer-dist
+.PHONY: setup system venv up down test lint pulumi-yaml bench-deploy bench-idle bench-ready faults viewer-dist
 
 setup: system venv
 
@@ -49,6 +51,11 @@ lint: venv
 # Deploy to a sandbox host behind a simulated 100 ms round trip: gpuprov vs Ansible, side by side (BENCH_RTT_MS=...).
 bench-deploy: setup
 	$(PY) bench/deploy/run.py
+
+# Where the minutes of an `up` go (#16): built on the host vs pulled from a real registry on this machine,
+# a realistic mmdebstrap image, and a projected cloud table. BENCH_LAYERS / BENCH_LAYER_MB size the image.
+bench-ready: setup
+	$(PY) bench/ready/run.py
 
 # Replay five usage traces through the idle agent's real decide() at accelerated time.
 bench-idle: venv

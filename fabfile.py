@@ -98,11 +98,17 @@ def smoke(c, stack=None, cloud=None, config=None):
 
 
 @task(help={**STACK, "dest": "local folder for the archive", "s3": "optional s3://bucket/prefix to upload it to",
-            "app": "which app's folders (needed only when several deployed apps declare backups)"})
+            "app": "only this app's data (default: every deployed app that declares some)"})
 @day2_task
 def backup(c, stack=None, dest="backups", s3=None, app=None, cloud=None, config=None):
-    """Tar the folders an app declares (MONAI Label's predictions and studies), download them (and upload to S3)."""
-    from gpuprov.provisioning.day2 import backup as run
+    """Archive the apps' declared data (MONAI Label's predictions and studies, Open WebUI's data), 0600; upload to S3."""
+    from gpuprov.provisioning.backup import backup as run
+    from gpuprov.provisioning.backup import check_destination, upload
 
+    if s3:
+        check_destination(s3)
     cfg, host = stack_host(stack, cloud, config)
-    print(run(cfg, host, Path(dest), s3, app))
+    archive = run(cfg, host, Path(dest), app)
+    print(archive)
+    if s3:
+        print(upload(archive, s3))

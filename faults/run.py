@@ -259,6 +259,16 @@ def ci_command(worker: Worker, stack: str, config: Path, cmd: str, timeout_min: 
 Trigger = tuple[str, Callable[[subprocess.Popen[str]], None]]
 
 
+def stacks_of(pid: int) -> str:
+    """Every thread's Python stack in process ``pid`` (py-spy), for the log of a run that hung."""
+    spy = Path(sys.executable).with_name("py-spy")
+    try:
+        dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"(no stacks: {err})"
+    return dump.stdout + dump.stderr
+
+
 def run_logged(worker: Worker, argv: list[str], log: Path, triggers: list[Trigger],
                timers: list[tuple[float, Callable[[subprocess.Popen[str]], None]]],
                timeout: float = 300) -> tuple[int, str]:
@@ -293,9 +303,9 @@ def run_logged(worker: Worker, argv: list[str], log: Path, triggers: list[Trigge
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        lines.append(f"fault suite: still running after {timeout}s; its threads, then kill -9:\n{stacks_of(proc.pid)}\n")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        lines.append(f"fault suite: killed after {timeout}s\n")
     for t in started:
         t.cancel()
     for r in readers:
@@ -615,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  EXPOSED {line}")
     for c, p in problems:
         print(f"  PROBLEM cycle {c.number} ({c.kind}): {p}")
+    for c in {c.number: c for c, _ in problems}.values():  # what each failed run said last (audited above)
+        log = workers[c.worker].home / "logs" / f"{c.stack}.log"
+        tail = log.read_text(errors="replace").splitlines()[-60:] if log.exists() else ["(no log)"]
+        print(f"--- cycle {c.number}: the end of {log.name}\n" + "\n".join(f"    {line}" for line in tail))
     clean = not problems and not leaks and not exposed_n and not casualties
     kept = args.keep or not clean  # a failed run keeps its logs for whoever looks into it
     print(f"{len(cycles)} cycles in {time.monotonic() - started:.0f}s; logs {'in ' + str(root) if kept else 'removed'}")

@@ -37,6 +37,10 @@ def test_down_removes_what_deploy_installed_and_keeps_the_machine(tmp_path: Path
         assert up.returncode == 0, up.stderr
         deployed = _listing(box)
         assert "opt/gpuprov" in deployed["files"] and "vllm" in deployed["containers"], deployed
+        smoke = run_cli("smoke", "--stack", "spark")  # by name alone: the apps it has, not the defaults
+        assert smoke.returncode == 0, smoke.stderr
+        checked = [line.split(":")[0] for line in smoke.stdout.splitlines()]
+        assert "vllm" in checked and not [c for c in checked if c.startswith("monai")], smoke.stdout
 
         down = run_cli("down", "--stack", "spark")  # the record remembers the machine and its key
         assert down.returncode == 0, down.stderr

@@ -25,6 +25,7 @@ APP_PATH_ENV = "GPUPROV_APP_PATH"
 BUILTIN_DIR = Path(__file__).resolve().parent
 DEFAULT_APPS: tuple[str, ...] = ("vllm_cxr", "monai_label")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_NAME_VOLUME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # a compose volume name gpuprov puts in a shell word
 HOW = "see the README section 'Extending gpuprov: add an app'"
 
 
@@ -110,9 +111,15 @@ def _check(app: App) -> None:
     if not compose.is_file():
         raise AppError(f"{where}: compose.yaml is missing; every app folder needs one beside app.py ({HOW})")
     try:
-        declared = (yaml.safe_load(compose.read_text()) or {}).get("services") or {}
+        parsed = yaml.safe_load(compose.read_text()) or {}
+        declared = parsed.get("services") or {}
+        volumes = parsed.get("volumes") or {}
     except (yaml.YAMLError, AttributeError) as err:
         raise AppError(f"{where}: compose.yaml is not a compose file ({' '.join(str(err).split())})") from None
+    for volume in app.backup_volumes:
+        if volume not in volumes or not _NAME_VOLUME.match(volume):
+            raise AppError(f"{where}: backup volume {volume!r} is not a named volume of compose.yaml "
+                           f"(it has: {', '.join(volumes) or 'none'})")
     names = [s.name for s in app.services]
     if len(set(names)) != len(names):
         raise AppError(f"{where}: a service is declared twice in {names}")

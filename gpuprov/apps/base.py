@@ -110,6 +110,11 @@ class HostContext:
     host_network: bool  # containers share the host's network (the sandbox: its engine has no bridge)
     binds: Mapping[str, str] = field(default_factory=dict)  # service -> host address its port is published on
     sizing: Mapping[str, str] = field(default_factory=dict)  # the app's settings for the host's GPU
+    cache_dir: str | None = None  # the stack's cache mount on the host (cache: true), else None: Docker volumes
+
+    def cache_source(self, subdir: str, volume: str) -> str:
+        """A compose volume source: ``subdir`` of the stack's cache when one is mounted, else the named ``volume``."""
+        return f"{self.cache_dir}/{subdir}" if self.cache_dir else volume
 
     def peer(self, service: str) -> str:
         """The address another container of the same app reaches ``service`` at (its port is the same)."""
@@ -172,6 +177,9 @@ class Secret:
 
     name: str
     generate: Callable[[str], str]  # stack name -> value
+    # Why `gpuprov secrets rotate` must not replace it (a value a service keeps in its own data once
+    # set, as a web UI's admin password); None: a new value takes effect on the next deploy.
+    fixed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +216,7 @@ class SourceBuild:
     context: str = "."  # the build context inside the checkout
     inputs: tuple[BuildInput, ...] = ()
     note: str = ""  # printed before the build starts (how long it takes)
+    minutes: tuple[float, float] = (0.0, 0.0)  # how long a build on the host takes (what a fallback costs)
 
 
 def _no_env(_ctx: HostContext) -> dict[str, str]:
@@ -233,7 +242,8 @@ class App:
     build: SourceBuild | None = None
     smoke: Callable[[AppCheck], dict[str, Any]] | None = None  # service -> what its answer showed
     after_healthy: Callable[[AppCheck], str | None] | None = None  # returns a line to show, if any
-    backup: tuple[str, ...] = ()  # folders under the app's folder on the host that `fab backup` archives
+    backup: tuple[str, ...] = ()  # folders under the app's folder on the host that `gpuprov backup` archives
+    backup_volumes: tuple[str, ...] = ()  # its compose file's named volumes `gpuprov backup` archives too
     # Its settings and GPU memory for a GPU target (:mod:`gpuprov.apps.fit` adds the apps up); None: no GPU use.
     sizing: Callable[[StackConfig, GpuTarget], Sizing] | None = None
     folder: Path = Path()  # set by the registry

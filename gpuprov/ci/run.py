@@ -180,6 +180,9 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
     deadline = start + timeout_s
     lease: CiLease | None = None
     host: GpuHost | None = None
+    from gpuprov.provisioning.phases import Phases
+
+    phases = Phases(progress)
     try:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout_s)
@@ -188,8 +191,10 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                     progress(f"an earlier run of stack '{config.stack}' left resources behind; removing them first")
                     teardown(config, progress, settings)
             lease = CiLease.claim(config.stack, config.cloud, timeout_s)
+            phases.begin("launch")
             with timed(summary, "up"), signals.deferred(), origin_as("ci"):
                 host = backend.up(config)
+            phases.end()
             summary.instance_id, summary.region = host.instance_id, host.region
             summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
             progress(f"{config.stack}: {host.cloud} host {host.instance_id} up at {host.address}")
@@ -198,10 +203,12 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                 from gpuprov.provisioning.health import wait_healthy
 
                 with timed(summary, "deploy"):
-                    result = deploy_stack(config, host, progress=progress)
+                    result = deploy_stack(config, host, progress=progress, phases=phases)
                     summary.deploy = {"changed": list(result.changed), "ssh_round_trips": result.ssh_round_trips}
                 with timed(summary, "health"):
+                    phases.begin("service_healthy")
                     wait_healthy(config, host, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress)
+                    phases.end()
             with timed(summary, "command"):
                 code = _run_command(config, host, cmd, on, _left(deadline), pass_env, privileged)
             summary.command_exit_code = code
@@ -217,6 +224,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
         if summary.exit_code is None:
             record(summary, exc)
     finally:
+        phases.end()  # a failed phase counts until the failure, not through the teardown
         _teardown_until_done(config, settings, summary, signals, progress)
         if restore_signals:
             signals.restore()
@@ -226,6 +234,7 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             stale = CiLease.load(config.stack)
             if stale is not None and stale.abandoned:
                 stale.release()
+    summary.phases_s = phases.to_json()
     total = time.monotonic() - start
     summary.timings_s["total"] = round(total, 3)
     if host is not None:

@@ -76,15 +76,53 @@ def load_existing(cloud: str | None, config: Path | None, stack: str | None) -> 
     where = require(cfg.stack, known_stacks(settings()), defaulted="stack" not in cfg.model_fields_set)
     if where == UNKNOWN_CLOUD:  # a stack only its Pulumi backend knows (a colleague's): its outputs say where
         where = stack_cloud(cfg, settings()) or cfg.cloud
-    if where == cfg.cloud:
-        return cfg
-    if "cloud" in cfg.model_fields_set:
+    if where != cfg.cloud and "cloud" in cfg.model_fields_set:
         raise StackElsewhere(cfg.stack, where, cfg.cloud)
+    if config is not None:
+        return cfg if where == cfg.cloud else load(where, config, cfg.stack)
     from gpuprov.infra.clouds import driver_class
 
-    # A stack named by `--stack` alone: what its config needs of the record (an existing machine's host, key).
-    recorded = driver_class(where)(settings()).recorded_config(cfg.stack) if config is None else {}
-    return load(where, config, cfg.stack, **recorded)
+    # A stack named by `--stack` alone: what its config needs of the record (an existing machine's host, key),
+    # and the apps its last deploy deployed (not the defaults: a smoke test of apps that are not there fails).
+    recorded = driver_class(where)(settings()).recorded_config(cfg.stack) if where != cfg.cloud else {}
+    return load(where, None, cfg.stack, **recorded, **_deployed_apps(cfg.stack))
+
+
+def _deployed_apps(stack: str) -> dict[str, Any]:
+    """``{"apps": (...)}``: the apps of the services this machine's record says were deployed; {} when none."""
+    from gpuprov.apps import registry
+    from gpuprov.infra import records
+
+    rec = records.load(stack)
+    if rec is None or not rec.deployed:
+        return {}
+    try:
+        return {"apps": tuple(dict.fromkeys(registry().service(name)[0].name for name in rec.deployed))}
+    except GpuprovError:  # a service of an app folder this run does not load: the config's apps stand
+        return {}
+
+
+def cache_hosts_from_backend(stack: str | None = None) -> None:
+    """Bring this machine's records (a cache) up to date with the stacks' backends, for commands that list
+    stacks (status, cost): a colleague's stack, or one made by `pulumi up`, has no record here until its
+    host is read from its outputs. ``stack``: that stack only (refused when no one knows it). A stack
+    with no host (not up yet, or a CI run's in flight) stays without a record."""
+    from gpuprov.infra import records
+    from gpuprov.infra.clouds import driver_for
+    from gpuprov.infra.stack_index import known_stacks, require
+
+    known = known_stacks(settings())
+    if stack is not None:
+        require(stack, known)
+    recorded = {rec.stack for rec in records.all_records()}
+    for name in [stack] if stack else sorted(known):
+        if name in recorded:
+            continue
+        try:
+            cfg = load_existing(None, None, name)
+            driver_for(cfg.cloud, settings()).backend(progress).running_host(cfg)  # caches the record
+        except GpuprovError:
+            continue
 
 
 def table(*headers: str, whole: tuple[str, ...] = ()) -> Any:

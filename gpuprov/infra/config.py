@@ -66,6 +66,9 @@ _GRAMMARS: dict[str, tuple[re.Pattern[str], str]] = {
     "monai_label_repo": (grammar.REPOSITORY_URL, "expected an https:// repository URL without credentials, such as "
                                                  "https://github.com/anandpreshob/OHIF-AI (or file:///path of a "
                                                  "local clone)"),
+    "image_registry": (grammar.IMAGE_REGISTRY, "expected a registry host[:port][/path] such as "
+                                               "123456789012.dkr.ecr.us-east-1.amazonaws.com, "
+                                               "us-docker.pkg.dev/PROJECT/REPO or ghcr.io/ORG"),
     "owner": (grammar.OWNER, "expected a user name: 1-64 letters, digits, '.', '_', '@', '+' or '-'"),
     "region": _CLOUD_NAME, "zone": _CLOUD_NAME, "instance_type": _CLOUD_NAME,
 }
@@ -192,6 +195,9 @@ class StackConfig(BaseModel):
                                         "(8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
     apps: tuple[str, ...] = Field(DEFAULT_APPS, description="Which apps (compose bundles) to deploy: vllm_cxr, "
                                   "monai_label, or an app folder of your own listed in GPUPROV_APP_PATH.")
+    deploy: bool = Field(False, description="The Pulumi program deploys the apps too, so `pulumi up` alone "
+                         "serves (gpuprov up deploys after the program either way).",
+                         json_schema_extra={"pulumi_default": True})
     model_id: str = Field("nvidia/NV-Reason-CXR-3B", description="Hugging Face model id vLLM serves.")
     served_model_name: str = Field("monai-reasoning-cxr-3b", description="Model name vLLM answers to.")
     gpu_memory_utilization: float | None = Field(None, description="Share of GPU memory vLLM may take (0 < x <= 1); "
@@ -203,6 +209,8 @@ class StackConfig(BaseModel):
     monai_label_repo: str = Field("https://github.com/anandpreshob/OHIF-AI", description="OHIF-AI repository to build from.")
     monai_label_ref: str = Field("179fe0ddc4e632d872c3d18bf05845cad302b0ee",
                                  description="Commit of monai_label_repo to build (the full 40-hex id).")
+    image_registry: str | None = Field(None, description="Registry `gpuprov build` pushes the images a stack builds "
+                                       "to; deploy pulls from it, and builds on the host only when it has none.")
     hf_token: SecretStr | None = Field(None, description="Hugging Face token (secret; also read from HF_TOKEN).")
     idle_minutes: int = Field(30, description="Minutes without activity before the idle action.")
     max_lifetime_hours: float = Field(12.0, description="Hard limit on the host's life, whatever its activity.")
@@ -211,6 +219,11 @@ class StackConfig(BaseModel):
         False, description="Lambda: copy your own LAMBDA_API_KEY onto the host for the idle agent when no "
         "GPUPROV_LAMBDA_AGENT_API_KEY is set. That key can terminate, launch and reconfigure anything in the "
         "account and stays valid after the host is gone; anyone on the host can read it.")
+    cache: bool = Field(False, description="Keep the Hugging Face model cache and MONAI Label's checkpoints on "
+                                           "storage that survives `down` (Lambda: a persistent filesystem); "
+                                           "`down --purge` removes it.")
+    cache_size_gb: int = Field(100, description="Size of the cache where the cloud sizes it up front (EBS, "
+                                                "persistent disk), in GB (10 to 16384); Lambda's grows as needed.")
     owner: str = Field(default_factory=lambda: os.environ.get("USER") or getpass.getuser(), description="Owner tag.")
     host: str | None = Field(None, description="user@address[:port] of the machine (cloud: existing).")
     image: str | None = Field(
@@ -343,6 +356,13 @@ class StackConfig(BaseModel):
             raise ConfigError("max_lifetime_hours", v, "expected hours greater than 0 and at most 744 (31 days)")
         return v
 
+    @field_validator("cache_size_gb")
+    @classmethod
+    def _cache_size(cls, v: int) -> int:
+        if not 10 <= v <= 16384:
+            raise ConfigError("cache_size_gb", v, "expected a size from 10 to 16384 GB")
+        return v
+
     @field_validator("budget_usd")
     @classmethod
     def _budget(cls, v: float | None) -> float | None:
@@ -366,7 +386,7 @@ class StackConfig(BaseModel):
                                              "nvidia/NV-Reason-CXR-3B (letters, digits, '_', '-', '.')")
         return v
 
-    @field_validator("served_model_name", "monai_label_ref", "monai_label_repo", "owner", "region", "zone",
+    @field_validator("served_model_name", "monai_label_ref", "monai_label_repo", "image_registry", "owner", "region", "zone",
                      "instance_type")
     @classmethod
     def _grammar(cls, v: str | None, info: Any) -> str | None:
@@ -450,6 +470,10 @@ class StackConfig(BaseModel):
             where = [n for n in CLOUDS if _clouds.driver_class(n).supports_spot]
             raise ConfigError("spot", True, f"spot capacity exists on {or_list(where).replace(' or ', ' and ')} only, "
                                             f"not on {self.cloud}")
+        if self.cache and not driver.keeps_caches:
+            where = [n for n in CLOUDS if _clouds.driver_class(n).keeps_caches]
+            raise ConfigError("cache", True, f"a cache kept across `down` is made on {or_list(where)} only so far, "
+                                             f"not on {self.cloud}; remove cache: true")
         driver.check_config(self)
         return self
 
@@ -656,6 +680,8 @@ def pulumi_config_block() -> dict[str, Any]:
         else:
             entry["type"] = "string"  # floats too: Pulumi's schema types have no float
         default = field.get_default(call_default_factory=False)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("pulumi_default", default)  # the repository's program may default otherwise
         if default is not None and field.default_factory is None:
             entry["default"] = list(default) if isinstance(default, tuple) else default
             if entry["type"] == "string":

@@ -24,6 +24,8 @@ _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 IMAGE_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII)
 IMAGE_NAME_MAX = 255  # distribution/reference: NameTotalLengthMax
+# Where images go: a registry domain[:port] and optional path (ECR, us-docker.pkg.dev/PROJECT/REPO, ghcr.io/ORG).
+IMAGE_REGISTRY = re.compile(rf"{_DOMAIN}(?:/{_PATH_COMPONENT})*", re.ASCII)
 
 # Hugging Face repository ids, required here as owner/name (huggingface_hub's validate_repo_id:
 # word characters, '-' and '.', starting and ending with a word character, no '--' or '..', name

@@ -18,7 +18,8 @@ SECRET_OUTPUTS = ("ssh_private_key",)  # outputs that are Pulumi secrets (sealed
 
 
 def build(config: StackConfig) -> dict[str, Any]:
-    """Create the stack's resources for ``config.cloud`` and return its outputs: ``host``, and, when the host
+    """Create the stack's resources for ``config.cloud`` and return its outputs: ``host``; with ``deploy``,
+    the services deployed on it and ``tunnel``, the command that reaches them; and, when the host
     trusts the stack's generated key pair, that private key as a secret output, so anyone who may read the
     stack (a colleague on the same backend) can log in to its host."""
     import pulumi
@@ -26,6 +27,10 @@ def build(config: StackConfig) -> dict[str, Any]:
     from gpuprov.infra.keys import key_dir
 
     outputs: dict[str, Any] = {"host": driver_class(config.cloud)(Settings()).build(config)}
+    if config.deploy:  # `pulumi up` serves: the same deploy as `gpuprov deploy`, as a resource of the stack
+        from gpuprov.provisioning.deployment import Deployment
+
+        outputs["tunnel"] = Deployment("deployment", config, outputs["host"]).tunnel
     generated = key_dir(config.stack) / "id_ed25519"
     if config.ssh_public_key is None and generated.exists():
         outputs["ssh_private_key"] = pulumi.Output.secret(generated.read_text())

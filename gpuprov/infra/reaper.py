@@ -29,6 +29,13 @@ these: each cloud's driver does that (:meth:`CloudDriver.reap_findings`,
 
 After removing, the reaper lists the clouds again and reports what is still there;
 nothing is marked gone on the strength of a call.
+
+A stack's **cache** (``cache: true``: storage kept across ``down`` on purpose) is never the reaper's to
+remove, whoever owns it: only ``gpuprov down --purge`` deletes one. The reaper tells a cache from an
+orphan (:func:`cache_verdicts`): it keeps, and says so, a cache whose owner still has its stack (a live
+instance of that stack carrying the same owner in the cloud's tags, or, for the caller's own caches,
+a stack its Pulumi backend, records or leases know) and reports every other one as ``ownerless``, with
+its monthly price, for a person to decide.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class ReapReport:
     remaining: list[Leftover] = field(default_factory=list)
     clouds: list[str] = field(default_factory=list)
     owner: str = ""  # the caller's owner reference
+    caches: list[dict[str, Any]] = field(default_factory=list)  # every cache seen: kept or ownerless, never removed
 
     @property
     def ok(self) -> bool:
@@ -85,7 +93,7 @@ class ReapReport:
     def to_json(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "clouds": self.clouds, "owner": self.owner, "found": [f.to_json() for f in self.found],
                 "removed": [f.to_json() for f in self.removed], "stacks_torn_down": self.stacks_torn_down,
-                "errors": self.errors, "ok": self.ok,
+                "errors": self.errors, "ok": self.ok, "caches": self.caches,
                 "remaining": [{k: v for k, v in asdict(r).items() if k != "tags"} for r in self.remaining]}
 
 
@@ -167,6 +175,34 @@ class TtlPolicy(ReapPolicy):
 # --- the whole reap -----------------------------------------------------------------------------------------------
 
 
+def cache_verdicts(caches: list[Leftover], instances: list[Leftover], me: str,
+                   my_stacks: set[str]) -> list[dict[str, Any]]:
+    """Each cache with its verdict: ``kept`` (its owner still has its stack, and why) or ``ownerless``.
+
+    ``instances``: the live instances the cloud lists (their tags carry stack and owner); ``me``: the caller's
+    owner label; ``my_stacks``: the stacks the caller's backend, records and leases know.
+    """
+    from gpuprov.infra.cache import OWNER_HASH_TAG, cache_json, owner_hash_of_label
+
+    live = {(i.stack, owner_hash_of_label(i.tags.get(TAG_OWNER, ""))) for i in instances if i.bills}
+    mine = owner_hash_of_label(me)
+    out = []
+    for c in caches:
+        owner = c.tags.get(OWNER_HASH_TAG, "")
+        if (c.stack, owner) in live:
+            verdict, why = "kept", f"a live instance of stack '{c.stack}' with the same owner mounts it"
+        elif owner == mine and c.stack in my_stacks:
+            verdict, why = "kept", f"your stack '{c.stack}' still exists; `gpuprov down --purge -s {c.stack}` deletes it"
+        elif owner == mine:
+            verdict, why = "ownerless", (f"no stack '{c.stack}' of yours exists any more; delete it in the cloud's "
+                                         "console if you no longer want it")
+        else:
+            verdict, why = "ownerless", (f"another owner's ({owner}) cache with no live instance of stack "
+                                         f"'{c.stack}'; the reaper never deletes someone else's: ask its owner")
+        out.append({**cache_json(c), "owner": owner, "verdict": verdict, "why": why})
+    return out
+
+
 def reapable_clouds(settings: Settings | None = None) -> list[str]:
     """The clouds that create paid resources and have credentials on this machine (the reaper asks only those)."""
     return [d.name for d in all_drivers(settings) if d.creates_cloud_resources and d.has_credentials()]
@@ -228,6 +264,8 @@ def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetim
             report.errors.append(f"{cloud}: could not list resources: {err}")
             continue
         report.found += found
+        if only_stack is None and driver.keeps_caches:
+            report.caches += _caches_of(driver, me, settings)
         if dry_run or not found:
             continue
         try:
@@ -241,3 +279,17 @@ def reap(clouds: list[str] | None = None, *, dry_run: bool = False, now: datetim
         gone = {(r.kind, r.id) for r in remaining}
         report.removed += [f for f in found if (f.item.kind, f.item.id) not in gone]
     return report
+
+
+def _caches_of(driver: Any, me: str, settings: Settings) -> list[dict[str, Any]]:
+    """The caches ``driver``'s cloud lists, each with its verdict (:func:`cache_verdicts`)."""
+    from gpuprov.infra.stack_index import known_stacks
+
+    try:
+        items = driver.inventory()
+    except GpuprovError:
+        return []  # the listing error was reported with the findings
+    caches = [i for i in items if i.kind == "cache"]
+    if not caches:
+        return []
+    return cache_verdicts(caches, [i for i in items if i.kind != "cache"], owner_label(me), set(known_stacks(settings)))

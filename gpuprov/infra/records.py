@@ -23,6 +23,7 @@ class StackRecord(BaseModel):
     created_at: datetime
     deployed: list[str] = []  # services deployed on the host, kept by provisioning
     ssh_key_path: str | None = None  # the configured private key that logs in (an existing machine's); None: the stack's own
+    last_up_phases: dict[str, float] = {}  # seconds per phase of the last `up` (gpuprov.provisioning.phases)
 
 
 def _dir() -> Path:
@@ -38,6 +39,7 @@ def save(stack: str, cloud: str, host: GpuHost, ssh_key_path: str | None = None)
         created_at=old.created_at if old and old.cloud == cloud else utcnow(),
         deployed=old.deployed if old else [],
         ssh_key_path=ssh_key_path,
+        last_up_phases=old.last_up_phases if old else {},
     )
     write(record)
     return record
@@ -48,6 +50,13 @@ def write(record: StackRecord) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(record.model_dump_json(indent=2))
     tmp.replace(path)
+
+
+def record_phases(stack: str, phases: dict[str, float]) -> None:
+    """Keep the last ``up``'s seconds per phase in the stack's record (``gpuprov status`` shows them)."""
+    record = load(stack)
+    if record is not None:
+        write(record.model_copy(update={"last_up_phases": dict(phases)}))
 
 
 def load(stack: str) -> StackRecord | None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from gpuprov.infra import records
 from gpuprov.infra.clouds import driver_for
+from gpuprov.infra.clouds.base import Leftover
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.settings import Settings
@@ -17,13 +18,17 @@ class TeardownFailed(GpuprovError):
     exit_code = 5
 
 
-def teardown(config: StackConfig, progress: Callable[[str], None], settings: Settings | None = None) -> None:
+def teardown(config: StackConfig, progress: Callable[[str], None], settings: Settings | None = None,
+             purge: bool = False) -> list[Leftover]:
     """The stack's own destroy (verified), then a sweep by tag for anything no state recorded, verified again.
 
     Once the cloud lists nothing of the stack, what this machine kept about its host goes too:
     the stack record, the pinned SSH host key (or the next host of this stack would look like an
     attack), the generated service secrets (they guarded a host that no longer exists) and the
     stack's own SSH key pair.
+
+    The stack's cache (``cache: true``) is kept, and returned, unless ``purge``: then it is deleted and
+    its absence verified (:func:`gpuprov.infra.verify.verify_cache_gone`).
     """
     from gpuprov.infra.reaper import reap
     from gpuprov.infra.verify import LeftoverResources, verify_destroyed
@@ -42,12 +47,24 @@ def teardown(config: StackConfig, progress: Callable[[str], None], settings: Set
         verify_destroyed(config, settings, progress=progress)
         records.forget(config.stack)
     forget_host(config.stack)
+    if not driver.keeps_caches:
+        return []
+    from gpuprov.infra.verify import own_caches, verify_cache_gone
+
+    kept = own_caches(driver, config)
+    if not purge:
+        return kept
+    for item in kept:
+        driver.purge_cache(item, progress)
+    verify_cache_gone(config, settings, progress)
+    return []
 
 
 def forget_host(stack: str) -> None:
-    """Drop the operator-side traces of a stack's removed host: pinned host key, service secrets, key pair."""
+    """Drop the operator-side traces of a stack's removed host: pinned host key, service secrets, key pair,
+    its ``Host gpuprov-<stack>`` ssh_config entry."""
     from gpuprov.infra.keys import forget_keypair
-    from gpuprov.provisioning import secrets
+    from gpuprov.provisioning import secrets, ssh_config
     from gpuprov.provisioning.ssh import known_hosts_path
 
     pins = known_hosts_path(stack)
@@ -55,3 +72,4 @@ def forget_host(stack: str) -> None:
         path.unlink(missing_ok=True)
     secrets.forget(stack)
     forget_keypair(stack)
+    ssh_config.remove_entry(stack)

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 
 from gpuprov.infra.clouds import driver_for
-from gpuprov.infra.clouds.base import Leftover
+from gpuprov.infra.clouds.base import CloudDriver, Leftover
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.settings import Settings
 
 Progress = Callable[[str], None]
 
-__all__ = ["Leftover", "LeftoverResources", "find_leftovers", "verify_destroyed"]
+__all__ = ["Leftover", "LeftoverResources", "find_leftovers", "own_caches", "verify_cache_gone", "verify_destroyed"]
 
 
 class LeftoverResources(GpuprovError):
@@ -67,3 +67,23 @@ def verify_destroyed(config: StackConfig, settings: Settings | None = None, time
         if progress:
             progress(f"waiting for {len(left)} resource(s) to finish terminating")
         time.sleep(poll_s)
+
+
+def own_caches(driver: CloudDriver, config: StackConfig) -> list[Leftover]:
+    """The caches of ``config``'s stack that are the caller's (a colleague's stack of the same name has its own)."""
+    from gpuprov.infra.cache import OWNER_HASH_TAG, owner_hash_of_label
+    from gpuprov.infra.owner import owner_label, owner_reference
+
+    mine = owner_hash_of_label(owner_label(owner_reference()))
+    return [c for c in driver.caches(config.stack, config) if c.tags.get(OWNER_HASH_TAG, mine) == mine]
+
+
+def verify_cache_gone(config: StackConfig, settings: Settings | None = None,
+                      progress: Progress | None = None) -> None:
+    """Raise :class:`LeftoverResources` while the cloud still lists the caller's cache of the stack."""
+    driver = driver_for(config.cloud, settings or Settings.from_env())
+    left = own_caches(driver, config)
+    if left:
+        raise LeftoverResources(config.stack, left)
+    if progress:
+        progress(f"verified: the {config.cloud} API lists no cache of stack '{config.stack}'")

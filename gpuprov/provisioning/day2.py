@@ -1,12 +1,9 @@
 """Day-2 work on a deployed host (the library behind the ``fab`` tasks): logs, restart, redeploy
-one app, backup of the folders an app declares (its data: predictions, studies, ...)."""
+one app. Backups: :mod:`gpuprov.provisioning.backup` (``gpuprov backup`` and ``fab backup``)."""
 
 from __future__ import annotations
 
-import os
 import shlex
-from datetime import datetime, timezone
-from pathlib import Path
 
 from gpuprov.apps import registry
 from gpuprov.apps.base import App, AppError
@@ -66,42 +63,3 @@ def redeploy(config: StackConfig, host: GpuHost, app_name: str) -> DeployResult:
         raise ProvisioningError(f"could not recreate {app.name}: {out[-1000:]}")
     result.changed += [s.name for s in app.services if s.name not in result.changed]
     return result
-
-
-def backup(config: StackConfig, host: GpuHost, destination: Path, s3_uri: str | None = None,
-           app_name: str | None = None) -> Path:
-    """Tar the folders an app declares for backup on the host and stream them here (one round trip);
-    optionally upload the archive to ``s3://bucket/prefix`` (boto3, credentials from the environment).
-    ``app_name``: which app; needed only when more than one deployed app declares backups."""
-    if app_name is not None:
-        app = _deployed_app(config, app_name)
-    else:
-        candidates = [a for a in registry().selected(config.apps) if a.backup]
-        if len(candidates) != 1:
-            names = ", ".join(a.name for a in candidates) or "none of the deployed apps declares one"
-            raise AppError(f"say which app to back up (--app NAME); apps with backups: {names}")
-        app = candidates[0]
-    if not app.backup:
-        raise AppError(f"app {app.name!r} declares nothing to back up")
-    directory = on_host(f"{ROOT}/{app.name}")
-    destination.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    archive = destination / f"{config.stack}-{app.name.replace('_', '-')}-{stamp}.tar.gz"
-    # 0600 from the first byte: the archive holds an app's data (studies: likely patient data).
-    fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with Remote(target_for(config, host)) as remote, os.fdopen(fd, "wb") as sink:
-        code = remote.stream_to(f"{SUDO}$SUDO tar -czf - -C {directory} {' '.join(shlex.quote(p) for p in app.backup)}",
-                                sink)
-    if code:
-        archive.unlink(missing_ok=True)
-        raise ProvisioningError(f"the backup tar on the host failed (exit {code}); are {', '.join(app.backup)} "
-                                f"there under {ROOT}/{app.name}?")
-    if s3_uri:
-        import boto3  # lazily: only backups to S3 need it
-
-        if not s3_uri.startswith("s3://"):
-            raise ProvisioningError(f"expected s3://bucket/prefix, got {s3_uri!r}")
-        bucket, _, prefix = s3_uri[5:].partition("/")
-        key = f"{prefix.rstrip('/')}/{archive.name}" if prefix else archive.name
-        boto3.client("s3").upload_file(str(archive), bucket, key)
-    return archive

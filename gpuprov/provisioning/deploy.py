@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,11 +25,13 @@ from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.owner import owner_reference
-from gpuprov.provisioning import idle_agent, marker, sshd, steps
-from gpuprov.provisioning.desired import HostShape, desired_state, upload_path
+from gpuprov.provisioning import idle_agent, marker, release, sshd, steps
+from gpuprov.provisioning.desired import HostShape, RemoteFile, desired_state, upload_path
 from gpuprov.provisioning.errors import ProvisioningError, StepFailed
 from gpuprov.provisioning.facts import HostFacts, gpu_spec, parse_facts, probe_script
 from gpuprov.provisioning.hostpaths import ROOT, on_host
+from gpuprov.provisioning.phases import MARKER as PHASE_MARKER
+from gpuprov.provisioning.phases import Phases
 from gpuprov.provisioning.secrets import app_secrets, secrets_path, stored
 from gpuprov.provisioning.ssh import Remote, target_for, wait_for_ssh
 
@@ -64,9 +68,9 @@ def deployed_services(config: StackConfig) -> list[str]:
     return [s.name for s in registry().services(config.apps)]
 
 
-def gather_facts(remote: Remote, paths: list[str], images: list[str]) -> HostFacts:
+def gather_facts(remote: Remote, paths: list[str], images: list[str], cache: str | None = None) -> HostFacts:
     """Every check in ONE exec: the probe script's sections parsed into HostFacts."""
-    code, out, err = remote.script(probe_script(ROOT, paths, images))
+    code, out, err = remote.script(probe_script(ROOT, paths, images, cache))
     try:
         return parse_facts(out)
     except ValueError as e:
@@ -87,12 +91,17 @@ def build_inputs_of(apps: list[App], given: Mapping[str, Path] | None) -> dict[s
 
 def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None, *,
            key_path: Path | None = None, build_inputs: Mapping[str, Path] | None = None,
-           ssh_timeout_s: float = 300.0) -> DeployResult:
+           ssh_timeout_s: float = 300.0, keep_previous: str | None = None,
+           phases: Phases | None = None) -> DeployResult:
     """Bring ``host`` to serve ``config.apps``; idempotent. Records the deployed services in the stack record.
 
     ``build_inputs``: files the apps' source builds take (``{NAME: Path}``), uploaded when they differ.
+    ``keep_previous``: a release token (``gpuprov update``): each app whose files change keeps its running
+    release in ``previous/`` first, in the same batch (:mod:`gpuprov.provisioning.release`).
+    ``phases``: where the seconds go (:mod:`gpuprov.provisioning.phases`); the caller ends the last one.
     """
     say = progress or (lambda _m: None)
+    phases = phases if phases is not None else Phases()
     started = time.monotonic()
     target = target_for(config, host, key_path)
     apps = registry().selected(config.apps)
@@ -101,6 +110,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     owner = owner_reference()
     stack_marker = marker.marker_file(config.stack, owner)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
+    phases.begin("ssh_ready")
     wait_for_ssh(host, ssh_timeout_s)
     agent_files, agent_start = idle_agent.install(config, host)
     idle_agent.warn_if_powerless(config)
@@ -112,15 +122,21 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                        | {sshd.DROP_IN, marker.MARKER})
         refs = list(dict.fromkeys(r for w in shapes for r in w.image_refs))
         say("checking the host (one round trip)")
-        facts = gather_facts(remote, paths, refs)
+        phases.begin("bootstrap")
+        cache_mount = stack_cache_mount(config)
+        facts = gather_facts(remote, paths, refs, cache_mount)
         # Before anything changes: a host serving another stack is not ours to take over.
         if note := marker.claim(facts, config.stack, owner, host.address):
             say(note)
         supplied = frozenset(n for n in uploads if n in inputs or facts.files.get(uploads[n]))
-        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied)
+        cache_dir = _say_cache(config, facts, cache_mount, say)
+        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied, cache_dir)
         require_fit_on_host(config, shape.target)  # before anything changes: the GPU and architecture it really has
         want = desired_state(config, shape, secrets)
+        want.usd_hour = host.usd_hour
         want.files = [stack_marker] + want.files + agent_files  # the marker first: it says whose the rest is
+        if cache_dir and cache_mount:
+            want.files.append(cache_marker(config, cache_mount, owner))
         # The agent's start step runs only when one of its files changes (a no-op stays a no-op).
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
         extra = [agent_start] if agent_stale else []
@@ -140,10 +156,12 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
                 if sha:
                     build.inputs[name] = sha
         actions = steps.plan(facts, want, extra, before_images=sent)
+        if keep_previous:
+            actions = release.with_snapshots(actions, keep_previous)
         changed = [name for a in actions for name in a.changed]
         if actions:
             say(f"applying {len(actions)} step(s) in one batch: {', '.join(a.step for a in actions)}")
-            _apply(remote, actions, say)
+            _apply(remote, actions, say, phases)
         rounds = remote.round_trips
     services = deployed_services(config)
     record = records.load(config.stack)
@@ -151,6 +169,38 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         records.write(record.model_copy(update={"deployed": services}))
     return DeployResult(changed, rounds, time.monotonic() - started, services,
                         _new_logins(config.stack, apps, secrets, generated))
+
+
+def stack_cache_mount(config: StackConfig) -> str | None:
+    """Where the stack's cache is mounted on its host (logical path), when the config keeps one."""
+    if not config.cache:
+        return None
+    from gpuprov.infra.cache import cache_name_for, mount_point
+
+    return mount_point(cache_name_for(config.stack, owner_reference()))
+
+
+def _say_cache(config: StackConfig, facts: HostFacts, mount: str | None, say: Callable[[str], None]) -> str | None:
+    """Say what the cache fact means for this deploy; the mount as the host's engine sees it, or None."""
+    if mount is None:
+        return None
+    if not facts.cache:
+        say(f"cache: true, but the host has nothing mounted at {mount}: the models download into Docker volumes "
+            "that go with the host")
+        return None
+    if facts.cache == "warm":
+        say(f"model cache: hit on {mount} (kept from an earlier up): nothing to download")
+    else:
+        say(f"model cache: empty at {mount}: the models download once into it and stay across `gpuprov down`")
+    return f"{facts.host_root}{mount}"
+
+
+def cache_marker(config: StackConfig, mount: str, owner: str) -> RemoteFile:
+    """The marker on the cache mount: which stack and owner it belongs to (read by people and by deploy)."""
+    from gpuprov.infra.cache import MARKER
+
+    body = json.dumps({"stack": config.stack, "owner": owner, "cloud": config.cloud}, sort_keys=True) + "\n"
+    return RemoteFile(f"{mount}/{MARKER}", body.encode())
 
 
 def stored_logins(config: StackConfig, apps: list[App]) -> list[Credentials]:
@@ -195,7 +245,7 @@ def _upload(remote: Remote, name: str, local: Path, sha: str, say: Progress) -> 
                         f"rm -f {steps.q(staging)}", [f"upload:{name}"])
 
 
-def _apply(remote: Remote, actions: list[steps.Action], say: Progress) -> None:
+def _apply(remote: Remote, actions: list[steps.Action], say: Progress, phases: Phases) -> None:
     tail: list[str] = []
     current = ["?"]
 
@@ -203,6 +253,15 @@ def _apply(remote: Remote, actions: list[steps.Action], say: Progress) -> None:
         if line.startswith("@@gpuprov-step "):
             current[0] = line.split(" ", 1)[1]
             say(f"step {current[0]}")
+            if current[0].startswith(("compose:", "remove:")):
+                phases.begin("services_started")
+            elif not current[0].startswith("image:"):  # an image step says itself whether it pulls or builds
+                phases.begin("bootstrap")
+        elif line.startswith(steps.SAY):
+            say(line[len(steps.SAY):].strip())
+        elif line.startswith(PHASE_MARKER):
+            with contextlib.suppress(ValueError):
+                phases.begin(line[len(PHASE_MARKER):].strip())
         elif line.startswith("@@gpuprov-"):
             return
         else:

@@ -47,6 +47,7 @@ class HostShape:
     gpu: GpuSpec | None = None  # its first GPU, as it reports it (what the apps are sized for)
     arch: str | None = None  # its CPU architecture (uname -m)
     inputs: frozenset[str] = frozenset()  # build inputs supplied (on the host or sent now)
+    cache_dir: str | None = None  # the stack's cache mount as the host's Docker engine sees it (cache: true)
 
     @property
     def target(self) -> GpuTarget:
@@ -87,6 +88,7 @@ class SourceImage:
     dests: dict[str, str] = field(default_factory=dict)  # build input name -> path inside the checkout
     inputs: dict[str, str] = field(default_factory=dict)  # build inputs present on the host: name -> SHA-256
     note: str = ""
+    minutes: tuple[float, float] = (0.0, 0.0)  # how long building it on the host takes
 
     @property
     def label(self) -> str:
@@ -105,6 +107,8 @@ class Desired:
     standins: dict[str, StandinImage] = field(default_factory=dict)  # image ref -> how to build it
     pulls: list[str] = field(default_factory=list)
     builds: list[SourceImage] = field(default_factory=list)
+    registry: str | None = None  # image_registry: built images are pulled from it when it has them
+    usd_hour: float = 0.0  # what the host costs (what a build on it instead of a pull costs)
 
     @property
     def image_refs(self) -> list[str]:
@@ -156,7 +160,7 @@ def _env_file(app: App, name: str, values: Mapping[str, str]) -> bytes:
 
 def desired_state(config: StackConfig, shape: HostShape, secrets: Mapping[str, Secrets]) -> Desired:
     """Everything the host should hold for ``config`` on a host of ``shape``; ``secrets``: app -> its secrets."""
-    want = Desired(root=ROOT, sandbox=shape.sandbox)
+    want = Desired(root=ROOT, sandbox=shape.sandbox, registry=config.image_registry)
     want.directories.append(ROOT)
     sized = fit(config, shape.target).apps
     for app in registry().selected(config.apps):
@@ -173,7 +177,7 @@ def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, sec
     binds = {s.name: "0.0.0.0" if s.port in config.open_ports and config.allowed_cidrs else "127.0.0.1"
              for s in app.services}
     ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds,
-                      sizing=sizing)
+                      sizing=sizing, cache_dir=shape.cache_dir)
     images = {s.name: s.image(config) for s in app.services}
     files = [RemoteFile(f"{directory}/{n}", (app.folder / n).read_bytes()) for n in app.compose_files(shape.gpus, shape.sandbox)]
     label = standin_label(app) if shape.sandbox else ""
@@ -221,6 +225,6 @@ def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, sec
             want.builds.append(SourceImage(
                 service=s.name, repo=build.repo(config), ref=build.ref(config), image=images[s.name],
                 checkout=f"{ROOT}/src/{build.checkout}", context=build.context,
-                dests={i.name: i.dest for i in build.inputs}, note=build.note))
+                dests={i.name: i.dest for i in build.inputs}, note=build.note, minutes=build.minutes))
         else:
             want.pulls.append(images[s.name])

@@ -55,6 +55,7 @@ class HostFacts:
     containers: list[ContainerFact] = field(default_factory=list)
     markers: set[str] = field(default_factory=set)
     stack_marker: str = ""  # the stack marker's JSON (gpuprov.provisioning.marker), "" when the host has none
+    cache: str = ""  # the stack's cache mount (cache: true): "" absent, "mounted" (empty), "warm" (holds a model)
 
 
 def gpu_spec(facts: HostFacts) -> GpuSpec | None:
@@ -66,9 +67,18 @@ def gpu_spec(facts: HostFacts) -> GpuSpec | None:
     return from_host(fields[0], cc, fields[-1] if len(fields) >= 2 else "")
 
 
-def probe_script(root: str, paths: list[str], images: list[str]) -> str:
-    """One shell script that prints every fact in its own section. ``root``, ``paths``: logical host paths."""
+def probe_script(root: str, paths: list[str], images: list[str], cache: str | None = None) -> str:
+    """One shell script that prints every fact in its own section. ``root``, ``paths``: logical host paths;
+    ``cache``: the logical path where the stack's cache would be mounted (cache: true)."""
     q = shlex.quote
+    if cache:
+        from gpuprov.infra.cache import HF_DIR
+
+        hf = on_host(f"{cache}/{HF_DIR}")
+        cache_line = (f"if [ -d {on_host(cache)} ]; then if [ -n \"$($SUDO ls -A {hf} 2>/dev/null)\" ]; "
+                      "then echo warm; else echo mounted; fi; fi")
+    else:
+        cache_line = ":"
     label = ' {{.Id}} {{index .Config.Labels "gpuprov.label"}}'
     image_lines = "\n".join(
         f"$SUDO docker image inspect --format {q(ref + label)} {q(ref)} 2>/dev/null || echo {q(ref + ' missing')}"
@@ -96,6 +106,7 @@ s images
 s containers; $SUDO docker ps -a --filter label=com.docker.compose.project --format '{{{{.Label "com.docker.compose.project"}}}}|{{{{.Label "com.docker.compose.service"}}}}|{{{{.State}}}}|{{{{.Label "gpuprov.config"}}}}|{{{{.Image}}}}' 2>/dev/null
 s markers; $SUDO ls {on_host(root + "/.markers")} 2>/dev/null
 s stack; $SUDO cat {on_host(root + "/stack.json")} 2>/dev/null
+s cache; {cache_line}
 s end
 exit 0
 """
@@ -155,4 +166,5 @@ def parse_facts(text: str) -> HostFacts:
             facts.containers.append(ContainerFact(*bits[:5]))
     facts.markers = set(sec.get("markers", []))
     facts.stack_marker = "".join(sec.get("stack", []))
+    facts.cache = first("cache")
     return facts

@@ -116,6 +116,15 @@ def systemd_commands() -> list[str]:
     return ["systemctl daemon-reload", "systemctl enable --now gpuprov-idle.timer"]
 
 
+def agent_in_pid_file(pid_file: str) -> str:
+    """Shell test: the process named in ``pid_file`` (a host path, quoted) runs and IS the idle agent.
+
+    A pid alone is not enough: pids are reused (32768 by default on Linux, wrapped within hours on a
+    busy host), so a stale file may name any process, which must neither be killed nor count as the agent."""
+    return (f'[ -f {pid_file} ] && _p="$(cat {pid_file})" && [ -n "$_p" ] && '
+            f'tr "\\0" " " <"/proc/$_p/cmdline" 2>/dev/null | grep -q gpuprov_idle.py')
+
+
 def background_command(root: str | None = None, interval_s: float | None = None) -> str:
     """Shell command that starts the agent as a plain background process (hosts without systemd).
 
@@ -129,7 +138,7 @@ def background_command(root: str | None = None, interval_s: float | None = None)
     pid_file, log_path = f"{r}/run/gpuprov-idle.pid", f"{r}/var/log/gpuprov-idle.out"
     env = "" if root is None else f"GPUPROV_HOST_ROOT={r} "
     return (f"mkdir -p {r}/run {r}/var/log; "
-            f"if [ -f {pid_file} ] && kill -0 \"$(cat {pid_file})\" 2>/dev/null; then exit 0; fi; "
+            f"if {agent_in_pid_file(pid_file)}; then exit 0; fi; "
             f"{env}nohup {' '.join(run)} >>{log_path} 2>&1 </dev/null & echo $! > {pid_file}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprov.apps import registry
-from gpuprov.apps.base import App, Secrets
+from gpuprov.apps.base import App, AppError, Secrets
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.paths import state_root
 
@@ -96,6 +96,28 @@ def app_secrets(config: StackConfig, apps: Sequence[App]) -> tuple[dict[str, Sec
     return {a.name: Secrets(store.values.get(a.name, {})) for a in apps}, generated
 
 
+class NotRotatable(AppError):
+    """A secret name no deployed app declares, or one a service keeps in its own data."""
+
+
+def rotate(config: StackConfig, apps: Sequence[App], names: Sequence[str]) -> list[str]:
+    """Replace each named secret of the deployed ``apps`` with a fresh value, in the stack's store (the
+    next deploy sends it to the host, and recreates what reads it). Returns ``app.name`` of each."""
+    declared = {s.name: (a, s) for a in apps for s in a.secrets}
+    for name in names:
+        if name not in declared:
+            rotatable = ", ".join(n for n, (_a, s) in declared.items() if s.fixed is None) or "none"
+            raise NotRotatable(f"no deployed app declares a secret named {name!r}; rotatable: {rotatable}")
+        if declared[name][1].fixed:
+            raise NotRotatable(f"{name} cannot be rotated by gpuprov: {declared[name][1].fixed}")
+    store = _Store(config)
+    for name in names:
+        app, secret = declared[name]
+        store.values.setdefault(app.name, {})[name] = secret.generate(config.stack)
+    store.save()
+    return [f"{declared[n][0].name}.{n}" for n in names]
+
+
 def stored(config: StackConfig) -> dict[str, dict[str, str]]:
     """What the stack's store holds now, app -> name -> value (nothing generated, no host-key pins)."""
     return {k: v for k, v in _Store(config).values.items() if k != HOST_KEYS}
@@ -129,3 +151,12 @@ def secrets_of(config: StackConfig, app: App) -> Secrets:
 def forget(stack: str) -> None:
     """Drop the stack's secrets (after `down`)."""
     secrets_path(stack).unlink(missing_ok=True)
+
+
+def restore_app_secrets(config: StackConfig, values: dict[str, dict[str, str]]) -> None:
+    """Put apps' secrets back as a backup holds them (``gpuprov restore``): the data restored with them
+    (Open WebUI's accounts) was made with these, so the stack's env files must carry them again."""
+    store = _Store(config)
+    for app, app_values in values.items():
+        store.values[app] = dict(app_values)
+    store.save()

@@ -14,16 +14,19 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from gpuprov.infra.image_registry import registry_ref
 from gpuprov.provisioning.desired import Desired, RemoteFile, upload_path
 from gpuprov.provisioning.errors import ProvisioningError
 from gpuprov.provisioning.facts import HostFacts
 from gpuprov.provisioning.hostpaths import on_host
+from gpuprov.provisioning.phases import MARKER as MARKER_PHASE
 
 q = shlex.quote
 APT = "DEBIAN_FRONTEND=noninteractive $SUDO apt-get"
 CONFLICTING_PACKAGES = ("docker.io", "docker-doc", "docker-compose", "podman-docker", "containerd", "runc")
 DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin", "docker-compose-plugin")
 CUDA_CHECK_IMAGE = "nvidia/cuda:12.1.1-base-ubuntu22.04"
+SAY = "@@gpuprov-say "  # a batch line the user is told as a step line, not as the step's output
 WAIT_DOCKER = "for i in $(seq 60); do $SUDO docker info >/dev/null 2>&1 && break; sleep 1; done; $SUDO docker info >/dev/null"
 
 
@@ -146,19 +149,54 @@ def files(facts: HostFacts, want: Desired) -> list[Action]:
     return actions
 
 
+def pulled_or_built(want: Desired, image: str, pull_from: str | None, label: str, build: list[str],
+                    minutes: tuple[float, float]) -> str:
+    """The script of an image a stack builds: with a registry, pull ``pull_from`` when it holds an image of
+    the same label, else say so and what the build costs, then ``build``; without one, ``build``."""
+    built = "\n".join([f"echo '{MARKER_PHASE}image_build'", *build])
+    if pull_from is None:
+        return built
+    lo, hi = minutes
+    if hi:
+        cost = (f"{lo:g} to {hi:g} minutes" + (f", ${lo * want.usd_hour / 60:.2f} to ${hi * want.usd_hour / 60:.2f} "
+                f"at ${want.usd_hour:.2f}/h" if want.usd_hour else "") + " of this host's time")
+    else:
+        cost = "seconds (a stand-in)"
+    say = (f"no image {pull_from} in the registry, or this host may not pull from it: building {image} on the "
+           f"host instead ({cost}); "
+           "`gpuprov build --stack NAME` builds and pushes it off the GPU meter")
+    fmt = q('{{index .Config.Labels "gpuprov.label"}}')
+    return "\n".join([
+        f"echo '{MARKER_PHASE}image_pull'",
+        f"if $SUDO docker pull -q {q(pull_from)} >/dev/null 2>&1 && "
+        f"[ \"$($SUDO docker image inspect -f {fmt} {q(pull_from)})\" = {q(label)} ]; then",
+        f"$SUDO docker tag {q(pull_from)} {q(image)}",
+        f"echo {q(SAY + f'pulled {image} from {pull_from}')}",
+        "else",
+        f"echo {q(SAY + say)}",
+        built,
+        "fi",
+    ])
+
+
 def images(facts: HostFacts, want: Desired) -> list[Action]:
-    """Build stand-ins (sandbox), build from pinned commits, pull the rest: only what is missing."""
+    """Build stand-ins (sandbox), build from pinned commits, pull the rest: only what is missing. With an
+    ``image_registry``, what would be built is pulled from it first when it holds a matching image."""
     actions: list[Action] = []
     for ref, standin in want.standins.items():
         have = facts.images.get(ref)
         if have and have.present and have.label == standin.label:
             continue
         ctx = on_host(standin.context)
-        actions.append(Action(f"image:{ref}", "\n".join([
+        pull_from = (registry_ref(want.registry, ref, standin.label.removeprefix("standin:"), standin=True)
+                     if want.registry else None)
+        script = [
             f'cp "$(command -v busybox)" {ctx}/busybox',
             f"DOCKER_BUILDKIT=0 $SUDO docker build -q --build-arg SERVICE={q(standin.service)} "
             f"--label gpuprov.label={q(standin.label)} -t {q(ref)} {ctx} >/dev/null",
-        ]), [f"image:{ref}"]))
+        ]
+        actions.append(Action(f"image:{ref}", pulled_or_built(want, ref, pull_from, standin.label, script, (0, 0)),
+                              [f"image:{ref}"]))
     for build in want.builds:
         label = build.label
         have = facts.images.get(build.image)
@@ -181,12 +219,16 @@ def images(facts: HostFacts, want: Desired) -> list[Action]:
                      f"{on_host(build.checkout + '/' + build.context)} 2>&1; echo $? | $SUDO tee {rc} >/dev/null; }}"
                      f" | grep --line-buffered -E '^(Step |#[0-9]+ \\[|ERROR|error)' || true")
         lines.append(f"exit \"$($SUDO cat {rc})\"")
-        actions.append(Action(f"image:{build.image}", "\n".join(lines), [f"image:{build.image}"]))
+        pull_from = registry_ref(want.registry, build.image, build.ref, build.inputs) if want.registry else None
+        actions.append(Action(f"image:{build.image}",
+                              pulled_or_built(want, build.image, pull_from, label, lines, build.minutes),
+                              [f"image:{build.image}"]))
     for ref in want.pulls:
         have = facts.images.get(ref)
         if have and have.present:
             continue
-        actions.append(Action(f"image:{ref}", f"$SUDO docker pull {q(ref)}", [f"image:{ref}"]))
+        actions.append(Action(f"image:{ref}", f"echo '{MARKER_PHASE}image_pull'\n$SUDO docker pull {q(ref)}",
+                              [f"image:{ref}"]))
     return actions
 
 

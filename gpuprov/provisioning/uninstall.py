@@ -19,7 +19,7 @@ from gpuprov.infra.owner import owner_reference
 from gpuprov.provisioning import marker
 from gpuprov.provisioning.errors import ProvisioningError
 from gpuprov.provisioning.hostpaths import HOST_ROOT, ROOT, on_host
-from gpuprov.provisioning.idle_agent import agent_files
+from gpuprov.provisioning.idle_agent import agent_files, agent_in_pid_file
 
 SUDO = 'if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\n'
 NOT_OURS = 3  # the script's exit status when the marker names another stack (it printed the marker)
@@ -39,7 +39,7 @@ def uninstall_script(stack: str, owner: str) -> str:
         + f"if $SUDO test -f {mark} && ! printf '%s' {ours} | $SUDO cmp -s - {mark}; then $SUDO cat {mark}; "
         + f"exit {NOT_OURS}; fi\n"
         + f"if [ -d {HOST_ROOT}/run/systemd/system ]; then $SUDO systemctl disable --now {units} >/dev/null 2>&1; fi\n"
-        + f'if [ -f {pid} ]; then $SUDO kill "$(cat {pid})" 2>/dev/null; $SUDO rm -f {pid}; fi\n'
+        + f'if {agent_in_pid_file(pid)}; then $SUDO kill "$_p" 2>/dev/null; fi; $SUDO rm -f {pid}\n'
         + "if command -v docker >/dev/null 2>&1; then\n"
         + f"  for p in {projects}; do $SUDO docker compose -p \"$p\" down --volumes --remove-orphans -t 10 || exit 1; done\n"
         + "fi\n"

@@ -123,6 +123,10 @@ class _Instance:
     goes_unhealthy: bool = False
     terminate_at: float | None = None
     renamed: str | None = None
+    file_system_names: list[str] = field(default_factory=list)
+
+
+FILESYSTEM_NAME = re.compile(r"^[a-zA-Z]+[0-9a-zA-Z-]*$")  # FilesystemCreateRequest.name, 1 to 60 characters
 
 
 class _Drop(Exception):
@@ -156,6 +160,7 @@ class _State:
     instances: dict[str, _Instance] = field(default_factory=dict)
     keys: dict[str, dict[str, str]] = field(default_factory=dict)
     rulesets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    filesystems: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The account's global ruleset as a new Lambda account has it: SSH and ICMP from anywhere.
     global_rules: list[dict[str, Any]] = field(default_factory=lambda: [
         {"protocol": "tcp", "port_range": [22, 22], "source_network": "0.0.0.0/0", "description": "SSH"},
@@ -343,13 +348,17 @@ class LambdaStandIn:
         reason = "vm-is-terminating" if terminating else "vm-has-not-launched"
         body: dict[str, Any] = {
             "id": inst.id, "name": inst.renamed if inst.renamed is not None else inst.name, "status": status,
-            "ssh_key_names": list(inst.ssh_key_names), "file_system_names": [], "region": _region(inst.region),
+            "ssh_key_names": list(inst.ssh_key_names), "file_system_names": list(inst.file_system_names),
+            "region": _region(inst.region),
             "instance_type": t, "tags": list(inst.tags),
             "firewall_rulesets": [{"id": r} for r in inst.firewall_ruleset_ids],
             "actions": {k: action(not (terminating or booting), reason)
                         for k in ("migrate", "rebuild", "restart", "cold_reboot")}
             | {"terminate": action(not terminating, "vm-is-terminating")},
         }
+        if inst.file_system_names:
+            body["file_system_mounts"] = [{"mount_point": f"/lambda/nfs/{n}", "file_system_id": self._fs_id(n)}
+                                          for n in inst.file_system_names]
         if status != "booting":
             body["ip"] = self.instance_ip
             body["private_ip"] = "10.0.2.100"
@@ -361,6 +370,44 @@ class LambdaStandIn:
                 if rs["id"] in i.firewall_ruleset_ids and self._status(i, time.time()) != "terminated"]
         return {"id": rs["id"], "name": rs["name"], "region": _region(rs["region"]), "rules": rs["rules"],
                 "created": rs["created"], "instance_ids": live}
+
+    def _fs_id(self, name: str) -> str:
+        return next((f["id"] for f in self._state.filesystems.values() if f["name"] == name), "")
+
+    def _filesystem_json(self, fs: dict[str, Any]) -> dict[str, Any]:
+        in_use = any(fs["name"] in i.file_system_names and self._status(i, time.time()) != "terminated"
+                     for i in self._state.instances.values())
+        body = {"id": fs["id"], "name": fs["name"], "mount_point": f"/lambda/nfs/{fs['name']}",
+                "created": fs["created"], "created_by": {"id": "standin-user", "email": "standin@example.com",
+                                                         "status": "active"},
+                "is_in_use": in_use, "region": _region(fs["region"])}
+        store = self._fs_store(fs["id"])
+        if store is not None and store.exists():
+            body["bytes_used"] = sum(p.stat().st_size for p in store.rglob("*") if p.is_file() and not p.is_symlink())
+        return body
+
+    def _fs_store(self, fs_id: str) -> Any:
+        """Where a filesystem's files live when a box is attached: beside the box's host root, so a wipe (a new
+        machine) keeps them, as Lambda's network storage outlives its instances."""
+        if self.box is None:
+            return None
+        return self.box.dir / "filesystems" / fs_id
+
+    def _mount_filesystems(self, inst: _Instance) -> None:
+        """The box *is* the instance: its host root gets ``/lambda/nfs/<name>`` pointing at the filesystem."""
+        if self.box is None:
+            return
+        for name in inst.file_system_names:
+            store = self._fs_store(self._fs_id(name))
+            store.mkdir(parents=True, exist_ok=True)
+            mount = self.box.dir / "host" / "lambda" / "nfs" / name
+            mount.parent.mkdir(parents=True, exist_ok=True)
+            if not mount.is_symlink():
+                mount.symlink_to(store, target_is_directory=True)
+
+    def filesystems(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._filesystem_json(f) for f in self._state.filesystems.values()]
 
     def _take_fault(self, kind: str, pred: Callable[[Fault], bool] = lambda f: True) -> Fault | None:
         for fault in self._state.faults:
@@ -412,6 +459,12 @@ class LambdaStandIn:
                             inst.terminate_at = time.time()
                     return {"terminated_instances": [self._instance_json(i) for i in found]}
                 return {"restarted_instances": [self._instance_json(i) for i in found]}
+            if route == "file-systems" and method == "GET":
+                return [self._filesystem_json(f) for f in self._state.filesystems.values()]
+            if route == "filesystems" and method == "POST":
+                return self._create_filesystem(body)
+            if parts[0] == "filesystems" and len(parts) == 2 and method == "DELETE":
+                return self._delete_filesystem(parts[1])
             if route == "ssh-keys" and method == "GET":
                 return [dict(k) for k in self._state.keys.values()]
             if route == "ssh-keys" and method == "POST":
@@ -509,6 +562,18 @@ class LambdaStandIn:
             rs = self._state.rulesets.get(rid)
             if rs is None or rs["region"] != region:
                 raise _invalid(f"Firewall ruleset {rid!r} does not exist in {region}.")
+        fs_names = body.get("file_system_names") or []
+        if not isinstance(fs_names, list) or not all(isinstance(n, str) for n in fs_names):
+            raise _invalid("file_system_names must be a list of names.")
+        for fs_name in fs_names:
+            fs = next((f for f in self._state.filesystems.values() if f["name"] == fs_name), None)
+            if fs is None:
+                raise ApiError(404, "global/object-does-not-exist", f"Filesystem {fs_name!r} was not found.",
+                               "Check the filesystem name and try again.")
+            if fs["region"] != region:
+                raise ApiError(400, "instance-operations/launch/file-system-in-wrong-region",
+                               f"Filesystem {fs_name!r} is in {fs['region']}, not {region}.",
+                               "Launch in the filesystem's region.")
         if self._take_fault("quota"):
             raise ApiError(400, "global/quota-exceeded", "Quota exceeded.", "Contact Support to increase your quota.")
         capacity = self._take_fault("capacity", lambda f: f.region in (None, region)
@@ -520,9 +585,10 @@ class LambdaStandIn:
         inst = _Instance(id=uuid.uuid4().hex, name=name, region=region, type_name=type_name, ssh_key_names=list(keys),
                          tags=[{"key": t["key"], "value": t["value"]} for t in tags], firewall_ruleset_ids=ruleset_ids,
                          hostname=body.get("hostname"), launched_at=time.time(),
-                         goes_unhealthy=self._take_fault("unhealthy") is not None)
+                         goes_unhealthy=self._take_fault("unhealthy") is not None, file_system_names=list(fs_names))
         self._state.instances[inst.id] = inst
         self._sync_box()
+        self._mount_filesystems(inst)
         if self._take_fault("drop_after_launch"):
             raise _Drop()
         return {"instance_ids": [inst.id]}
@@ -550,6 +616,34 @@ class LambdaStandIn:
         key["public_key"] = public
         self._state.keys[key["id"]] = key
         return dict(key)
+
+    def _create_filesystem(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or body.get("region") not in REGIONS:
+            raise _invalid("name and a region code are required.")
+        name = body.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 60 or not FILESYSTEM_NAME.match(name):
+            raise _invalid("name must be 1 to 60 letters, digits and dashes, starting with a letter.")
+        if any(f["name"] == name for f in self._state.filesystems.values()):
+            raise _invalid(f"A filesystem named {name!r} already exists.")
+        fs = {"id": uuid.uuid4().hex, "name": name, "region": body["region"], "created": _now_iso()}
+        self._state.filesystems[fs["id"]] = fs
+        return self._filesystem_json(fs)
+
+    def _delete_filesystem(self, fs_id: str) -> dict[str, Any]:
+        fs = self._state.filesystems.get(fs_id)
+        if fs is None:
+            raise ApiError(404, "global/object-does-not-exist", "Filesystem was not found.",
+                           "Check the filesystem ID and try again.")
+        if self._filesystem_json(fs)["is_in_use"]:
+            raise ApiError(400, "filesystems/filesystem-in-use", "Filesystem is in use by one or more instances.",
+                           "Terminate the instances that mount it first.")
+        del self._state.filesystems[fs_id]
+        store = self._fs_store(fs_id)
+        if store is not None:
+            import shutil
+
+            shutil.rmtree(store, ignore_errors=True)
+        return {"deleted_ids": [fs_id]}
 
     def _check_rules(self, rules: Any) -> list[dict[str, Any]]:
         if not isinstance(rules, list) or len(rules) > 20:
@@ -603,6 +697,7 @@ class LambdaStandIn:
             return 200, {"requests": [r.to_json() for r in self.requests()]}
         if route == "state" and method == "GET":
             return 200, {"instances": self.instances(), "ssh_keys": self.ssh_keys(), "firewall_rulesets": self.rulesets(),
+                         "filesystems": self.filesystems(),
                          "leftovers": self.leftovers()}
         if route == "reset" and method == "POST":
             self.reset()

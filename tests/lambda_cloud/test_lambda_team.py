@@ -42,6 +42,15 @@ def test_a_colleague_deploys_tunnels_and_downs_my_stack_by_name(standin: LambdaS
         assert up.returncode == 0, up.stderr
         assert "all healthy" in up.stdout + up.stderr
 
+        # Bob's machine never saw the stack: status and cost list it from the backend, as Alice's would.
+        listed = run_cli("status", "--json", env=bob, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        rows = {r["stack"]: r for r in json.loads(listed.stdout)["stacks"]}
+        assert rows["team"]["cloud"] == "lambda" and rows["team"]["address"] == box.host().address  # type: ignore[union-attr]
+        spent = run_cli("cost", "--json", "--offline", "--stack", "team", "--cloud", "lambda", env=bob, timeout=120)
+        assert spent.returncode == 0, spent.stderr
+        assert [s["stack"] for s in json.loads(spent.stdout)["spend"]] == ["team"]
+
         deploy = run_cli("deploy", "--stack", "team", "--json", env=bob, timeout=600)  # no --cloud: the stack says
         assert deploy.returncode == 0, deploy.stderr
         assert json.loads(deploy.stdout[deploy.stdout.index("{"):])["changed"] == []  # same secrets: nothing restarts

@@ -28,12 +28,14 @@ from gpuprov.apps.base import (
     BuildInput,
     GpuNeed,
     GpuTarget,
+    HostContext,
     Service,
     ServiceCheck,
     Sizing,
     SmokeFailed,
     SourceBuild,
 )
+from gpuprov.infra.cache import CHECKPOINTS_DIR
 
 
 def image(config: Any) -> str:
@@ -143,13 +145,20 @@ def sizing(config: Any, target: GpuTarget) -> Sizing:
                   tuple(problems))
 
 
+def _env(ctx: HostContext) -> dict[str, str]:
+    """nnInteractive's weights and huggingface_hub's metadata: on the stack's cache when mounted, else volumes."""
+    return {"NNINTERACTIVE_WEIGHTS": ctx.cache_source(f"{CHECKPOINTS_DIR}/nnInteractive_v1.0", "nninteractive-weights"),
+            "CHECKPOINT_META": ctx.cache_source(f"{CHECKPOINTS_DIR}/.cache", "checkpoint-meta")}
+
+
 APP = App(
     name="monai_label",
     summary="the OHIF-AI MONAI Label server (SAM2 / SAM3 / nnInteractive) on 8002",
     services=(
         Service(name="monai_label", container="monai_sam2", port=8002, image=image, health=_health,
-                log_activity=True, log_ignore=("/info/",)),
+                log_activity=True, log_ignore=("/info/",), hash_env=("NNINTERACTIVE_WEIGHTS", "CHECKPOINT_META")),
     ),
+    env=_env,
     directories=("data/predictions", "data/studies"),
     build=SourceBuild(
         service="monai_label", repo=lambda c: c.monai_label_repo, ref=lambda c: c.monai_label_ref,
@@ -157,6 +166,7 @@ APP = App(
         inputs=(BuildInput("sam3.pt", "monai-label/checkpoints/sam3.pt",
                            "your copy of the gated SAM3 checkpoint; without it SAM3 requests answer sam3_not_found"),),
         note="building the OHIF-AI MONAI Label image (15 to 20 minutes the first time)",
+        minutes=(15.0, 20.0),  # the seed guide's figure
     ),
     smoke=_smoke,
     backup=("data/predictions", "data/studies"),

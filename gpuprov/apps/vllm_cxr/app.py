@@ -30,6 +30,7 @@ from gpuprov.apps.base import (
 )
 from gpuprov.apps.vllm_cxr.sizing import SETTINGS, sizing
 from gpuprov.apps.vllm_cxr.xray import chest_xray_png
+from gpuprov.infra.cache import HF_DIR
 
 ADMIN_NAME = "gpuprov admin"
 
@@ -41,6 +42,8 @@ def _env(ctx: HostContext) -> dict[str, str]:
         "SERVED_MODEL_NAME": c.served_model_name,
         **ctx.sizing,  # dtype, context, multimodal limits and GPU share for the host's GPU (sizing.py)
         "OPENAI_API_BASE_URL": f"http://{ctx.peer('vllm')}:8000/v1",
+        # The Hugging Face cache: the stack's cache (kept across `down`) when mounted, else a Docker volume.
+        "MODEL_CACHE": ctx.cache_source(HF_DIR, "model-cache"),
     }
 
 
@@ -132,7 +135,7 @@ APP = App(
     services=(
         Service(
             name="vllm", container="vllm", port=8000, image=lambda c: c.vllm_image, health=_vllm_health,
-            hash_env=("MODEL_ID", "SERVED_MODEL_NAME", *SETTINGS), hash_files=("secrets.env",),
+            hash_env=("MODEL_ID", "SERVED_MODEL_NAME", "MODEL_CACHE", *SETTINGS), hash_files=("secrets.env",),
             metrics=Metrics("/metrics", running=("vllm:num_requests_running",), waiting=("vllm:num_requests_waiting",),
                             counters=("vllm:request_success_total", "vllm:prompt_tokens_total")),
         ),
@@ -147,11 +150,14 @@ APP = App(
     secrets=(
         Secret("vllm_api_key", lambda _stack: "sk-" + random.token_urlsafe(32)),
         Secret("webui_secret_key", lambda _stack: random.token_urlsafe(48)),
-        Secret("webui_admin_email", lambda stack: f"admin@{stack}.gpuprov.local"),
-        Secret("webui_admin_password", lambda _stack: random.token_urlsafe(18)),
+        Secret("webui_admin_email", lambda stack: f"admin@{stack}.gpuprov.local",
+               fixed="Open WebUI keeps its admin account in its own database: change it there"),
+        Secret("webui_admin_password", lambda _stack: random.token_urlsafe(18),
+               fixed="Open WebUI keeps its admin's password in its own database: change it in Settings > Account"),
     ),
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
     after_healthy=_ensure_admin,
+    backup_volumes=("webui-data",),  # Open WebUI's accounts, chats and uploads (not the model cache: re-downloadable)
     sizing=sizing,
 )

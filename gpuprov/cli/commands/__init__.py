@@ -6,6 +6,9 @@ Listed in the order ``gpuprov --help`` shows them: the everyday flow first.
 
 from gpuprov.cli.commands import stack
 from gpuprov.cli.commands import deploy
+from gpuprov.cli.commands import build
+from gpuprov.cli.commands import diagnose
+from gpuprov.cli.commands import update
 from gpuprov.cli.commands import secrets
 from gpuprov.cli.commands import apps
 from gpuprov.cli.commands import viewer

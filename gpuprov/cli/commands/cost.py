@@ -8,7 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, load, out, print_table, settings, table
+from gpuprov.cli.app import (
+    CloudOpt,
+    ConfigOpt,
+    JsonOpt,
+    StackOpt,
+    app,
+    cache_hosts_from_backend,
+    err,
+    load,
+    out,
+    print_table,
+    settings,
+    table,
+)
 from gpuprov.cost.estimate import estimate
 from gpuprov.cost.live import PricedOffer
 from gpuprov.cost.spend import spend_so_far
@@ -40,15 +53,20 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
     pools = driver_for(cfg.cloud, settings()).node_pools(cfg)
     configured = next((r for r in rows if r["configured"]), None)
     spends: list[dict[str, Any]] = []
+    cache_hosts_from_backend()  # a colleague's stack spends too
     for rec in records.all_records():
         host = rec.host
         s = spend_so_far(rec.stack, rec.cloud, host.instance_type, host.usd_hour, host.launched_at or rec.created_at,
                          budget_usd=cfg.budget_usd if rec.stack == cfg.stack else None)
         spends.append({**asdict(s), "launched_at": s.launched_at.isoformat() if s.launched_at else None,
                        "budget_state": s.budget_state})
+    from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
+
+    caches, cache_problems = all_caches(settings())
     if json_:
         print(json.dumps({"stack": cfg.stack, "cloud": cfg.cloud, "instance_type": itype, "configured": configured,
-                          "offers": rows, "spend": spends, **({"node_pools": pools} if pools else {})}, indent=2))
+                          "offers": rows, "spend": spends, "caches": [cache_json(c) for c in caches],
+                          **({"node_pools": pools} if pools else {})}, indent=2))
         return
     if configured is None:
         why = "not in the price list" if driver_for(cfg.cloud, settings()).creates_cloud_resources else "no cloud bill"
@@ -69,6 +87,10 @@ def cost_command(json_: JsonOpt = False, offline: OfflineOpt = False, cloud: Clo
         for p in pools:
             out.print(f"  {p['pool']:<14} {p['instance_type'] or '-':<14} {p['min_nodes']}-{p['max_nodes']} x "
                       f"${p['usd_hour_per_node']:.3f}/h  ({p['source']})", markup=False)
+    for c in caches:  # storage kept across `down`: it bills while no host runs
+        out.print(f"stack {c.stack}: {monthly_cost_line(c)}", markup=False)
+    for problem in cache_problems:
+        err.print(problem, markup=False)
     if spends:
         spend_table = table("stack", "provider", "type", "up for", "$/hour", "spent so far", "budget", whole=("stack", "type"))
         for row in spends:

@@ -19,6 +19,7 @@ from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost
 from gpuprov.infra.stacks import running_host
+from gpuprov.provisioning.phases import Phases
 
 BuildInputOpt = Annotated[
     list[str] | None,
@@ -67,16 +68,21 @@ def build_inputs(given: list[str] | None, sam3: Path | None = None) -> dict[str,
 
 
 def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
-                     inputs: dict[str, Path] | None = None, timeout_s: float = 1800.0) -> None:
-    """Deploy, wait until every service is healthy through a tunnel, print the result (``up`` uses this too)."""
+                     inputs: dict[str, Path] | None = None, timeout_s: float = 1800.0,
+                     phases: Phases | None = None) -> None:
+    """Deploy, wait until every service is healthy through a tunnel, print the result (``up`` uses this too).
+    ``phases``: the seconds per phase so far (``up``'s launch); the deploy's are added to it."""
     from gpuprov.provisioning.deploy import deploy as run_deploy
     from gpuprov.provisioning.health import wait_healthy
 
+    phases = phases if phases is not None else Phases(progress)
     try:
         with live_progress() as show:
-            result = run_deploy(cfg, host, show, build_inputs=inputs)
+            result = run_deploy(cfg, host, show, build_inputs=inputs, phases=phases)
             show("waiting until every service answers its health check (through an SSH tunnel)")
+            phases.begin("service_healthy")
             wait_healthy(cfg, host, timeout_s, progress=show)
+            phases.end()
     except (GpuprovError, KeyboardInterrupt):
         # Say it plainly: the host outlives a failed deploy, and may be billing.
         billing = f" and billing ${host.usd_hour:.2f}/h" if host.usd_hour else ""
@@ -92,8 +98,9 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
             err.print(f"{escape(login.label)} generated (kept 0600 in {escape(login.kept_in)}); not printed, as this "
                       f"is not a terminal: `gpuprov secrets show --stack {cfg.stack}` prints it")
     if json_out:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json() | {"phases_s": phases.to_json()}))
         return
+    err.print(f"where the time went: {phases.line()}", markup=False)
     what = ", ".join(result.changed) if result.changed else "nothing changed"
     out.print(f"[bold]{cfg.stack}[/bold]: deployed {', '.join(result.services)} ({what}) in "
               f"{result.seconds:.1f}s, {result.ssh_round_trips} SSH round trips; all healthy. "

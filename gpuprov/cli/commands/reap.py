@@ -58,6 +58,11 @@ def reap_command(
             out.print(f"stack {stack}: {'would be torn down' if preview else 'torn down'} (its gpuprov ci process is gone)")
         for f in listed:
             out.print(f"{verb} {f.item} [{f.reason}]")
+        for kept in report.caches:  # never removed by the reaper: said, with what it costs
+            price = f", ${kept['usd_month']:.2f}/month" if kept.get("usd_month") is not None else ""
+            out.print(f"cache {kept['name']} in {kept['region']} ({kept['cloud']}{price}): {kept['verdict']}: "
+                      f"{kept['why']}",
+                      markup=False)
         if not listed and not report.stacks_torn_down:
             out.print(f"nothing to reap in {', '.join(report.clouds) or 'no cloud'}")
         elif preview and not dry_run:

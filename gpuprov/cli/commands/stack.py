@@ -15,6 +15,7 @@ from gpuprov.cli.app import (
     JsonOpt,
     StackOpt,
     app,
+    cache_hosts_from_backend,
     err,
     load,
     load_existing,
@@ -38,6 +39,9 @@ LOCAL_HINT = (
 @app.command()
 def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
        deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the apps once the host is up.")] = True,
+       ssh_config: Annotated[bool | None, typer.Option(
+           "--ssh-config/--no-ssh-config", help="Include gpuprov's `Host gpuprov-<stack>` entries from ~/.ssh/config "
+                                                "(default: ask on a terminal, else leave it as it is).")] = None,
        ) -> None:
     """Bring the stack's host up (the local sandbox when no cloud is configured) and deploy its apps."""
     from gpuprov.infra.stack_index import UNKNOWN_CLOUD, known_stacks
@@ -47,14 +51,21 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         cfg = load_existing(cloud, config, stack)  # the stack lives elsewhere: up it there, or refuse another cloud
     if "cloud" not in cfg.model_fields_set:
         err.print(LOCAL_HINT)
+    if not deploy:  # --no-deploy wins over a config that has the program deploy (`deploy: true`)
+        cfg = cfg.model_copy(update={"deploy": False})
     from gpuprov.apps.fit import require_fit
 
     require_fit(cfg)  # before anything is created: the apps must run on the type's GPU, and fit on it
     driver = driver_for(cfg.cloud, settings())
+    from gpuprov.provisioning.phases import Phases
+
+    phases = Phases(progress)
     try:
         if driver.has_credentials():
             driver.preflight(cfg, progress)
+        phases.begin("launch")
         host = driver.backend(progress).up(cfg)
+        phases.end()
     except BaseException:
         from gpuprov.infra.stack_index import known_stacks
 
@@ -72,18 +83,55 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         return
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")
-    if deploy:  # up = host + deploy
-        from gpuprov.cli.commands.deploy import deploy_and_check
+    from gpuprov.cli.commands.diagnose import ssh_entry
 
-        deploy_and_check(cfg, host)
+    ssh_entry(cfg, host, ssh_config)  # `ssh gpuprov-<stack>`: gpuprov's own file; ~/.ssh/config only with consent
+    try:
+        if deploy:  # up = host + deploy
+            from gpuprov.cli.commands.deploy import deploy_and_check
+
+            deploy_and_check(cfg, host, phases=phases)
+    finally:
+        phases.end()
+        records.record_phases(cfg.stack, phases.to_json())  # `gpuprov status` shows where the minutes went
 
 
 @app.command()
-def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None) -> None:
-    """Remove everything the stack created, and check that nothing is left."""
-    cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
-    teardown(cfg, progress, settings())
-    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed")
+def down(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
+         purge: Annotated[bool, typer.Option("--purge", help="Also delete the stack's cache (cache: true), "
+                                                             "which `down` otherwise keeps for the next `up`.")] = False,
+         ) -> None:
+    """Remove everything the stack created, and check that nothing is left (its cache stays unless --purge)."""
+    from gpuprov.infra.cache import monthly_cost_line
+    from gpuprov.infra.stack_index import UnknownStack
+
+    try:
+        cfg = load_existing(cloud, config, stack)  # a typo or a default never "removes" a stack that is not there
+    except UnknownStack:
+        if not purge or not _purge_orphan_cache(load(cloud, config, stack)):
+            raise
+        return
+    kept = teardown(cfg, progress, settings(), purge=purge)
+    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} stack removed" + (", cache deleted" if purge else ""))
+    for item in kept:
+        out.print(f"kept {monthly_cost_line(item)}; `gpuprov down --purge -s {cfg.stack}` deletes it", markup=False)
+
+
+def _purge_orphan_cache(cfg: Any) -> bool:
+    """``down --purge`` of a stack an earlier ``down`` removed, whose cache it kept: delete the cache alone."""
+    from gpuprov.infra.verify import own_caches, verify_cache_gone
+
+    driver = driver_for(cfg.cloud, settings())
+    if not (driver.keeps_caches and driver.has_credentials()):
+        return False
+    caches = own_caches(driver, cfg)
+    if not caches:
+        return False
+    for item in caches:
+        driver.purge_cache(item, progress)
+    verify_cache_gone(cfg, settings(), progress)
+    out.print(f"[bold]{cfg.stack}[/bold]: {cfg.cloud} cache deleted (the stack itself was already down)")
+    return True
 
 
 def _key_path(rec: records.StackRecord) -> str | None:
@@ -114,14 +162,12 @@ def _fmt_uptime(delta: timedelta | None) -> str:
 EXPIRY_WARNING = timedelta(hours=1)
 
 
+
 @app.command()
 def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
         "--stack", "-s", help="Show only this stack (default: every stack).")] = None) -> None:
     """Show each stack: target, address, state, uptime, hourly price."""
-    if stack is not None:
-        from gpuprov.infra.stack_index import known_stacks, require
-
-        require(stack, known_stacks(settings()))
+    cache_hosts_from_backend(stack)
     rows: list[dict[str, Any]] = []
     for rec in records.all_records():
         if stack and rec.stack != stack:
@@ -134,13 +180,24 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
             "uptime": host.uptime(),
             "usd_hour": host.usd_hour, "expires_at": host.expires_at,
             "deployed": rec.deployed, "ssh_key_path": _key_path(rec), "secrets_file": _secrets_file(rec.stack),
+            "last_up_phases_s": rec.last_up_phases,
         })
+    from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
+
+    caches, cache_problems = all_caches(settings())
+    caches = [c for c in caches if not stack or c.stack == stack]
     if json_:
         for r in rows:
             r["uptime_s"] = int(r.pop("uptime").total_seconds()) if r["uptime"] else None
             r["expires_at"] = r["expires_at"].isoformat() if r["expires_at"] else None
-        print(json.dumps({"stacks": rows}, indent=2))
+        # "caches" only when a cloud lists one: `{"stacks": []}` stays the answer of a machine with nothing up.
+        print(json.dumps({"stacks": rows, **({"caches": [cache_json(c) for c in caches]} if caches else {})},
+                         indent=2))
         return
+    for c in caches:  # kept across `down`: they bill with no host up
+        out.print(f"stack {c.stack}: {monthly_cost_line(c)} ({c.state})", markup=False)
+    for problem in cache_problems:
+        err.print(problem, markup=False)
     if not rows:
         out.print("no stacks; `gpuprov up` brings one up")
         return
@@ -154,6 +211,11 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
         grid.add_row(str(r["stack"]), str(r["cloud"]), f"{r['ssh_user']}@{r['address']}:{r['ssh_port']}",
                       str(r["state"]), _fmt_uptime(r["uptime"]), f"{r['usd_hour']:.2f}", expires)
     print_table(grid)
+    from gpuprov.provisioning.phases import describe
+
+    for r in rows:
+        if r["last_up_phases_s"]:
+            out.print(f"{r['stack']}: last up took {describe(r['last_up_phases_s'])}", markup=False)
     from gpuprov.cli.commands.deploy import auth_hint
 
     for r in rows:

@@ -56,7 +56,7 @@ class Leftover:
     (an SSH key, a firewall ruleset, a security group, a key pair, a firewall rule)."""
 
     cloud: str
-    kind: str  # instance, ssh-key, firewall-ruleset, security-group, key-pair, firewall, sandbox
+    kind: str  # instance, ssh-key, firewall-ruleset, security-group, key-pair, firewall, sandbox, cache
     id: str
     stack: str | None = None
     name: str | None = None
@@ -148,6 +148,9 @@ class CloudDriver(abc.ABC):
     title: ClassVar[str]  # how users call it ("Lambda Cloud")
     #: Whether gpuprov creates paid resources there (False: an existing machine, the local sandbox).
     creates_cloud_resources: ClassVar[bool] = True
+    #: Whether stacks here may keep a cache across ``down`` (``cache: true``): its driver lists caches
+    #: (kind ``cache`` in :meth:`inventory`) and implements :meth:`purge_cache`.
+    keeps_caches: ClassVar[bool] = False
     #: Whether spot / preemptible capacity can be asked for.
     supports_spot: ClassVar[bool] = False
     #: ``image:`` grammar on this cloud, as (pattern, what to write); None: the key does not apply.
@@ -253,13 +256,23 @@ class CloudDriver(abc.ABC):
         return []
 
     def leftovers(self, config: StackConfig) -> list[Leftover]:
-        """What the cloud still lists of ``config``'s stack (destroy verification)."""
-        return self.inventory(config.stack, config)
+        """What the cloud still lists of ``config``'s stack (destroy verification); its cache is kept on
+        purpose (``cache: true``) and is not a leftover: :meth:`caches` lists it."""
+        return [i for i in self.inventory(config.stack, config) if i.kind != "cache"]
+
+    def caches(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
+        """The stack caches this cloud lists (of ``stack`` when named): storage kept across ``down``."""
+        return [i for i in self.inventory(stack, config) if i.kind == "cache"]
+
+    def purge_cache(self, item: Leftover, progress: Progress) -> None:
+        """Delete one cache (``down --purge``). Raises :class:`CloudError` when it cannot."""
+        raise CloudError(f"{self.title}: gpuprov keeps no cache here")
 
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
                       config: StackConfig | None = None) -> list[Finding]:
         """The resources the reaper should remove here, each with the policy's reason."""
-        items = self.inventory(only_stack, config)
+        # Caches are never the reaper's to remove: it reports them (gpuprov.infra.reaper.cache_verdicts).
+        items = [i for i in self.inventory(only_stack, config) if i.kind != "cache"]
         found: list[Finding] = []
         doomed: set[str] = set()
         live: set[str] = set()

@@ -25,6 +25,7 @@ route() {
       json "200 OK" '{"name":"MONAILabel - Radiology (stand-in)","description":"stand-in for the OHIF-AI MONAI Label server","version":"0.8.5","labels":["segmentation"],"models":{"segmentation":{"type":"segmentation","labels":{"segmentation":1},"dimension":3,"description":"SAM2 / MedSAM2 / SAM3 / nnInteractive"},"Histogram+GraphCut":{"type":"scribbles","labels":{},"dimension":3,"description":"scribbles"},"GMM+GraphCut":{"type":"scribbles","labels":{},"dimension":3,"description":"scribbles"}},"trainers":{},"strategies":{},"scoring":{},"train_stats":{},"datastore":{"total":0,"completed":0}}' ;;
     "GET /") printf '<!doctype html><title>MONAILabel - Swagger UI</title>\n' > "$WORK/out"; respond "200 OK" text/html "$WORK/out" ;;
     POST\ /infer/segmentation*) infer ;;
+    GET\ /datastore/*|GET\ /datastore) datastore ;;
     *) json "404 Not Found" '{"detail":"Not Found"}' ;;
   esac
 }
@@ -53,4 +54,20 @@ infer() {
     printf '\r\n--%s--\r\n' "$b"
   } > "$WORK/out"
   respond "200 OK" "multipart/form-data; boundary=$b" "$WORK/out"
+}
+# GET /datastore/?output=all|stats (monailabel/endpoints/datastore.py): the images in --studies, each by its
+# id (the file name without its extension), as the real local datastore lists them; labels are not kept.
+datastore() {
+  objects="" n=0
+  for f in /code/studies/*; do
+    [ -f "$f" ] || continue
+    name=${f##*/} id=${name%%.*} ext=.${name#*.}
+    [ "$ext" = ".$name" ] && ext=""
+    objects="$objects${objects:+,}\"$id\":{\"image\":{\"ext\":\"$ext\",\"info\":{}},\"labels\":{}}"
+    n=$((n + 1))
+  done
+  case "$REQ_PATH" in
+    *output=all*) json "200 OK" "{\"name\":\"radiology (stand-in)\",\"description\":\"local datastore\",\"images_dir\":\"/code/studies\",\"labels_dir\":\"/code/studies/labels\",\"objects\":{$objects}}" ;;
+    *) json "200 OK" "{\"total\":$n,\"completed\":0,\"label_tags\":{},\"train\":{}}" ;;
+  esac
 }

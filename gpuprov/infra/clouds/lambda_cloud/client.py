@@ -124,6 +124,26 @@ class FirewallRuleset(BaseModel):
     created: datetime | None = None  # ISO 8601 in the API
 
 
+class Filesystem(BaseModel):
+    """A persistent filesystem (``/api/v1/file-systems``): lives in one region, mounted at ``mount_point``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    region: str
+    mount_point: str
+    is_in_use: bool = False
+    bytes_used: int | None = None
+    created: datetime | None = None
+
+
+def _filesystem(raw: dict[str, Any]) -> Filesystem:
+    return Filesystem(id=raw["id"], name=raw["name"], region=(raw.get("region") or {}).get("name", ""),
+                      mount_point=raw.get("mount_point", ""), is_in_use=bool(raw.get("is_in_use")),
+                      bytes_used=raw.get("bytes_used"), created=raw.get("created"))
+
+
 class Image(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -301,7 +321,7 @@ class LambdaCloud:
     def launch(self, region: str, instance_type: str, ssh_key_name: str, *, name: str,
                tags: dict[str, str] | None = None, firewall_ruleset_ids: list[str] | None = None,
                image_family: str | None = None, image_id: str | None = None, hostname: str | None = None,
-               user_data: str | None = None) -> str:
+               user_data: str | None = None, file_system_names: list[str] | None = None) -> str:
         """Launch one instance and return its id. Sent once, never retried here: on any error the
         caller must look for ``name`` before launching again (see :mod:`gpuprov.infra.clouds.lambda_cloud.launch`)."""
         body: dict[str, Any] = {"region_name": region, "instance_type_name": instance_type,
@@ -316,6 +336,8 @@ class LambdaCloud:
             body["image"] = {"family": image_family}
         if hostname:
             body["hostname"] = hostname
+        if file_system_names:
+            body["file_system_names"] = list(file_system_names)
         if user_data is not None:
             body["user_data"] = user_data
         data = self._call("POST", "instance-operations/launch", body, retry=False, launch=True)
@@ -386,3 +408,14 @@ class LambdaCloud:
 
     def delete_firewall_ruleset(self, ruleset_id: str) -> None:
         self._call("DELETE", f"firewall-rulesets/{ruleset_id}")
+
+    # --- filesystems -------------------------------------------------------------------------
+
+    def list_filesystems(self) -> list[Filesystem]:
+        return [_filesystem(f) for f in self._call("GET", "file-systems")]
+
+    def create_filesystem(self, name: str, region: str) -> Filesystem:
+        return _filesystem(self._call("POST", "filesystems", {"name": name, "region": region}))
+
+    def delete_filesystem(self, filesystem_id: str) -> None:
+        self._call("DELETE", f"filesystems/{filesystem_id}")

@@ -72,6 +72,7 @@ class LambdaDriver(CatalogCloud):
     title = "Lambda Cloud"
     credential_hint = "LAMBDA_API_KEY"
     secret_env = ("LAMBDA_API_KEY", AGENT_KEY_ENV)
+    keeps_caches = True
 
     # --- config ----------------------------------------------------------------------------------
 
@@ -177,7 +178,40 @@ class LambdaDriver(CatalogCloud):
             if owner and (stack is None or owner == stack):
                 made = {TAG_CREATED_AT: str(int(rs.created.timestamp()))} if rs.created else {}
                 found.append(Leftover(self.name, "firewall-ruleset", rs.id, owner, rs.name, rs.region, tags=made))
+        found += self._cache_leftovers(api, stack)
         return found
+
+    def _cache_leftovers(self, api: LambdaCloud, stack: str | None) -> list[Leftover]:
+        """The stacks' cache filesystems: untagged in Lambda's API, found by their name (gpuprov.infra.cache)."""
+        from gpuprov.infra.cache import OWNER_HASH_TAG, parse_cache_name
+
+        found = []
+        for fs in api.list_filesystems():
+            parsed = parse_cache_name(fs.name)
+            if parsed and (stack is None or parsed[0] == stack):
+                tags = {OWNER_HASH_TAG: parsed[1]}
+                if fs.bytes_used is not None:
+                    tags["bytes-used"] = str(fs.bytes_used)
+                found.append(Leftover(self.name, "cache", fs.id, parsed[0], fs.name, fs.region,
+                                      "in-use" if fs.is_in_use else "kept", tags))
+        return found
+
+    def purge_cache(self, item: Leftover, progress: Progress) -> None:
+        """Delete the filesystem; Lambda refuses while an instance (still terminating) mounts it: retry."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+        from gpuprov.infra.clouds.lambda_cloud.errors import FilesystemInUse, ObjectNotFound
+
+        api = self.client()
+        try:
+            for attempt in Retrying(retry=retry_if_exception_type(FilesystemInUse), stop=stop_after_delay(300),
+                                    wait=wait_exponential(multiplier=max(api.backoff_scale, 0.01), max=10),
+                                    reraise=True):
+                with attempt:
+                    api.delete_filesystem(item.id)
+        except ObjectNotFound:
+            return
+        progress(f"lambda: deleted cache filesystem {item.name} in {item.region}")
 
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
                       config: StackConfig | None = None) -> list[Finding]:

@@ -64,6 +64,14 @@ class FirewallRulesetInUse(LambdaApiError):
     code = "firewall-rulesets/firewall-ruleset-in-use"
 
 
+class FilesystemInUse(LambdaApiError):
+    code = "filesystems/filesystem-in-use"
+
+
+class FilesystemInWrongRegion(LambdaApiError):
+    code = "instance-operations/launch/file-system-in-wrong-region"
+
+
 class ProviderError(LambdaApiError):
     """``provider/*``: Lambda's upstream is unavailable for a moment; retried with back-off."""
 
@@ -98,7 +106,7 @@ class LambdaUnreachable(LambdaError):
 _BY_CODE: dict[str, type[LambdaApiError]] = {
     cls.code: cls
     for cls in (InvalidApiKey, AccountInactive, InsufficientCapacity, QuotaExceeded, InvalidParameters,
-                ObjectNotFound, FirewallRulesetInUse, ServerError)
+                ObjectNotFound, FirewallRulesetInUse, FilesystemInUse, FilesystemInWrongRegion, ServerError)
 }
 
 

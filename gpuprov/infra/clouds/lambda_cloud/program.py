@@ -13,12 +13,13 @@ from typing import Any
 import pulumi
 
 from gpuprov.cost import catalog
+from gpuprov.infra.cache import cache_name
 from gpuprov.infra.clouds.lambda_cloud.driver import resource_name
 from gpuprov.infra.clouds.lambda_cloud.launch import install_cancel_handlers
 from gpuprov.infra.clouds.lambda_cloud.provider import LambdaFirewallRuleset, LambdaInstance, LambdaSshKey
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.keys import public_key
-from gpuprov.infra.tags import stack_tags
+from gpuprov.infra.tags import TAG_OWNER, stack_tags
 
 
 def resource_prefix(config: StackConfig) -> str:
@@ -63,6 +64,7 @@ def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
         instance_type=config.instance_type, region=config.region, min_gpu_memory_gb=min_gpu_memory_gb(config),
         firewall_ruleset_ids=ruleset.ids if ruleset is not None else None,
         open_ports=list(config.open_ports), allowed_cidrs=list(config.allowed_cidrs),
+        cache_name=cache_name(config.stack, stack_tags(config)[TAG_OWNER]) if config.cache else None,
         opts=pulumi.ResourceOptions(depends_on=[key] + ([ruleset] if ruleset is not None else [])),
     )
     return instance.host

@@ -21,7 +21,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from gpuprov.infra.clouds.lambda_cloud.client import FirewallRule, Instance, LambdaCloud
+from gpuprov.infra.clouds.lambda_cloud.client import Filesystem, FirewallRule, Instance, LambdaCloud
 from gpuprov.infra.clouds.lambda_cloud.errors import (
     FirewallRulesetInUse,
     InvalidParameters,
@@ -236,9 +236,14 @@ class LambdaInstanceProvider(_LambdaProvider):
                                    "where it applies no firewall rules, and open_ports needs them; try again later, "
                                    "or leave open_ports empty and reach the services through gpuprov tunnel", [])
             offers = guarded
+        cache_name = props.get("cache_name")
+        cache: Filesystem | None = None
+        if cache_name:
+            cache, offers = _cache_filesystem(api, str(cache_name), offers, props.get("region"), _log)
         spec = LaunchSpec(name_prefix=props["name"], ssh_key_name=props["ssh_key_name"],
                           tags=dict(props.get("tags") or {}), firewall_ruleset_ids=ruleset_ids,
                           image_family=props.get("image_family"),
+                          file_system_names=[str(cache_name)] if cache_name else [],
                           boot_timeout_s=float(props.get("boot_timeout_s") or LaunchSpec.boot_timeout_s))
         progress: Progress = _log
         inst = _adopt_earlier_launch(api, props, offers, spec, progress) or launch_with_failover(
@@ -248,11 +253,17 @@ class LambdaInstanceProvider(_LambdaProvider):
         except ExposedBeyondAllowList as err:
             terminate_and_confirm(api, inst.id, spec.terminate_timeout_s, spec.poll_s, progress)
             raise ExposedBeyondAllowList(f"{err}. It has been terminated, nothing is billing") from None
-        return CreateResult(id_=inst.id, outs={**props, **_instance_outputs(inst, props)})
+        outs = {**props, **_instance_outputs(inst, props)}
+        if cache is not None:
+            outs["cache"] = {"name": cache.name, "id": cache.id, "region": cache.region,
+                             "mount_point": cache.mount_point}
+        return CreateResult(id_=inst.id, outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in ("instance_type", "region", "image_family", "ssh_key_name", "min_gpu_memory_gb")
                     if olds.get(k) != news.get(k)]
+        if (olds.get("cache_name") or None) != (news.get("cache_name") or None):
+            replaces.append("cache_name")  # Lambda mounts filesystems only at launch
         launched = olds.get("launched_region")
         if (olds.get("firewall_ruleset_ids") or {}).get(launched) != (news.get("firewall_ruleset_ids") or {}).get(
                 launched):
@@ -303,6 +314,28 @@ def _adopt_earlier_launch(api: LambdaCloud, props: dict[str, Any], offers: list[
         raise
 
 
+def _cache_filesystem(api: LambdaCloud, name: str, offers: list[Any], region: str | None,
+                      progress: Progress) -> tuple[Filesystem, list[Any]]:
+    """The stack's cache filesystem (made once, in the region of the first launch) and the offers in its region:
+    a filesystem mounts only in its own region, so with a cache the failover stays there."""
+    found = next((f for f in api.list_filesystems() if f.name == name), None)
+    if found is None:
+        where = region or (offers[0].region if offers else None)
+        if where is None:
+            raise LaunchFailed("no Lambda region has capacity for an instance type that meets the config right "
+                               "now, so gpuprov made no cache filesystem; try again later", [])
+        progress(f"creating the stack's cache filesystem {name} in {where} (kept across `gpuprov down`)")
+        found = api.create_filesystem(name, where)
+    else:
+        progress(f"using the stack's cache filesystem {name} in {found.region}")
+    kept = [o for o in offers if o.region == found.region]
+    if not kept:
+        raise LaunchFailed(f"the stack's cache filesystem {name} is in {found.region}, and Lambda has no capacity "
+                           f"there for this config right now (a filesystem mounts only in its region); try again "
+                           "later, or `gpuprov down --purge` to drop the cache and launch anywhere", [])
+    return found, kept
+
+
 def _epoch(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value), timezone.utc) if value and value.isdigit() else None
 
@@ -329,13 +362,13 @@ class LambdaInstance(Resource):
                  firewall_ruleset_ids: pulumi.Input[dict[str, str]] | None, image_family: str | None = None,
                  ssh_user: str = "ubuntu", boot_timeout_s: float = LaunchSpec.boot_timeout_s,
                  open_ports: list[int] | None = None, allowed_cidrs: list[str] | None = None,
-                 opts: pulumi.ResourceOptions | None = None):
+                 cache_name: str | None = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__(LambdaInstanceProvider(), resource_name, {
             "name": name, "ssh_key_name": ssh_key_name, "tags": tags, "instance_type": instance_type,
             "region": region, "min_gpu_memory_gb": min_gpu_memory_gb,
             "firewall_ruleset_ids": firewall_ruleset_ids or {}, "firewall_required": firewall_ruleset_ids is not None,
             "image_family": image_family, "ssh_user": ssh_user, "boot_timeout_s": boot_timeout_s,
             "open_ports": list(open_ports or ()), "allowed_cidrs": list(allowed_cidrs or ()),
-            "provider_version": PROVIDER_VERSION,
+            "provider_version": PROVIDER_VERSION, "cache_name": cache_name, "cache": None,
             "host": None, "ip": None, "instance_name": None, "launched_region": None, "launched_type": None,
         }, opts)

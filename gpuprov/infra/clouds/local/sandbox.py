@@ -287,7 +287,10 @@ class LocalSandbox:
         proc = subprocess.Popen(
             [*self._in_netns(st), "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
              f"--data-root={self.dir / 'docker-data'}", f"--exec-root={self.run_dir / 'exec'}",
-             f"--host=unix://{self.docker_socket}", f"--pidfile={self.run_dir / 'docker.pid'}"],
+             f"--host=unix://{self.docker_socket}", f"--pidfile={self.run_dir / 'docker.pid'}",
+             # A registry on this machine answers at the veth's outer address (image_registry), over plain
+             # HTTP as Docker allows only on loopback unless told: the range is ours alone.
+             f"--insecure-registry={SUBNET_PREFIX}.0.0/16"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -366,12 +369,27 @@ class LocalSandbox:
             if volumes:
                 _run(*docker, "volume", "rm", "-f", *volumes, check=False, timeout=120)
         host_root = self.dir / "host"
-        agent = host_root / "run" / "gpuprov-idle.pid"
-        if agent.exists() and agent.read_text().strip().isdigit():
-            _kill(int(agent.read_text().strip()), timeout=10)
+        for pid in self._idle_agents():
+            _kill(pid, timeout=10)
         if host_root.exists():
             shutil.rmtree(host_root, ignore_errors=True)
             host_root.mkdir(mode=0o755)
+
+    def _idle_agents(self) -> list[int]:
+        """The idle agents running on this box, found by what they run (the box's own copy of the agent),
+        never by its pid file alone: a stale file may name a reused pid, any process of this machine's."""
+        script = f"{self.dir / 'host'}/"
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.startswith(script.encode()) and a.endswith(b"/gpuprov_idle.py") for a in argv):
+                found.append(int(proc.name))
+        return found
 
     def destroy(self) -> None:
         """Remove everything the sandbox is made of, then check that nothing is left."""
