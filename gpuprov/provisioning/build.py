@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gpuprov.apps import registry as app_registry
 from gpuprov.apps.base import Secrets
+from gpuprov.infra.clouds import driver_class
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.image_registry import PublicRegistry, anonymous_pull, login_for, registry_ref
@@ -61,7 +62,7 @@ def _placeholder_secrets(config: StackConfig) -> dict[str, Secrets]:
 
 def planned(config: StackConfig, registry: str, inputs: Mapping[str, tuple[Path, str]]) -> list[Built]:
     """The images ``config`` builds, labelled as a deploy labels them, and where they go in ``registry``."""
-    sandbox = config.cloud == "local"
+    sandbox = driver_class(config.cloud).sandbox_hosts
     want = desired_state(config, HostShape(0, sandbox), _placeholder_secrets(config))
     out = [Built(s.service, ref, s.label, registry_ref(registry, ref, s.label.removeprefix("standin:"), standin=True),
                  ()) for ref, s in want.standins.items()]

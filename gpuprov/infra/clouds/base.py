@@ -148,6 +148,9 @@ class CloudDriver(abc.ABC):
     title: ClassVar[str]  # how users call it ("Lambda Cloud")
     #: Whether gpuprov creates paid resources there (False: an existing machine, the local sandbox).
     creates_cloud_resources: ClassVar[bool] = True
+    #: Whether its hosts are sandboxes that run the apps' stand-in images (what ``gpuprov build`` builds
+    #: for them); a real host's deploy learns it from the host's own facts.
+    sandbox_hosts: ClassVar[bool] = False
     #: Whether stacks here may keep a cache across ``down`` (``cache: true``): its driver lists caches
     #: (kind ``cache`` in :meth:`inventory`) and implements :meth:`purge_cache`.
     keeps_caches: ClassVar[bool] = False

@@ -18,6 +18,7 @@ class LocalDriver(CloudDriver):
     name = "local"
     title = "local sandbox host"
     creates_cloud_resources = False
+    sandbox_hosts = True
 
     def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
         from gpuprov.infra.clouds.local.resource import build_local_host
