@@ -136,6 +136,37 @@ class LocalSandbox:
         tmp.chmod(0o600)
         tmp.replace(self._authorized_keys)
 
+    def replace_host_key(self, pair: tuple[str, str] | None) -> None:
+        """Make sshd present another host key: ``pair`` (private, public), as cloud-init installs one from a
+        launch's user data, or a freshly generated one when None. sshd rereads its keys on SIGHUP (it
+        re-executes itself, same pid); returns once it answers again."""
+        st = self.state()
+        if st is None or not _alive(st.sshd_pid):
+            raise SandboxError(f"the sandbox {self.name!r} is not running; create it first")
+        key = self.dir / "host_ed25519"
+        tmp = self.dir / "host_ed25519.new"
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".new.pub").unlink(missing_ok=True)
+        if pair is None:
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuprov-sandbox-{self.name}", "-f", str(tmp))
+            private, public = tmp.read_text(), tmp.with_suffix(".new.pub").read_text()
+            tmp.unlink()
+            tmp.with_suffix(".new.pub").unlink()
+        else:
+            private, public = pair
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(private.strip() + "\n")
+        tmp.replace(key)
+        key.with_suffix(".pub").write_text(" ".join(public.split()[:2]) + f" gpuprov-sandbox-{self.name}\n")
+        assert st.sshd_pid is not None
+        os.kill(st.sshd_pid, signal.SIGHUP)
+        time.sleep(0.2)  # let the listener close and reopen before probing it
+        reason = wait_for_ssh_banner(st.address, st.ssh_port, timeout_s=30, interval_s=0.1)
+        if reason is not None:
+            raise SandboxError(f"the sandbox's sshd did not answer after its host key changed ({reason}); "
+                               f"see {self.dir / 'sshd.log'}")
+
     @property
     def docker_socket(self) -> Path:
         return self.run_dir / "docker.sock"
