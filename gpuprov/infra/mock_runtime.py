@@ -44,14 +44,18 @@ class RecordedResource:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-def _plain(value: Any) -> Any:
-    """Inputs as JSON-ready data (secrets arrive wrapped by the mock monitor)."""
+SECRET_SHOWN = "[secret]"  # what a recorded (shown) input holds in place of a Pulumi secret
+
+
+def _plain(value: Any, redact: bool = False) -> Any:
+    """Inputs as JSON-ready data (secrets arrive wrapped by the mock monitor). ``redact``: secrets as
+    :data:`SECRET_SHOWN` (what ``plan`` records and shows), else their values (what providers get)."""
     if isinstance(value, dict):
         if value.get("4dabf18193072939515e22adb298388d") == "1b47061264138c4ac30d75fd1eb44270":  # secret sig
-            return _plain(value.get("value"))
-        return {k: _plain(v) for k, v in value.items() if k != PROVIDER_KEY}
+            return SECRET_SHOWN if redact else _plain(value.get("value"))
+        return {k: _plain(v, redact) for k, v in value.items() if k != PROVIDER_KEY}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, redact) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)  # the mock monitor turns every number into a float
     return value
@@ -89,7 +93,7 @@ class EngineMocks(Mocks):
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
         inputs = _plain(args.inputs)
-        record = RecordedResource(type=args.typ, name=args.name, inputs=inputs)
+        record = RecordedResource(type=args.typ, name=args.name, inputs=_plain(args.inputs, redact=True))
         with self._lock:
             self.resources.append(record)
         try:
