@@ -89,10 +89,14 @@ class LocalSandbox:
     """The local sandbox host of one stack. ``create`` and ``destroy`` are idempotent."""
 
     def __init__(self, name: str, root: Path | None = None, progress: Progress | None = None,
-                 login_user: str | None = None):
+                 login_user: str | None = None, image_sshd: bool = False):
         """``login_user``: the user SSH logs in as (default: whoever runs gpuprov). Another name (``ubuntu``,
-        as on a cloud image) is an alias of root inside the sandbox's own user database; it needs root."""
+        as on a cloud image) is an alias of root inside the sandbox's own user database; it needs root.
+        ``image_sshd``: its sshd is configured as a cloud image's may ship it (password and keyboard-interactive
+        login on, the drop-in folder ``/etc/ssh/sshd_config.d`` under its root read first), and says so
+        (``GPUPROV_SSHD_CONFIG``), so deploy hardens it as it does a cloud host's."""
         self.name = name
+        self.image_sshd = image_sshd
         self.root = root or state_root()
         self.dir = self.root / "sandbox" / name
         self.login_user = login_user
@@ -342,17 +346,24 @@ class LocalSandbox:
                "GPUPROV_SSHD_PID_FILE": str(self.dir / "sshd.pid")}
         if st.dockerd_pid:
             env |= {"DOCKER_HOST": f"unix://{self.docker_socket}", "DOCKER_CONFIG": str(self.dir / "docker-config")}
-        env_line = "SetEnv " + " ".join(f'{k}="{v}"' for k, v in env.items()) + "\n"
         config = self.dir / "sshd_config"
+        passwords = "no"
+        image = ""
+        if self.image_sshd:  # as a cloud image may ship it: the drop-in folder first, then passwords on
+            env["GPUPROV_SSHD_CONFIG"] = str(config)
+            image = f"Include {host_root}/etc/ssh/sshd_config.d/*.conf\n"
+            passwords = "yes"
+        env_line = "SetEnv " + " ".join(f'{k}="{v}"' for k, v in env.items()) + "\n"
         config.write_text(
+            image +
             f"ListenAddress {st.address}\n"
             f"Port {st.ssh_port}\n"
             f"HostKey {self.dir / 'host_ed25519'}\n"
             f"PidFile {self.dir / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
             "StrictModes no\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
+            f"PasswordAuthentication {passwords}\n"
+            f"KbdInteractiveAuthentication {passwords}\n"
             "PermitRootLogin prohibit-password\n"
             "UsePAM no\n"
             "AllowTcpForwarding yes\n"
