@@ -141,8 +141,9 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         agent_stale = any(facts.files.get(f.path) != f.sha256 for f in agent_files)
         extra = [agent_start] if agent_stale else []
         # Only on hosts gpuprov made: an existing machine's sshd (a lab server's other users) is not ours
-        # to change, and a sandbox's sshd is started by gpuprov with its own config.
-        if driver_class(config.cloud).creates_cloud_resources and not facts.sandbox:
+        # to change, and a sandbox's sshd is started by gpuprov with its own config (unless it is configured
+        # as a cloud image's and says so: the stand-in of a cloud host, hardened the same way).
+        if driver_class(config.cloud).creates_cloud_resources and (not facts.sandbox or facts.own_sshd):
             hardened = sshd.drop_in(host.ssh_user)
             want.files.append(hardened)
             if facts.files.get(hardened.path) != hardened.sha256:

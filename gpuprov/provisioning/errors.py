@@ -20,7 +20,14 @@ class HostKeyChanged(ProvisioningError):
 
     exit_code = 5
 
-    def __init__(self, stack: str, where: str, known: str, offered: str, known_hosts: str):
+    def __init__(self, stack: str, where: str, known: str, offered: str, known_hosts: str, declared: bool = False):
+        if declared:  # the key the host was given at launch (or declared itself), known before any connect
+            super().__init__(
+                f"the SSH host key of {where} is not the one its target declared (stack '{stack}'): expected "
+                f"{known}, offered {offered}. Someone else may answer at that address; gpuprov stopped without "
+                "sending anything. Check the host in your cloud's console, or `gpuprov down` and `gpuprov up` again."
+            )
+            return
         super().__init__(
             f"the SSH host key of {where} changed (stack '{stack}'): pinned {known}, offered {offered}. "
             "This is what a man-in-the-middle looks like; gpuprov stopped without sending anything. "

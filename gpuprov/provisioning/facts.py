@@ -39,6 +39,7 @@ class ContainerFact:
 class HostFacts:
     host_root: str = ""  # GPUPROV_HOST_ROOT: the folder its logical paths live under ("": /)
     sandbox: bool = False  # GPUPROV_SANDBOX: it shares another machine (stand-ins, no installs, no GPUs)
+    own_sshd: bool = False  # GPUPROV_SSHD_CONFIG: a sandbox whose sshd is configured as a cloud image's (hardenable)
     os_id: str = ""
     os_codename: str = ""
     arch: str = ""
@@ -91,6 +92,7 @@ if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi
 s() {{ printf '\\n{MARK}%s\\n' "$1"; }}
 s host_root; printf '%s\\n' "${{GPUPROV_HOST_ROOT:-}}"
 s sandbox; printf '%s\\n' "${{GPUPROV_SANDBOX:-0}}"
+s own_sshd; printf '%s\\n' "${{GPUPROV_SSHD_CONFIG:+1}}"
 s os; ( . /etc/os-release 2>/dev/null; echo "${{ID:-unknown}} ${{VERSION_CODENAME:-unknown}} $(uname -m)" )
 s cloud_init; if command -v cloud-init >/dev/null 2>&1; then cloud-init status 2>/dev/null | sed -n 's/^status: //p'; else echo absent; fi
 s apt_lock; if command -v fuser >/dev/null 2>&1; then if fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; then echo held; else echo free; fi; else echo unknown; fi
@@ -132,6 +134,7 @@ def parse_facts(text: str) -> HostFacts:
     facts = HostFacts()
     facts.host_root = first("host_root")
     facts.sandbox = first("sandbox", "0") not in ("", "0")
+    facts.own_sshd = first("own_sshd") == "1"
     parts = first("os", "unknown unknown unknown").split()
     facts.os_id, facts.os_codename, facts.arch = (parts + ["unknown"] * 3)[:3]
     facts.cloud_init = first("cloud_init", "absent") or "absent"

@@ -1,9 +1,12 @@
 """The one SSH layer (Fabric): a connection to a stack's host with its host key pinned, and a
 counter of round trips (exec channels plus sftp requests) so deploys can say what they cost.
 
-Host key pinning: one known_hosts file per stack under the state root. The first connect
-records the key (or the key the target already told us, e.g. the local sandbox's), a later
-mismatch stops with :class:`HostKeyChanged`; nothing is ever added silently to a user file.
+Host key pinning: one known_hosts file per stack under the state root. A host whose key is known
+before the first connect (``GpuHost.host_key``: the key gpuprov installed at launch, or the one the
+target told us, e.g. the local sandbox's) is checked against it during the key exchange, before
+authentication, and pinned only once it matched; any other key stops with :class:`HostKeyChanged`
+and nothing is sent. A host with no declared key (an existing machine) is pinned at its first connect
+(trust on first use). A later mismatch with a pin stops too; nothing is ever added to a user file.
 Pins travel with the stack (:func:`gpuprov.provisioning.secrets.add_host_key_pin`): a colleague's
 first connect to the same host checks the key the first operator pinned.
 """
@@ -50,7 +53,8 @@ class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         offered = f"{key.get_name()} {key.get_base64()}"
         if self.declared and " ".join(self.declared.split()[:2]) != offered:
-            raise HostKeyChanged(self.stack, hostname, " ".join(self.declared.split()[:2]), offered, str(self.path))
+            raise HostKeyChanged(self.stack, hostname, " ".join(self.declared.split()[:2]), offered, str(self.path),
+                                 declared=True)
         client.get_host_keys().add(hostname, key.get_name(), key)
         with self.path.open("a") as fh:
             fh.write(f"{hostname} {offered}\n")
@@ -111,6 +115,19 @@ def _adopt_stack_pins(known_hosts: Path, pins: list[str]) -> None:
             fh.write("".join(f"{p}\n" for p in missing))
 
 
+def _expect_declared_key(client: paramiko.SSHClient, entry: str, declared: str | None) -> str | None:
+    """Make the host's declared key the one the key exchange must see (when no pin exists for ``entry`` yet);
+    returns the known_hosts line to pin once the connection is verified, or None."""
+    if not declared or client.get_host_keys().lookup(entry):
+        return None
+    line = f"{entry} {' '.join(declared.split()[:2])}"
+    parsed = paramiko.hostkeys.HostKeyEntry.from_line(line)
+    if parsed is None or parsed.key is None:
+        raise ProvisioningError(f"the host's declared SSH host key is not an OpenSSH public key: {declared[:40]!r}")
+    client.get_host_keys().add(entry, parsed.key.get_name(), parsed.key)
+    return line
+
+
 class Remote:
     """A pinned SSH connection (Fabric) that counts its round trips."""
 
@@ -135,9 +152,12 @@ class Remote:
             client.load_host_keys(str(self.known_hosts))
         except (paramiko.hostkeys.InvalidHostKey, UnicodeDecodeError) as err:
             raise ProvisioningError(f"{self.known_hosts} is damaged ({err}); remove the bad line and run again") from None
+        self._pin = lambda line: add_host_key_pin(target.config, ident, line)
+        # A declared key is expected at the key exchange: a host with another key of its type is refused
+        # there (BadHostKeyException), one with only other types by the policy (it checks the declared key).
+        self._verified_line = _expect_declared_key(client, _host_entry(host), host.host_key)
         client.set_missing_host_key_policy(PinOnFirstUse(
-            target.config.stack, self.known_hosts, host.host_key,
-            on_pinned=lambda line: add_host_key_pin(target.config, ident, line)))
+            target.config.stack, self.known_hosts, host.host_key, on_pinned=self._pin))
         self.conn.client = client
 
     def open(self) -> Remote:
@@ -151,6 +171,7 @@ class Remote:
                 self.target.config.stack, _host_entry(host),
                 f"{err.expected_key.get_name()} {err.expected_key.get_base64()}",
                 f"{err.key.get_name()} {err.key.get_base64()}", str(self.known_hosts),
+                declared=self._verified_line is not None,  # expected the declared key, not a pin
             ) from None
         except paramiko.AuthenticationException as err:
             raise HostUnreachable(
@@ -158,6 +179,12 @@ class Remote:
             ) from None
         except (OSError, paramiko.SSHException) as err:
             raise HostUnreachable(f"cannot open SSH to {host.address}:{host.ssh_port}: {err}") from None
+        if self._verified_line is not None:  # the declared key matched: it is the pin from now on
+            with self.known_hosts.open("a") as fh:
+                fh.write(self._verified_line + "\n")
+            self.known_hosts.chmod(0o600)
+            self._pin(self._verified_line)
+            self._verified_line = None
         return self
 
     @property

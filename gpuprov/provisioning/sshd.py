@@ -6,6 +6,10 @@ over cloud-init's ``50-cloud-init.conf`` (which may say ``PasswordAuthentication
 runs only when the file changed: it checks the whole config with ``sshd -t`` first (a bad one is
 removed again and the deploy stops, sshd untouched), reloads sshd (SIGHUP: the open session, this
 one included, stays), and reads the effective settings back with ``sshd -T``.
+
+A host whose sshd runs with a config of its own says so (``GPUPROV_SSHD_CONFIG``, with its pid file in
+``GPUPROV_SSHD_PID_FILE``: the local sandbox box made with ``image_sshd``): the checks read that config and
+the reload signals that sshd, never the machine's.
 """
 
 from __future__ import annotations
@@ -37,13 +41,16 @@ def apply() -> Action:
     """Check, reload and verify sshd after the drop-in was written (run only when it changed)."""
     path = on_host(DROP_IN)
     checks = " && ".join(f"grep -qx {shlex.quote(line)} \"$effective\"" for line in EFFECTIVE)
+    own = '${GPUPROV_SSHD_CONFIG:+-f "$GPUPROV_SSHD_CONFIG"}'  # the host's own sshd config, when it has one
     return Action("sshd", "\n".join([
-        f"if ! $SUDO /usr/sbin/sshd -t; then $SUDO rm -f {path}; echo 'sshd -t refused the config with "
+        f"if ! $SUDO /usr/sbin/sshd -t {own}; then $SUDO rm -f {path}; echo 'sshd -t refused the config with "
         "gpuprov'\"'\"'s drop-in; removed it' >&2; exit 1; fi",
+        'if [ -n "${GPUPROV_SSHD_CONFIG:-}" ] && [ -n "${GPUPROV_SSHD_PID_FILE:-}" ]; then '
+        '$SUDO kill -HUP "$(cat "$GPUPROV_SSHD_PID_FILE")"; else '
         "$SUDO systemctl reload ssh 2>/dev/null || $SUDO systemctl reload sshd 2>/dev/null || "
-        "$SUDO systemctl is-active --quiet ssh.socket || $SUDO kill -HUP \"$(cat /run/sshd.pid)\"",
+        "$SUDO systemctl is-active --quiet ssh.socket || $SUDO kill -HUP \"$(cat /run/sshd.pid)\"; fi",
         'effective="$(mktemp)"',
-        '$SUDO /usr/sbin/sshd -T | tr "A-Z" "a-z" > "$effective"',
+        f'$SUDO /usr/sbin/sshd -T {own} | tr "A-Z" "a-z" > "$effective"',
         f"if ! ({checks}); then rm -f \"$effective\"; echo 'sshd does not read /etc/ssh/sshd_config.d: "
         "add Include /etc/ssh/sshd_config.d/*.conf at the top of /etc/ssh/sshd_config' >&2; exit 1; fi",
         'rm -f "$effective"',

@@ -48,7 +48,8 @@ DEFAULT_TYPES: tuple[tuple[str, str, str, int, int, int, int, int, tuple[str, ..
 IMAGES = (("lambda-stack-22-04", "Lambda Stack 22.04", "lambda-stack-22-04", "22.04"),
           ("ubuntu-22-04", "Ubuntu 22.04 LTS", "ubuntu-22-04", "22.04.5"))
 
-FAULT_KINDS = ("capacity", "status", "delay", "drop_after_launch", "unhealthy", "quota")
+FAULT_KINDS = ("capacity", "status", "delay", "drop_after_launch", "unhealthy", "quota", "impostor")
+USER_DATA_MAX = 1024 * 1024  # OpenAPI 1.8.3, InstanceLaunchRequest.user_data: "cannot exceed 1MB"
 TAG_KEY = re.compile(r"^[a-z][a-z0-9-:]+$")
 
 
@@ -69,7 +70,9 @@ class Fault:
     ``status`` (``method``/``path`` regex answer HTTP ``status`` with error ``code``),
     ``delay`` (wait ``seconds`` before answering), ``drop_after_launch`` (the launch is
     accepted, then the connection is closed with no answer), ``unhealthy`` (the next
-    launched instance goes ``unhealthy`` instead of ``active``).
+    launched instance goes ``unhealthy`` instead of ``active``), ``impostor`` (someone else
+    answers at the next launched instance's address: the box presents a host key of its own,
+    not the one the launch's user data installs).
     """
 
     kind: str
@@ -121,6 +124,7 @@ class _Instance:
     hostname: str | None
     launched_at: float
     goes_unhealthy: bool = False
+    user_data: str | None = None
     terminate_at: float | None = None
     renamed: str | None = None
     file_system_names: list[str] = field(default_factory=list)
@@ -143,6 +147,23 @@ class ApiError(Exception):
         if self.suggestion is not None:
             err["suggestion"] = self.suggestion
         return {"error": err}
+
+
+def _cloud_config_host_key(user_data: str | None) -> tuple[str, str] | None:
+    """(private, public) ed25519 host key of a ``#cloud-config`` user data's ``ssh_keys``, as cloud-init's cc_ssh
+    module reads them; None when it carries none."""
+    import yaml
+
+    if not user_data or not user_data.startswith("#cloud-config"):
+        return None
+    try:
+        config = yaml.safe_load(user_data)
+    except yaml.YAMLError:
+        return None  # cloud-init ignores a cloud-config it cannot parse
+    keys = config.get("ssh_keys") if isinstance(config, dict) else None
+    if not isinstance(keys, dict) or not keys.get("ed25519_private") or not keys.get("ed25519_public"):
+        return None
+    return str(keys["ed25519_private"]), str(keys["ed25519_public"])
 
 
 def _not_found(what: str) -> ApiError:
@@ -535,6 +556,19 @@ class LambdaStandIn:
             self.box.wipe()
         self._box_keys = wanted
 
+    def _boot_box(self, inst: _Instance, impostor: bool) -> None:
+        """What cloud-init does on the instance's first boot, on the box that is the instance: install the host
+        key pair its user data's ``ssh_keys`` carry (``ed25519_private``/``ed25519_public``; other user data,
+        such as a shell script, is not acted on here). With ``impostor`` the box presents a key of its own."""
+        if self.box is None or (inst.name or "").startswith(self._elsewhere):
+            return
+        if impostor:
+            self.box.replace_host_key(None)
+            return
+        keys = _cloud_config_host_key(inst.user_data)
+        if keys is not None:
+            self.box.replace_host_key(keys)
+
     def _launch(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise _invalid("Expected a JSON object.")
@@ -582,13 +616,18 @@ class LambdaStandIn:
             raise ApiError(400, "instance-operations/launch/insufficient-capacity",
                            "Not enough capacity to fulfill launch request.",
                            "Try a different region or instance type.")
+        user_data = body.get("user_data")
+        if user_data is not None and (not isinstance(user_data, str) or len(user_data.encode()) > USER_DATA_MAX):
+            raise _invalid("user_data must be plain text of at most 1MB.")
         inst = _Instance(id=uuid.uuid4().hex, name=name, region=region, type_name=type_name, ssh_key_names=list(keys),
                          tags=[{"key": t["key"], "value": t["value"]} for t in tags], firewall_ruleset_ids=ruleset_ids,
                          hostname=body.get("hostname"), launched_at=time.time(),
-                         goes_unhealthy=self._take_fault("unhealthy") is not None, file_system_names=list(fs_names))
+                         goes_unhealthy=self._take_fault("unhealthy") is not None, user_data=user_data,
+                         file_system_names=list(fs_names))
         self._state.instances[inst.id] = inst
         self._sync_box()
         self._mount_filesystems(inst)
+        self._boot_box(inst, impostor=self._take_fault("impostor") is not None)
         if self._take_fault("drop_after_launch"):
             raise _Drop()
         return {"instance_ids": [inst.id]}

@@ -9,7 +9,8 @@ What it creates (children of one ``gpuprov:aws:GpuHost``):
   ``allowed_cidrs`` there is no inbound rule at all and SSH reaches the box through
   SSM Session Manager port forwarding (``AWS-StartPortForwardingSession`` to port 22);
 - the instance: the Deep Learning Base GPU AMI from its SSM parameter (or an AMI id
-  given), IMDSv2 required, an encrypted gp3 root volume sized for the images and the
+  given), the stack's own SSH host key installed by cloud-init from its user data (a
+  Pulumi secret; the public key is the pin before the first connect), IMDSv2 required, an encrypted gp3 root volume sized for the images and the
   model cache, OS shutdown = stop, optional one-time spot;
 - with ``budget_usd``: an AWS Budgets monthly budget for the stack's tag, alerting
   at 80 % and 100 %.
@@ -28,6 +29,7 @@ from gpuprov.cost import catalog
 from gpuprov.infra.clouds.aws.sdk import DLAMI_SSM_PARAMETER
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
+from gpuprov.infra.host_keys import TAG_HOST_KEY, stack_host_keypair, user_data_for
 from gpuprov.infra.keys import public_key
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_STACK, expires_at, stack_tags
 
@@ -124,8 +126,12 @@ class AwsGpuHost(pulumi.ComponentResource):
             # persistent request that relaunches it later and bills again.
             market = {"market_type": "spot",
                       "spot_options": {"spot_instance_type": "one-time", "instance_interruption_behavior": "terminate"}}
+        # The host key goes in at launch only: a later `up` (a colleague's machine has its own pair) neither
+        # replaces nor restarts the instance; the tag keeps the public key it was launched with.
+        host_key_file, host_key = stack_host_keypair(config.stack)
         instance = aws.ec2.Instance(
             f"{name}-instance",
+            user_data=pulumi.Output.secret(user_data_for(host_key_file, host_key)),
             ami=image,
             instance_type=instance_type,
             key_name=key.key_name,
@@ -145,9 +151,9 @@ class AwsGpuHost(pulumi.ComponentResource):
             }),
             instance_initiated_shutdown_behavior="stop",  # the idle agent's poweroff stops compute billing
             instance_market_options=market,
-            tags={**tags, "Name": f"gpuprov-{config.stack}"},
+            tags={**tags, "Name": f"gpuprov-{config.stack}", TAG_HOST_KEY: host_key},
             opts=pulumi.ResourceOptions.merge(once, pulumi.ResourceOptions(ignore_changes=[
-                *_ONCE_TAGS, f'rootBlockDevice.tags["{TAG_CREATED_AT}"]', f'rootBlockDevice.tags["{TAG_EXPIRES_AT}"]'])),
+                *_ONCE_TAGS, "userData", f'tags["{TAG_HOST_KEY}"]', f'rootBlockDevice.tags["{TAG_CREATED_AT}"]', f'rootBlockDevice.tags["{TAG_EXPIRES_AT}"]'])),
         )
 
         if config.budget_usd is not None:
@@ -159,6 +165,7 @@ class AwsGpuHost(pulumi.ComponentResource):
             created = live.get(TAG_CREATED_AT)
             return GpuHost(
                 cloud="aws", address=address, ssh_user=SSH_USER, instance_id=instance_id, region=region,
+                host_key=live.get(TAG_HOST_KEY),  # installed by the launch's user data
                 instance_type=instance_type, gpu=offer.gpu, gpu_count=offer.gpus,
                 # on-demand price: the ceiling; spot is billed at the (lower) market price
                 usd_hour=offer.usd_hour,

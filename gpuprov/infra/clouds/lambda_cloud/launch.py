@@ -141,6 +141,7 @@ class LaunchSpec:
     firewall_ruleset_ids: dict[str, str] = field(default_factory=dict)  # region -> ruleset id
     image_family: str | None = None
     file_system_names: list[str] = field(default_factory=list)  # mounted at launch (same region only)
+    user_data: str | None = field(default=None, repr=False)  # cloud-init; carries the host's private key
     tries_per_offer: int = 3  # launches of one offer after transient errors (each after a lookup)
     boot_timeout_s: float = 20 * 60  # 1-GPU boxes take 3-5 min; big ones much longer (dstack #2342)
     poll_s: float = 10.0
@@ -275,7 +276,7 @@ class _Launcher:
             try:
                 return self.api.launch(offer.region, offer.instance_type.name, self.spec.ssh_key_name, name=name,
                                        tags=self.spec.tags, firewall_ruleset_ids=[ruleset] if ruleset else None,
-                                       image_family=self.spec.image_family,
+                                       image_family=self.spec.image_family, user_data=self.spec.user_data,
                                        file_system_names=self.spec.file_system_names or None)
             except LambdaError as err:
                 last = err

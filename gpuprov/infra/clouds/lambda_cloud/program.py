@@ -1,5 +1,8 @@
 """The Lambda part of the Pulumi program: SSH key, firewall ruleset (when asked for), instance.
 
+Host key: the instance is launched with cloud-init user data that installs the stack's own host key
+pair (:mod:`gpuprov.infra.host_keys`), so its public key is known, and checked, before the first connect.
+
 Firewall: with ``allowed_cidrs`` empty no ruleset is made, and Lambda's default
 applies: SSH (22) and ICMP in from anywhere, nothing else, so services are reached
 through SSH tunnels. With ``allowed_cidrs`` set, a ruleset per candidate region lets
@@ -18,6 +21,7 @@ from gpuprov.infra.clouds.lambda_cloud.driver import resource_name
 from gpuprov.infra.clouds.lambda_cloud.launch import install_cancel_handlers
 from gpuprov.infra.clouds.lambda_cloud.provider import LambdaFirewallRuleset, LambdaInstance, LambdaSshKey
 from gpuprov.infra.config import StackConfig
+from gpuprov.infra.host_keys import stack_host_keypair
 from gpuprov.infra.keys import public_key
 from gpuprov.infra.tags import TAG_OWNER, stack_tags
 
@@ -59,8 +63,11 @@ def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
                                         regions=[config.region] if config.region else [],
                                         instance_type=config.instance_type,
                                         min_gpu_memory_gb=min_gpu_memory_gb(config))
+    # The host key the instance gets through user_data: its public half is the pin before the first connect.
+    host_key_file, host_key = stack_host_keypair(config.stack)
     instance = LambdaInstance(
         "instance", name=prefix, ssh_key_name=key.name, tags=stack_tags(config),
+        host_key=host_key, host_key_file=str(host_key_file),
         instance_type=config.instance_type, region=config.region, min_gpu_memory_gb=min_gpu_memory_gb(config),
         firewall_ruleset_ids=ruleset.ids if ruleset is not None else None,
         open_ports=list(config.open_ports), allowed_cidrs=list(config.allowed_cidrs),

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -43,6 +44,8 @@ from gpuprov.infra.settings import Settings
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_OWNER, TAG_STACK
 
 PROVIDER_VERSION = "1"
+# Inputs an instance takes only at launch: a change to them neither replaces nor updates a running instance.
+LAUNCH_ONLY = ("tags", "host_key", "host_key_file")
 
 
 def _log(message: str) -> None:
@@ -242,7 +245,7 @@ class LambdaInstanceProvider(_LambdaProvider):
             cache, offers = _cache_filesystem(api, str(cache_name), offers, props.get("region"), _log)
         spec = LaunchSpec(name_prefix=props["name"], ssh_key_name=props["ssh_key_name"],
                           tags=dict(props.get("tags") or {}), firewall_ruleset_ids=ruleset_ids,
-                          image_family=props.get("image_family"),
+                          image_family=props.get("image_family"), user_data=_host_key_user_data(props),
                           file_system_names=[str(cache_name)] if cache_name else [],
                           boot_timeout_s=float(props.get("boot_timeout_s") or LaunchSpec.boot_timeout_s))
         progress: Progress = _log
@@ -274,7 +277,7 @@ class LambdaInstanceProvider(_LambdaProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Only the name changes in place: the random suffix of the launch is kept."""
-        outs = {**olds, **{k: v for k, v in news.items() if k != "tags"}}
+        outs = {**olds, **{k: v for k, v in news.items() if k not in LAUNCH_ONLY}}
         if olds.get("name") != news.get("name"):
             suffix = str(olds["instance_name"]).rsplit("-", 1)[-1]
             renamed = self.client().rename_instance(id_, f"{news['name'][:55]}-{suffix}")
@@ -336,6 +339,20 @@ def _cache_filesystem(api: LambdaCloud, name: str, offers: list[Any], region: st
     return found, kept
 
 
+def _host_key_user_data(props: dict[str, Any]) -> str | None:
+    """The cloud-init user data that installs the stack's host key (read from its 0600 file now: the private
+    key is never an input, an output or part of the state), or None when the program declared none."""
+    from gpuprov.infra.host_keys import user_data_for
+
+    if not props.get("host_key_file") or not props.get("host_key"):
+        return None
+    try:
+        return user_data_for(Path(str(props["host_key_file"])), str(props["host_key"]))
+    except OSError as err:
+        raise LambdaError(f"cannot read the stack's host key {props['host_key_file']} ({err.strerror}); "
+                          "run gpuprov up again to make a new one") from None
+
+
 def _epoch(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value), timezone.utc) if value and value.isdigit() else None
 
@@ -343,6 +360,7 @@ def _epoch(value: str | None) -> datetime | None:
 def _instance_outputs(inst: Any, props: dict[str, Any]) -> dict[str, Any]:
     gpu = (inst.gpu_description or "").split("(")[0].strip() or None
     host = GpuHost(cloud="lambda", address=inst.ip, ssh_user=props.get("ssh_user") or "ubuntu", ssh_port=22,
+                   host_key=props.get("host_key") or None,  # installed by the launch's user data
                    instance_id=inst.id, region=inst.region, instance_type=inst.instance_type, gpu=gpu,
                    gpu_count=inst.gpus, usd_hour=(inst.price_cents_per_hour or 0) / 100,
                    launched_at=_epoch(inst.tags.get(TAG_CREATED_AT)) or datetime.now(timezone.utc),
@@ -362,13 +380,15 @@ class LambdaInstance(Resource):
                  firewall_ruleset_ids: pulumi.Input[dict[str, str]] | None, image_family: str | None = None,
                  ssh_user: str = "ubuntu", boot_timeout_s: float = LaunchSpec.boot_timeout_s,
                  open_ports: list[int] | None = None, allowed_cidrs: list[str] | None = None,
-                 cache_name: str | None = None, opts: pulumi.ResourceOptions | None = None):
+                 cache_name: str | None = None, host_key: str | None = None, host_key_file: str | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__(LambdaInstanceProvider(), resource_name, {
             "name": name, "ssh_key_name": ssh_key_name, "tags": tags, "instance_type": instance_type,
             "region": region, "min_gpu_memory_gb": min_gpu_memory_gb,
             "firewall_ruleset_ids": firewall_ruleset_ids or {}, "firewall_required": firewall_ruleset_ids is not None,
             "image_family": image_family, "ssh_user": ssh_user, "boot_timeout_s": boot_timeout_s,
             "open_ports": list(open_ports or ()), "allowed_cidrs": list(allowed_cidrs or ()),
+            "host_key": host_key, "host_key_file": host_key_file,
             "provider_version": PROVIDER_VERSION, "cache_name": cache_name, "cache": None,
             "host": None, "ip": None, "instance_name": None, "launched_region": None, "launched_type": None,
         }, opts)

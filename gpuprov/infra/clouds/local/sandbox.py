@@ -89,10 +89,14 @@ class LocalSandbox:
     """The local sandbox host of one stack. ``create`` and ``destroy`` are idempotent."""
 
     def __init__(self, name: str, root: Path | None = None, progress: Progress | None = None,
-                 login_user: str | None = None):
+                 login_user: str | None = None, image_sshd: bool = False):
         """``login_user``: the user SSH logs in as (default: whoever runs gpuprov). Another name (``ubuntu``,
-        as on a cloud image) is an alias of root inside the sandbox's own user database; it needs root."""
+        as on a cloud image) is an alias of root inside the sandbox's own user database; it needs root.
+        ``image_sshd``: its sshd is configured as a cloud image's may ship it (password and keyboard-interactive
+        login on, the drop-in folder ``/etc/ssh/sshd_config.d`` under its root read first), and says so
+        (``GPUPROV_SSHD_CONFIG``), so deploy hardens it as it does a cloud host's."""
         self.name = name
+        self.image_sshd = image_sshd
         self.root = root or state_root()
         self.dir = self.root / "sandbox" / name
         self.login_user = login_user
@@ -135,6 +139,37 @@ class LocalSandbox:
         tmp.write_text("".join(f"{k}\n" for k in keys))
         tmp.chmod(0o600)
         tmp.replace(self._authorized_keys)
+
+    def replace_host_key(self, pair: tuple[str, str] | None) -> None:
+        """Make sshd present another host key: ``pair`` (private, public), as cloud-init installs one from a
+        launch's user data, or a freshly generated one when None. sshd rereads its keys on SIGHUP (it
+        re-executes itself, same pid); returns once it answers again."""
+        st = self.state()
+        if st is None or not _alive(st.sshd_pid):
+            raise SandboxError(f"the sandbox {self.name!r} is not running; create it first")
+        key = self.dir / "host_ed25519"
+        tmp = self.dir / "host_ed25519.new"
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".new.pub").unlink(missing_ok=True)
+        if pair is None:
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"gpuprov-sandbox-{self.name}", "-f", str(tmp))
+            private, public = tmp.read_text(), tmp.with_suffix(".new.pub").read_text()
+            tmp.unlink()
+            tmp.with_suffix(".new.pub").unlink()
+        else:
+            private, public = pair
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(private.strip() + "\n")
+        tmp.replace(key)
+        key.with_suffix(".pub").write_text(" ".join(public.split()[:2]) + f" gpuprov-sandbox-{self.name}\n")
+        assert st.sshd_pid is not None
+        os.kill(st.sshd_pid, signal.SIGHUP)
+        time.sleep(0.2)  # let the listener close and reopen before probing it
+        reason = wait_for_ssh_banner(st.address, st.ssh_port, timeout_s=30, interval_s=0.1)
+        if reason is not None:
+            raise SandboxError(f"the sandbox's sshd did not answer after its host key changed ({reason}); "
+                               f"see {self.dir / 'sshd.log'}")
 
     @property
     def docker_socket(self) -> Path:
@@ -314,17 +349,24 @@ class LocalSandbox:
                "GPUPROV_SSHD_PID_FILE": str(self.dir / "sshd.pid")}
         if st.dockerd_pid:
             env |= {"DOCKER_HOST": f"unix://{self.docker_socket}", "DOCKER_CONFIG": str(self.dir / "docker-config")}
-        env_line = "SetEnv " + " ".join(f'{k}="{v}"' for k, v in env.items()) + "\n"
         config = self.dir / "sshd_config"
+        passwords = "no"
+        image = ""
+        if self.image_sshd:  # as a cloud image may ship it: the drop-in folder first, then passwords on
+            env["GPUPROV_SSHD_CONFIG"] = str(config)
+            image = f"Include {host_root}/etc/ssh/sshd_config.d/*.conf\n"
+            passwords = "yes"
+        env_line = "SetEnv " + " ".join(f'{k}="{v}"' for k, v in env.items()) + "\n"
         config.write_text(
+            image +
             f"ListenAddress {st.address}\n"
             f"Port {st.ssh_port}\n"
             f"HostKey {self.dir / 'host_ed25519'}\n"
             f"PidFile {self.dir / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
             "StrictModes no\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
+            f"PasswordAuthentication {passwords}\n"
+            f"KbdInteractiveAuthentication {passwords}\n"
             "PermitRootLogin prohibit-password\n"
             "UsePAM no\n"
             "AllowTcpForwarding yes\n"
