@@ -60,6 +60,8 @@ def plan(
     from gpuprov.infra.keys import forget_keypair, key_dir
     from gpuprov.infra.prices import estimate_for
 
+    config = _with_egress(config)
+
     cloud_calls, cloud_outputs = placeholders(config.cloud)
     mocks = EngineMocks(calls={**cloud_calls, **(calls or {})}, output_defaults=output_defaults or cloud_outputs)
     keys = key_dir(config.stack)
@@ -81,6 +83,17 @@ def plan(
         "gpu": None, "note": "sized at deploy, for the GPU and CPU architecture the host reports"}
     return {"resources": resources, "exposure": exposure(config, resources), "cost": cost,
             "idle_protection": driver_for(config.cloud).idle_protection(config), "serving": serving}
+
+
+def _with_egress(config: StackConfig) -> StackConfig:
+    """``config`` with this machine's egress address, where SSH opens to by default, when it can be told now;
+    a plan needs no network, so without one the SSH row says the address is detected at up instead."""
+    from gpuprov.infra.egress import EgressUnknown, resolve
+
+    try:
+        return resolve(config, Settings.from_env())
+    except EgressUnknown:
+        return config
 
 
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

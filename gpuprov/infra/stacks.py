@@ -201,7 +201,9 @@ def host_from_outputs(config: StackConfig, host: Any, ssh_private_key: str | Non
     found = GpuHost.model_validate(host)
     if ssh_private_key:
         adopt_keypair(config.stack, ssh_private_key)
-    records.save(config.stack, config.cloud, found)  # a cache of the stack's outputs, never their source
+    # a cache of the stack's outputs, never their source; where SSH is open from when this config says it
+    ssh_from = (list(config.ssh_sources), config.ssh_is_egress) if config.ssh_sources else None
+    records.save(config.stack, config.cloud, found, ssh_from=ssh_from)
     return found
 
 

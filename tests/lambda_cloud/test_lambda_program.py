@@ -57,12 +57,59 @@ def test_up_then_down_leaves_nothing_in_the_account(standin: LambdaStandIn, tmp_
     assert [i["status"] for i in standin.instances()] == ["terminated"]
 
 
-def test_without_allowed_cidrs_no_ruleset_is_made(standin: LambdaStandIn, tmp_path: Path) -> None:
-    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path), env=MOCK)
+def test_without_allowed_cidrs_ssh_opens_to_the_egress_address_and_follows_it(
+        standin: LambdaStandIn, tmp_path: Path, egress_address) -> None:  # type: ignore[no-untyped-def]
+    """The default: a ruleset of the stack's own lets SSH in from this machine's egress address only
+    (Lambda's default, SSH from anywhere, never applies); when the address changes, `status` says so and
+    the next `up` patches the ruleset in place, the instance kept."""
+    cfg = _config(tmp_path)
+    up = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
     assert up.returncode == 0, up.stderr
-    assert standin.rulesets() == [] and standin.instances()[0]["firewall_rulesets"] == []
-    assert run_cli("down", "-c", _config(tmp_path), env=MOCK).returncode == 0
+    assert "SSH to the host opens from 203.0.113.7/32 only" in up.stderr
+    [ruleset] = standin.rulesets()
+    [inst] = standin.instances(include_terminated=False)
+    assert inst["firewall_rulesets"] == [{"id": ruleset["id"]}] and inst["region"]["name"] != "us-south-1"
+    assert [(r["source_network"], r["port_range"]) for r in ruleset["rules"]] == [("203.0.113.7/32", [22, 22])]
+
+    status = run_cli("status", "--json", env=MOCK)
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)["stacks"]
+    assert (row["ssh_from"], row["ssh_from_egress"], row["egress_changed"]) == (["203.0.113.7/32"], True, False)
+
+    egress_address.answer = "198.51.100.23"  # this machine's NAT moved
+    status = run_cli("status", env=MOCK)
+    assert status.returncode == 0, status.stderr
+    assert "lt: SSH open from 203.0.113.7/32 (your egress address, detected at up)" in status.stdout
+    assert "egress address is now 198.51.100.23/32" in status.stderr and "gpuprov up --stack lt" in status.stderr
+
+    again = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
+    assert again.returncode == 0, again.stderr
+    assert "it was open from 203.0.113.7/32: the rule moves" in again.stderr
+    [patched] = standin.rulesets()
+    assert patched["id"] == ruleset["id"]
+    assert [r["source_network"] for r in patched["rules"]] == ["198.51.100.23/32"]
+    assert [i["id"] for i in standin.instances(include_terminated=False)] == [inst["id"]]  # not replaced
+    [row] = json.loads(run_cli("status", "--json", env=MOCK).stdout)["stacks"]
+    assert (row["ssh_from"], row["egress_changed"]) == (["198.51.100.23/32"], False)
+
+    assert run_cli("down", "-c", cfg, env=MOCK).returncode == 0
     assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+def test_a_failed_egress_detection_stops_up_before_anything_is_made(
+        standin: LambdaStandIn, tmp_path: Path, egress_address) -> None:  # type: ignore[no-untyped-def]
+    egress_address.answer = "10.0.0.5"  # a private address: no cloud sees this machine from it
+    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path), env=MOCK)
+    assert up.returncode == 1, up.stderr
+    assert "answered 10.0.0.5, which is not a public address" in up.stderr and "ssh_cidrs" in up.stderr
+    assert "Traceback" not in up.stderr and len(up.stderr.strip().splitlines()) == 1
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+    # ssh_cidrs instead: no detection at all, SSH from the listed range
+    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path, ssh_cidrs=["192.0.2.0/24"]), env=MOCK)
+    assert up.returncode == 0, up.stderr
+    [ruleset] = standin.rulesets()
+    assert [r["source_network"] for r in ruleset["rules"]] == ["192.0.2.0/24"]
+    assert run_cli("down", "-c", _config(tmp_path, ssh_cidrs=["192.0.2.0/24"]), env=MOCK).returncode == 0
 
 
 def test_up_with_no_capacity_anywhere_fails_clearly_and_down_cleans_up(standin: LambdaStandIn,

@@ -150,6 +150,9 @@ class CloudDriver(abc.ABC):
     creates_cloud_resources: ClassVar[bool] = True
     #: Whether spot / preemptible capacity can be asked for.
     supports_spot: ClassVar[bool] = False
+    #: Whether the program opens SSH to the operator's detected egress address when the config lists no
+    #: ranges (:mod:`gpuprov.infra.egress`); False: the target's own network decides (sandbox, existing).
+    ssh_from_egress: ClassVar[bool] = False
     #: ``image:`` grammar on this cloud, as (pattern, what to write); None: the key does not apply.
     image_grammar: ClassVar[tuple[re.Pattern[str], str] | None] = None
     #: Environment variables that carry this cloud's credentials, for messages ("set LAMBDA_API_KEY").
