@@ -43,7 +43,6 @@ def main() -> None:
 
     from gpuprov.apps import APP_PATH_ENV, use_app_path
     from gpuprov.infra.config import from_pulumi_config
-
     from gpuprov.infra.egress import resolve
 
     use_app_path(os.environ.get(APP_PATH_ENV))  # app folders of your own, besides the built-ins
