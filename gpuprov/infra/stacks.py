@@ -222,6 +222,14 @@ def pulumi_config_values(config: StackConfig) -> dict[str, tuple[str, bool]]:
     return out
 
 
+def with_egress(config: StackConfig, settings: Settings) -> StackConfig:
+    """``config`` with this machine's egress address, when its SSH rule is made for it and no caller has
+    detected it yet (``gpuprov up`` has; ``gpuprov ci`` has not): every up opens SSH to a known address."""
+    from gpuprov.infra.egress import resolve
+
+    return resolve(config, settings)
+
+
 class AutomationBackend:
     """Lambda, AWS and GCP for users: the real Pulumi engine through the Automation API, running the
     program that ships in the package (:func:`gpuprov.infra.program.main`) inline, in the backend
@@ -261,6 +269,7 @@ class AutomationBackend:
         return stack
 
     def up(self, config: StackConfig) -> GpuHost:
+        config = with_egress(config, self.settings)
         stack = self._stack(config)
         result = stack.up(on_output=self.progress)
         return host_from_outputs(config, result.outputs["host"].value)
@@ -332,6 +341,7 @@ class MockRuntimeBackend:
         from gpuprov.infra.mock_runtime import EngineMocks, destroy_dynamic, run_program
         from gpuprov.infra.program import SECRET_OUTPUTS
 
+        config = with_egress(config, self.settings)
         state = self._state(config)
         prior = state.load()
         mocks = EngineMocks(prior=prior, call_dynamic_providers=True, calls=self.calls)
