@@ -149,6 +149,7 @@ def make_worker(index: int, root: Path, api_key: str, hf_token: str) -> Worker:
     home.mkdir(parents=True)
     os.environ["GPUPROV_HOME"] = str(home)  # LocalSandbox places itself under the state root
     from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+    from gpuprov.testing.egress_echo import EgressEcho
     from gpuprov.testing.lambda_api import LambdaStandIn
 
     # The stand-in's instances ARE this box: it lets in each launch's key, as a Lambda host would.
@@ -156,9 +157,13 @@ def make_worker(index: int, root: Path, api_key: str, hf_token: str) -> Worker:
     box.create()
     standin = LambdaStandIn(box=box, boot_seconds=0.2, terminate_seconds=0.1,
                             terminated_linger_seconds=2.0, api_key=api_key).start()
+    # The plain config opens SSH to this machine's egress address: asked of the echo stand-in, never the
+    # real service (its thread lives as long as this process; the stand-in applies no firewall rule).
+    echo = EgressEcho().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "CLOUDSDK_"))}
     env.update({
         "GPUPROV_HOME": str(home), "GPUPROV_PULUMI": "mock", "LAMBDA_API_URL": standin.url,
+        "GPUPROV_EGRESS_URL": echo.url,
         "LAMBDA_API_KEY": api_key, "HF_TOKEN": hf_token, "GPUPROV_LAMBDA_RATE_SCALE": "0.01",
         "GPUPROV_VERIFY_POLL_S": "0.05", "GPUPROV_VERIFY_TIMEOUT_S": "30",
         "PYTHONUNBUFFERED": "1",

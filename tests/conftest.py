@@ -30,6 +30,26 @@ def need_sandbox() -> None:
         need(bool(shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()), f"{tool} is not installed (make setup)")
 
 
+@pytest.fixture(scope="session")
+def egress_echo() -> Iterator:
+    """The egress echo stand-in (:mod:`gpuprov.testing.egress_echo`), shared by the session."""
+    from gpuprov.testing.egress_echo import EgressEcho
+
+    with EgressEcho() as echo:
+        yield echo
+
+
+@pytest.fixture(autouse=True)
+def egress_address(egress_echo, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Every test (and every gpuprov it starts) asks the stand-in echo for this machine's egress address,
+    never the real service; it answers 203.0.113.7 unless a test changes ``egress_echo.answer``."""
+    from gpuprov.testing.egress_echo import DEFAULT_ANSWER
+
+    egress_echo.answer = DEFAULT_ANSWER
+    monkeypatch.setenv("GPUPROV_EGRESS_URL", egress_echo.url)
+    return egress_echo
+
+
 @pytest.fixture(autouse=True)
 def gpuprov_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own state root, so records and keys never leak between tests."""

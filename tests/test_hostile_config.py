@@ -40,6 +40,8 @@ PLAIN: dict[str, tuple[Any, dict[str, Any]]] = {
     "ssh_public_key": ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlainKeyPlainKeyPlainKeyPlainKeyPlainKeyPl me@host", {}),
     "ssh_private_key_path": ("/home/me/.ssh/id_plain", {}),
     "allowed_cidrs": ("198.51.100.0/24", {}),
+    "ssh_cidrs": ("198.51.100.0/24", {}),
+    "egress_cidr": ("198.51.100.7/32", {}),
     "apps": ("monai_label", {}),
     "model_id": ("plainorg/plain-model", {}),
     "served_model_name": ("plain-served-name", {}),
@@ -53,7 +55,7 @@ PLAIN: dict[str, tuple[Any, dict[str, Any]]] = {
     "host": ("plainuser@plain.example.org", {"cloud": "existing", "ssh_private_key_path": "/k"}),
     "image": ("ami-0123456789abcdef0", {}),
 }
-LIST_KEYS = {"allowed_cidrs", "apps"}
+LIST_KEYS = {"allowed_cidrs", "ssh_cidrs", "apps"}
 
 
 def test_every_string_key_of_the_config_is_tried():

@@ -14,6 +14,7 @@ import pytest
 from gpuprov.cost import catalog
 from gpuprov.infra.config import build_config
 from gpuprov.infra.plan import exposure
+from tests.conftest import run_cli
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx1bGxhYnkgdGVzdCBrZXkgZm9yIGdwdXByb3Y test@gpuprov"
 CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP")
@@ -29,16 +30,53 @@ def plan_cli(*args: str, config: str | None = None, tmp_path: Path) -> subproces
         path = tmp_path / "stack.yaml"
         path.write_text(config)
         cmd += ["--config", str(path)]
-    if os.geteuid() == 0 and shutil.which("unshare"):
+    if NO_NETWORK:
         cmd = ["unshare", "--net", "--", *cmd]  # the namespace dies with the process
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+
+NO_NETWORK = os.geteuid() == 0 and bool(shutil.which("unshare"))  # plan_cli runs in an empty network namespace
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "lambda"])
+def test_default_plan_opens_ssh_to_the_detected_egress_address_only(cloud, tmp_path):
+    """With a network (the egress echo stand-in, answering 203.0.113.7), the default plan on every cloud
+    opens 22 to that /32 alone, and no port at all to the world."""
+    result = run_cli("plan", "--cloud", cloud, "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    ssh = next(e for e in plan["exposure"] if e["port"] == 22)
+    assert ssh == {"port": 22, "service": "ssh", "from": ["203.0.113.7/32"], "via": "your egress address, detected"}
+    assert all(e["from"] == [] for e in plan["exposure"] if e["port"] != 22)  # services: the tunnel only
+    text = run_cli("plan", "--cloud", cloud)
+    assert "22 ssh          from 203.0.113.7/32 (your egress address, detected)" in text.stdout
+
+
+def test_plan_with_ssh_cidrs_detects_nothing(tmp_path, egress_address):
+    before = egress_address.requests
+    result = run_cli("plan", "--cloud", "aws", "--json", "--config", str(_write(tmp_path, "ssh_cidrs: [198.51.100.0/24]\n")))
+    assert result.returncode == 0, result.stderr
+    ssh = next(e for e in json.loads(result.stdout)["exposure"] if e["port"] == 22)
+    assert (ssh["from"], ssh["via"]) == (["198.51.100.0/24"], "direct")
+    assert egress_address.requests == before
+
+
+def test_wide_ssh_cidrs_need_allow_public(tmp_path):
+    result = run_cli("plan", "--cloud", "gcp", "--config", str(_write(tmp_path, "ssh_cidrs: [0.0.0.0/1, 128.0.0.0/1]\n")))
+    assert result.returncode == 2 and "config key 'ssh_cidrs'" in result.stderr and "allow_public" in result.stderr
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "stack.yaml"
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.parametrize(("cloud", "instance", "price"), [
     ("aws", "aws:ec2/instance:Instance", catalog.find_offer("aws", "g5.xlarge")),
     ("gcp", "gcp:compute/instance:Instance", catalog.find_offer("gcp", "g2-standard-4")),
 ])
-def test_plan_json_needs_no_credentials_and_no_network(cloud, instance, price, tmp_path):
+def test_plan_json_needs_no_credentials_and_no_cloud(cloud, instance, price, tmp_path):
     result = plan_cli("--cloud", cloud, "--json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
@@ -50,8 +88,13 @@ def test_plan_json_needs_no_credentials_and_no_network(cloud, instance, price, t
     (vm,) = [r for r in plan["resources"] if r["type"] == instance]
     image = vm["inputs"]["ami"] if cloud == "aws" else vm["inputs"]["bootDisk"]["initializeParams"]["image"]
     assert image.startswith("(resolved at up time)")  # what only the cloud knows is labelled, not invented
+    # with no network, this machine's egress address cannot be told: SSH is planned closed, opened at up
     ssh = next(e for e in plan["exposure"] if e["port"] == 22)
-    assert ssh["via"].startswith("SSM Session Manager" if cloud == "aws" else "IAP TCP forwarding")
+    if NO_NETWORK:
+        assert ssh == {"port": 22, "service": "ssh", "from": [],
+                       "via": "your egress address, detected at up time (not detectable now)"}
+        assert "`up` asks again" in result.stderr
+    assert not any("0.0.0.0/0" in e["from"] or "::/0" in e["from"] for e in plan["exposure"])
     assert {e["port"]: e["from"] for e in plan["exposure"] if e["port"] in (8000, 3000, 8002)} == {
         8000: [], 3000: [], 8002: []}
     assert price is not None
@@ -108,7 +151,7 @@ def test_lambda_exposure_reads_the_ruleset_or_states_lambdas_default():
         {"protocol": "tcp", "port_range": [8002, 8002], "source_network": "198.51.100.0/24"}]}}
     rows = {r["port"]: r for r in exposure(build_config({"cloud": "lambda"}), [ruleset])}
     assert rows[22]["from"] == rows[8002]["from"] == ["198.51.100.0/24"] and rows[8000]["from"] == []
-    # no ruleset: Lambda's own default lets SSH in from anywhere, and plan says so
+    # no ruleset (a program that declared none): Lambda's own default lets SSH in from anywhere, and plan says so
     rows = {r["port"]: r for r in exposure(build_config({"cloud": "lambda"}), [])}
     assert rows[22]["from"] == ["0.0.0.0/0"] and "Lambda's default firewall" in rows[22]["via"]
 
@@ -120,7 +163,12 @@ def test_lambda_plan_declares_without_calling_the_api(tmp_path):
     plan = json.loads(result.stdout)
     instances = [r for r in plan["resources"] if "gpuprov-expires-at" in (r["inputs"].get("tags") or {})]
     assert len(instances) == 1 and instances[0]["type"] == "pulumi-python:dynamic:Resource"
+    # the stack's own ruleset, always, so Lambda's default (SSH from anywhere) never applies; with no network
+    # here it lets nothing in, and `up` fills in this machine's egress address
     ssh = next(e for e in plan["exposure"] if e["port"] == 22)
-    assert ssh["from"] == ["0.0.0.0/0"] and "Lambda's default firewall" in ssh["via"]
+    assert "0.0.0.0/0" not in ssh["from"] and ssh["via"].startswith("your egress address, detected")
+    (ruleset,) = [r for r in plan["resources"] if "rules" in r["inputs"]]
+    assert ruleset["inputs"]["rules"] == ([] if NO_NETWORK else [{
+        "protocol": "tcp", "port_range": [22, 22], "source_network": "203.0.113.7/32", "description": "gpuprov dev: SSH"}])
     offer = catalog.find_offer("lambda", catalog.defaults("lambda").instance_type)
     assert offer is not None and plan["cost"]["hourly_usd"] == offer.usd_hour

@@ -189,7 +189,13 @@ class StackConfig(BaseModel):
     spot: bool = Field(False, description="Use spot/preemptible capacity (AWS, GCP): cheaper, can be reclaimed.")
     ssh_public_key: str | None = Field(None, description="SSH public key to install; a per-stack key is generated when unset.")
     ssh_private_key_path: Path | None = Field(None, description="Private key that matches ssh_public_key (required for existing).")
-    allowed_cidrs: tuple[str, ...] = Field((), description="Source ranges allowed to reach opened ports; empty: SSH tunnels only.")
+    allowed_cidrs: tuple[str, ...] = Field((), description="Source ranges allowed to reach opened ports (and SSH, "
+                                           "unless ssh_cidrs is set); empty: services through SSH tunnels only.")
+    ssh_cidrs: tuple[str, ...] = Field((), description="Source ranges SSH (22) is open from on a cloud host; empty: "
+                                       "allowed_cidrs, else this machine's egress address, detected at up.")
+    egress_cidr: str | None = Field(None, description="Derived, set by gpuprov at up: this machine's egress address "
+                                    "(a /32) that SSH is open from when ssh_cidrs and allowed_cidrs are empty; "
+                                    "unset under pulumi up: the program detects it.")
     allow_public: bool = Field(False, description="Must be true when allowed_cidrs reach more than a /8 of IPv4 or a /32 of IPv6 (0.0.0.0/0...).")
     open_ports: tuple[int, ...] = Field((), description="Service ports to open to allowed_cidrs, which it needs "
                                         "(8000 vLLM, 3000 Open WebUI, 8002 MONAI Label).")
@@ -278,9 +284,9 @@ class StackConfig(BaseModel):
             raise ConfigError("cloud", v, f"expected one of: {or_list(CLOUDS)}")
         return v
 
-    @field_validator("allowed_cidrs", mode="before")
+    @field_validator("allowed_cidrs", "ssh_cidrs", mode="before")
     @classmethod
-    def _cidrs(cls, v: Any) -> tuple[str, ...]:
+    def _cidrs(cls, v: Any, info: Any) -> tuple[str, ...]:
         if isinstance(v, str):
             v = [v]
         out = []
@@ -289,9 +295,23 @@ class StackConfig(BaseModel):
                 out.append(str(ipaddress.ip_network(str(item), strict=True)))
             except ValueError as err:
                 raise ConfigError(
-                    "allowed_cidrs", item, f"expected a network such as 203.0.113.7/32 or 2001:db8::/48 ({err})"
+                    info.field_name, item, f"expected a network such as 203.0.113.7/32 or 2001:db8::/48 ({err})"
                 ) from None
         return tuple(dict.fromkeys(out))
+
+    @field_validator("egress_cidr")
+    @classmethod
+    def _egress(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError:
+            net = None
+        if net is None or net.prefixlen != net.max_prefixlen:
+            raise ConfigError("egress_cidr", v, "expected one address as a /32 (or /128), such as 203.0.113.7/32; "
+                                                "gpuprov sets it at up (list ranges in ssh_cidrs instead)")
+        return str(net)
 
     @field_validator("open_ports", mode="before")
     @classmethod
@@ -432,13 +452,14 @@ class StackConfig(BaseModel):
 
     @model_validator(mode="after")
     def _across_keys(self) -> StackConfig:
-        wide = too_wide(self.allowed_cidrs)
-        if wide and not self.allow_public:
-            raise ConfigError(
-                "allowed_cidrs", list(self.allowed_cidrs),
-                f"{wide}: opening ports to the internet needs allow_public: true; list your own ranges instead "
-                "(MONAI Label has no authentication)",
-            )
+        for key in ("allowed_cidrs", "ssh_cidrs"):
+            wide = too_wide(getattr(self, key))
+            if wide and not self.allow_public:
+                raise ConfigError(
+                    key, list(getattr(self, key)),
+                    f"{wide}: opening ports to the internet needs allow_public: true; list your own ranges instead "
+                    "(MONAI Label has no authentication)",
+                )
         if self.open_ports and not self.allowed_cidrs:
             raise ConfigError(
                 "open_ports", list(self.open_ports),
@@ -486,6 +507,17 @@ class StackConfig(BaseModel):
         return _clouds.driver_class(self.cloud)(Settings())
 
     # --- derived values -------------------------------------------------------------
+
+    @property
+    def ssh_sources(self) -> tuple[str, ...]:
+        """Where SSH (22) to a cloud host is open from: ``ssh_cidrs``, else ``allowed_cidrs``, else the
+        operator's egress address (``egress_cidr``, :mod:`gpuprov.infra.egress`); empty when none is known."""
+        return self.ssh_cidrs or self.allowed_cidrs or ((self.egress_cidr,) if self.egress_cidr else ())
+
+    @property
+    def ssh_is_egress(self) -> bool:
+        """Whether SSH is open from the detected egress address (not from ranges the config lists)."""
+        return not self.ssh_cidrs and not self.allowed_cidrs and self.egress_cidr is not None
 
     @property
     def resolved_instance_type(self) -> str | None:

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from gpuprov.apps import registry
 from gpuprov.infra.clouds.base import ExposureRow
 from gpuprov.infra.config import StackConfig
+from gpuprov.infra.egress import needs_egress
 from gpuprov.infra.wide_ranges import RULE as WIDE_RULE
 from gpuprov.infra.wide_ranges import is_whole_internet, too_wide
 
 TUNNEL_ONLY = "SSH tunnel only (gpuprov tunnel)"
 PUBLIC_VIA = "direct, from the whole internet (allow_public)"
+EGRESS_VIA = "your egress address, detected"  # SSH open to this machine's public address only
+EGRESS_AT_UP = "your egress address, detected at up time (not detectable now)"
 WIDE_VIA = f"direct, from a large share of the internet ({WIDE_RULE}: allow_public)"
 
 
@@ -54,6 +57,8 @@ def rows(config: StackConfig, opened: Opened, ssh_without_rule: str,
     """One row per port: SSH, every service port, anything else opened. ``labelled``: source sets that
     mean a managed path (e.g. Google's IAP range) and how to say it."""
     services = service_names(config)
+    if config.ssh_is_egress and config.egress_cidr:  # the operator's own /32, detected (gpuprov.infra.egress)
+        labelled = {(config.egress_cidr,): EGRESS_VIA, **(labelled or {})}
     out: list[ExposureRow] = []
     if "all" in opened.ports:
         out.append(ExposureRow("all", "every port", tuple(sorted(opened.ports["all"])), "direct"))
@@ -65,6 +70,8 @@ def rows(config: StackConfig, opened: Opened, ssh_without_rule: str,
             via = labelled[tuple(sources)]
         elif sources:
             via = _direct(sources)
+        elif port == 22 and needs_egress(config):
+            via = EGRESS_AT_UP  # a plan that could not ask this machine's address: `up` will, or stop
         else:
             via = ssh_without_rule if port == 22 else TUNNEL_ONLY
         out.append(ExposureRow(port, service, tuple(sources), via))

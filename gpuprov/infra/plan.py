@@ -60,6 +60,8 @@ def plan(
     from gpuprov.infra.keys import forget_keypair, key_dir
     from gpuprov.infra.prices import estimate_for
 
+    config = _with_egress(config)
+
     cloud_calls, cloud_outputs = placeholders(config.cloud)
     mocks = EngineMocks(calls={**cloud_calls, **(calls or {})}, output_defaults=output_defaults or cloud_outputs)
     keys = key_dir(config.stack)
@@ -89,6 +91,17 @@ def plan(
         cost["at_min"] = asdict(estimate(sum(p["usd_hour_at_min"] for p in pools), "every node pool at its minimum"))
         cost["note"] = "the cost above is every node pool at its maximum; at_min is the idle cluster"
     return result
+
+
+def _with_egress(config: StackConfig) -> StackConfig:
+    """``config`` with this machine's egress address, where SSH opens to by default, when it can be told now;
+    a plan needs no network, so without one the SSH row says the address is detected at up instead."""
+    from gpuprov.infra.egress import EgressUnknown, resolve
+
+    try:
+        return resolve(config, Settings.from_env())
+    except EgressUnknown:
+        return config
 
 
 def exposure(config: StackConfig, resources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -43,7 +43,10 @@ def main() -> None:
 
     from gpuprov.apps import APP_PATH_ENV, use_app_path
     from gpuprov.infra.config import from_pulumi_config
+    from gpuprov.infra.egress import resolve
 
     use_app_path(os.environ.get(APP_PATH_ENV))  # app folders of your own, besides the built-ins
-    for name, value in build(from_pulumi_config()).items():
+    # `gpuprov up` passes the operator's egress address (gpuprov:egress_cidr); `pulumi up` from a checkout,
+    # which has none, detects it here, so SSH opens to this machine only.
+    for name, value in build(resolve(from_pulumi_config(), Settings.from_env())).items():
         pulumi.export(name, value)

@@ -24,6 +24,10 @@ class StackRecord(BaseModel):
     deployed: list[str] = []  # services deployed on the host, kept by provisioning
     ssh_key_path: str | None = None  # the configured private key that logs in (an existing machine's); None: the stack's own
     last_up_phases: dict[str, float] = {}  # seconds per phase of the last `up` (gpuprov.provisioning.phases)
+    # Where the cloud's rule lets SSH in from, as the last `up` made it; ssh_from_egress: that is the operator's
+    # egress address, detected (gpuprov.infra.egress), which `status` and `deploy` compare with this machine's.
+    ssh_from: list[str] = []
+    ssh_from_egress: bool = False
 
 
 def _dir() -> Path:
@@ -32,14 +36,21 @@ def _dir() -> Path:
     return d
 
 
-def save(stack: str, cloud: str, host: GpuHost, ssh_key_path: str | None = None) -> StackRecord:
+def save(stack: str, cloud: str, host: GpuHost, ssh_key_path: str | None = None,
+         ssh_from: tuple[list[str], bool] | None = None) -> StackRecord:
+    """Record the stack's host; ``ssh_from``: (where SSH is open from, whether that is the detected egress
+    address), when this run knows it (else the recorded one stays)."""
     old = load(stack)
+    same = old is not None and old.cloud == cloud
+    sources, from_egress = ssh_from if ssh_from is not None else (
+        (old.ssh_from, old.ssh_from_egress) if old is not None and same else ([], False))
     record = StackRecord(
         stack=stack, cloud=cloud, host=host,
-        created_at=old.created_at if old and old.cloud == cloud else utcnow(),
+        created_at=old.created_at if old and same else utcnow(),
         deployed=old.deployed if old else [],
         ssh_key_path=ssh_key_path,
         last_up_phases=old.last_up_phases if old else {},
+        ssh_from=sources, ssh_from_egress=from_egress,
     )
     write(record)
     return record

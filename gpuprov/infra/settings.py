@@ -19,6 +19,7 @@ from gpuprov.infra.errors import GpuprovError
 
 LAMBDA_DEFAULT_URL = "https://cloud.lambda.ai"
 GCP_BILLING_DEFAULT_URL = "https://cloudbilling.googleapis.com"
+EGRESS_DEFAULT_URL = "https://checkip.amazonaws.com"  # answers the caller's public IPv4 as one line of text
 PULUMI_ENGINES = ("automation", "mock")
 
 
@@ -51,6 +52,16 @@ def _secrets_provider(raw: str | None) -> str | None:
     if raw is not None and not _SECRETS_PROVIDER.match(raw):
         raise SettingsError("GPUPROV_SECRETS_PROVIDER", raw, "use passphrase, default, or an awskms://, gcpkms://, "
                             "hashivault:// or azurekeyvault:// URL (Pulumi's secrets providers)")
+    return raw
+
+
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\[\]:_-]+(/[\x21-\x7e]*)?\Z")
+
+
+def _egress_url(raw: str) -> str:
+    if not _HTTP_URL.match(raw):
+        raise SettingsError("GPUPROV_EGRESS_URL", raw, "expected an http(s):// URL of a service that answers the "
+                            "caller's address, such as https://checkip.amazonaws.com")
     return raw
 
 
@@ -87,6 +98,9 @@ class Settings:
     #: ``gcpkms://...``, ``hashivault://...``, ``azurekeyvault://...``, ``passphrase``, ``default``);
     #: unset: the backend's default (Pulumi Cloud's own; a passphrase elsewhere).
     secrets_provider: str | None = None
+    #: ``GPUPROV_EGRESS_URL``: the echo service that tells this machine's public IPv4 address (one line of
+    #: text, as https://checkip.amazonaws.com answers); another URL: a service of your own, or a stand-in.
+    egress_url: str = EGRESS_DEFAULT_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,4 +123,5 @@ class Settings:
             pulumi_home=env.get("PULUMI_HOME") or None,
             pulumi_access_token_set=bool(env.get("PULUMI_ACCESS_TOKEN")),
             secrets_provider=_secrets_provider(env.get("GPUPROV_SECRETS_PROVIDER") or None),
+            egress_url=_egress_url(env.get("GPUPROV_EGRESS_URL") or EGRESS_DEFAULT_URL),
         )

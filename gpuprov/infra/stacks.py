@@ -201,7 +201,9 @@ def host_from_outputs(config: StackConfig, host: Any, ssh_private_key: str | Non
     found = GpuHost.model_validate(host)
     if ssh_private_key:
         adopt_keypair(config.stack, ssh_private_key)
-    records.save(config.stack, config.cloud, found)  # a cache of the stack's outputs, never their source
+    # a cache of the stack's outputs, never their source; where SSH is open from when this config says it
+    ssh_from = (list(config.ssh_sources), config.ssh_is_egress) if config.ssh_sources else None
+    records.save(config.stack, config.cloud, found, ssh_from=ssh_from)
     return found
 
 
@@ -218,6 +220,14 @@ def pulumi_config_values(config: StackConfig) -> dict[str, tuple[str, bool]]:
             if isinstance(value, dict) else str(value).lower() if isinstance(value, bool) else str(value)
         out[f"gpuprov:{key}"] = (text, secret)
     return out
+
+
+def with_egress(config: StackConfig, settings: Settings) -> StackConfig:
+    """``config`` with this machine's egress address, when its SSH rule is made for it and no caller has
+    detected it yet (``gpuprov up`` has; ``gpuprov ci`` has not): every up opens SSH to a known address."""
+    from gpuprov.infra.egress import resolve
+
+    return resolve(config, settings)
 
 
 class AutomationBackend:
@@ -259,6 +269,7 @@ class AutomationBackend:
         return stack
 
     def up(self, config: StackConfig) -> GpuHost:
+        config = with_egress(config, self.settings)
         stack = self._stack(config)
         result = stack.up(on_output=self.progress)
         return host_from_outputs(config, result.outputs["host"].value)
@@ -330,6 +341,7 @@ class MockRuntimeBackend:
         from gpuprov.infra.mock_runtime import EngineMocks, destroy_dynamic, run_program
         from gpuprov.infra.program import SECRET_OUTPUTS
 
+        config = with_egress(config, self.settings)
         state = self._state(config)
         prior = state.load()
         mocks = EngineMocks(prior=prior, call_dynamic_providers=True, calls=self.calls)

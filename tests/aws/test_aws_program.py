@@ -46,7 +46,7 @@ def one(by_type: dict[str, list[dict[str, Any]]], typ: str) -> dict[str, Any]:
 
 
 def test_defaults_are_secure_and_complete():
-    res, host, invoked = run_aws()
+    res, host, invoked = run_aws(egress_cidr="203.0.113.7/32")  # as `gpuprov up` detects it
     assert set(res) == {
         "gpuprov:aws:GpuHost", "pulumi:providers:aws", "aws:ec2/keyPair:KeyPair", "aws:ec2/securityGroup:SecurityGroup",
         "aws:iam/role:Role", "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
@@ -66,8 +66,10 @@ def test_defaults_are_secure_and_complete():
     assert "aws:ssm/getParameter:getParameter" in invoked and DLAMI_SSM_PARAMETER in inst["ami"]
     assert one(res, "aws:ec2/keyPair:KeyPair")["publicKey"] == KEY
     assert inst["keyName"] == "gpuprov-t1-key"
-    # no allowed_cidrs: no inbound rule at all; SSH goes through SSM, which the profile allows
-    assert one(res, "aws:ec2/securityGroup:SecurityGroup")["ingress"] == []
+    # no allowed_cidrs: SSH only from the operator's detected egress address; SSM reaches the box too
+    assert one(res, "aws:ec2/securityGroup:SecurityGroup")["ingress"] == [{
+        "protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["203.0.113.7/32"], "ipv6CidrBlocks": [],
+        "description": "SSH from the operator's egress address (detected)"}]
     assert one(res, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")["policyArn"].endswith(
         "/AmazonSSMManagedInstanceCore")
     assert inst["iamInstanceProfile"] == "gpuprov-t1-profile"
@@ -94,6 +96,14 @@ def test_ssh_and_listed_ports_only_from_allowed_cidrs():
     for rule in ingress.values():
         assert rule["toPort"] == rule["fromPort"] and rule["protocol"] == "tcp"
         assert rule["cidrBlocks"] == ["198.51.100.0/24"] and rule["ipv6CidrBlocks"] == ["2001:db8::/48"]
+
+
+def test_ssh_cidrs_replace_the_detected_address_and_no_address_means_no_rule():
+    res, _, _ = run_aws(ssh_cidrs=["198.51.100.0/24"], egress_cidr="203.0.113.7/32")
+    (rule,) = one(res, "aws:ec2/securityGroup:SecurityGroup")["ingress"]
+    assert (rule["fromPort"], rule["cidrBlocks"], rule["description"]) == (22, ["198.51.100.0/24"], "SSH from ssh_cidrs")
+    res, _, _ = run_aws()  # no address known to the component: nothing opened, never the world
+    assert one(res, "aws:ec2/securityGroup:SecurityGroup")["ingress"] == []
 
 
 def test_listed_ports_without_cidrs_are_refused_pointing_at_the_tunnel():

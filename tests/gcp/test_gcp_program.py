@@ -20,6 +20,7 @@ INSTANCE = "gcp:compute/instance:Instance"
 
 
 def run_gcp(image: str | None = None, **values: Any) -> tuple[dict[str, list[dict[str, Any]]], GpuHost, list]:
+    values.setdefault("egress_cidr", "203.0.113.7/32")  # as `gpuprov up` detects it
     cfg = build_config({"cloud": "gcp", "stack": "t2", "owner": "ada", "ssh_public_key": KEY, **values})
     invoked: list = []
 
@@ -86,11 +87,20 @@ def test_the_vm_and_its_rules_live_on_a_network_of_the_stacks_own():
     assert {fw["network"] for fw in res[FIREWALL]} == {nic["network"]}
 
 
-def test_no_allowed_cidrs_ssh_only_from_the_iap_range_and_nothing_else():
-    res, _, _ = run_gcp()
+def test_no_allowed_cidrs_ssh_only_from_the_detected_egress_address_and_nothing_else():
+    res, _, _ = run_gcp()  # egress_cidr as `gpuprov up` detects it
     (rule,) = res[FIREWALL]
-    assert rule["sourceRanges"] == [program.IAP_RANGE] == ["35.235.240.0/20"]
+    assert rule["sourceRanges"] == ["203.0.113.7/32"]
     assert rule["allows"] == [{"protocol": "tcp", "ports": ["22"]}] and rule["direction"] == "INGRESS"
+    assert "egress address (detected)" in rule["description"]
+    res, _, _ = run_gcp(egress_cidr=None)  # no address known to the component: no rule at all, never the world
+    assert res.get(FIREWALL, []) == []
+
+
+def test_ssh_cidrs_can_name_the_iap_range():
+    res, _, _ = run_gcp(ssh_cidrs=[program.IAP_RANGE], egress_cidr="203.0.113.7/32")
+    (rule,) = res[FIREWALL]
+    assert rule["sourceRanges"] == ["35.235.240.0/20"] and "from ssh_cidrs" in rule["description"]
 
 
 def test_firewall_source_ranges_come_from_config_split_by_ip_version():

@@ -57,12 +57,62 @@ def test_up_then_down_leaves_nothing_in_the_account(standin: LambdaStandIn, tmp_
     assert [i["status"] for i in standin.instances()] == ["terminated"]
 
 
-def test_without_allowed_cidrs_no_ruleset_is_made(standin: LambdaStandIn, tmp_path: Path) -> None:
-    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path), env=MOCK)
+def test_without_allowed_cidrs_ssh_opens_to_the_egress_address_and_follows_it(
+        standin: LambdaStandIn, tmp_path: Path, egress_address) -> None:  # type: ignore[no-untyped-def]
+    """The default: a ruleset of the stack's own lets SSH in from this machine's egress address only
+    (Lambda's default, SSH from anywhere, never applies); when the address changes, `status` says so and
+    the next `up` patches the ruleset in place, the instance kept."""
+    cfg = _config(tmp_path)
+    up = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
     assert up.returncode == 0, up.stderr
-    assert standin.rulesets() == [] and standin.instances()[0]["firewall_rulesets"] == []
-    assert run_cli("down", "-c", _config(tmp_path), env=MOCK).returncode == 0
+    assert "SSH to the host opens from 203.0.113.7/32 only" in up.stderr
+    rulesets = standin.rulesets()  # one per region the instance may land in, none where Lambda applies none
+    [inst] = standin.instances(include_terminated=False)
+    [ruleset] = [r for r in rulesets if r["region"]["name"] == inst["region"]["name"]]
+    assert inst["firewall_rulesets"] == [{"id": ruleset["id"]}] and inst["region"]["name"] != "us-south-1"
+    assert "us-south-1" not in {r["region"]["name"] for r in rulesets}
+    for each in rulesets:
+        assert [(r["source_network"], r["port_range"]) for r in each["rules"]] == [("203.0.113.7/32", [22, 22])]
+
+    status = run_cli("status", "--json", env=MOCK)
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)["stacks"]
+    assert (row["ssh_from"], row["ssh_from_egress"], row["egress_changed"]) == (["203.0.113.7/32"], True, False)
+
+    egress_address.answer = "198.51.100.23"  # this machine's NAT moved
+    status = run_cli("status", env=MOCK)
+    assert status.returncode == 0, status.stderr
+    assert "lt: SSH open from 203.0.113.7/32 (your egress address, detected at up)" in status.stdout
+    assert "egress address is now 198.51.100.23/32" in status.stderr and "gpuprov up --stack lt" in status.stderr
+
+    again = run_cli("up", "--no-deploy", "-c", cfg, env=MOCK)
+    assert again.returncode == 0, again.stderr
+    assert "it was open from 203.0.113.7/32: the rule moves" in again.stderr
+    patched = standin.rulesets()
+    assert sorted(r["id"] for r in patched) == sorted(r["id"] for r in rulesets)  # patched in place
+    assert all([r["source_network"] for r in each["rules"]] == ["198.51.100.23/32"] for each in patched)
+    assert [i["id"] for i in standin.instances(include_terminated=False)] == [inst["id"]]  # not replaced
+    [row] = json.loads(run_cli("status", "--json", env=MOCK).stdout)["stacks"]
+    assert (row["ssh_from"], row["egress_changed"]) == (["198.51.100.23/32"], False)
+
+    assert run_cli("down", "-c", cfg, env=MOCK).returncode == 0
     assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+def test_a_failed_egress_detection_stops_up_before_anything_is_made(
+        standin: LambdaStandIn, tmp_path: Path, egress_address) -> None:  # type: ignore[no-untyped-def]
+    egress_address.answer = "10.0.0.5"  # a private address: no cloud sees this machine from it
+    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path), env=MOCK)
+    assert up.returncode == 1, up.stderr
+    assert "answered 10.0.0.5, which is not a public address" in up.stderr and "ssh_cidrs" in up.stderr
+    assert "Traceback" not in up.stderr and len(up.stderr.strip().splitlines()) == 1
+    assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+    # ssh_cidrs instead: no detection at all, SSH from the listed range
+    up = run_cli("up", "--no-deploy", "-c", _config(tmp_path, ssh_cidrs=["192.0.2.0/24"]), env=MOCK)
+    assert up.returncode == 0, up.stderr
+    assert standin.rulesets() and all([r["source_network"] for r in each["rules"]] == ["192.0.2.0/24"]
+                                      for each in standin.rulesets())
+    assert run_cli("down", "-c", _config(tmp_path, ssh_cidrs=["192.0.2.0/24"]), env=MOCK).returncode == 0
 
 
 def test_up_with_no_capacity_anywhere_fails_clearly_and_down_cleans_up(standin: LambdaStandIn,
@@ -130,3 +180,30 @@ def test_after_kill_9_during_up_the_next_up_adopts_the_instance_and_down_removes
     assert [i["id"] for i in standin.instances(include_terminated=False)] == [left["id"]]  # one, not two
     assert run_cli("down", "-c", cfg, env=MOCK).returncode == 0
     assert standin.leftovers() == {"instances": [], "ssh_keys": [], "firewall_rulesets": []}
+
+
+def test_deploy_moves_the_ssh_rule_first_when_the_egress_address_changed(
+        standin: LambdaStandIn, tmp_path: Path, egress_address, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """`deploy` after a NAT moved: the ruleset follows this machine's new address before any SSH is tried
+    (the step `deploy` runs first, in-process: nobody can log in to this stand-in's instance)."""
+    from gpuprov.cli.commands.deploy import follow_egress
+    from gpuprov.infra import records
+    from gpuprov.infra.config import load_config
+
+    cfg = _config(tmp_path, region="us-west-1")
+    assert run_cli("up", "--no-deploy", "-c", cfg, env=MOCK).returncode == 0
+    [inst] = standin.instances(include_terminated=False)
+    for name, value in MOCK.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(Path(cfg))
+    record = records.load("lt")
+    assert record is not None and record.ssh_from == ["203.0.113.7/32"]
+    assert follow_egress(config, record.host) == record.host  # unchanged: nothing is run
+    egress_address.answer = "198.51.100.23"
+    host = follow_egress(config, record.host)
+    [ruleset] = standin.rulesets()
+    assert [r["source_network"] for r in ruleset["rules"]] == ["198.51.100.23/32"]
+    assert host.instance_id == inst["id"] and [i["id"] for i in standin.instances(include_terminated=False)] == [
+        inst["id"]]
+    assert records.load("lt").ssh_from == ["198.51.100.23/32"]  # type: ignore[union-attr]
+    assert run_cli("down", "-c", cfg, env=MOCK).returncode == 0

@@ -51,11 +51,25 @@ def test_key_ruleset_and_instance_are_declared_with_tags_and_versions(monkeypatc
     assert all(r["provider_version"] for r in res.values())
 
 
-def test_no_allowed_cidrs_means_no_ruleset_and_lambdas_default_firewall(monkeypatch: pytest.MonkeyPatch) -> None:
-    res = _declared(monkeypatch)
-    assert set(res) == {"ssh-key", "instance"}
-    assert res["instance"]["firewall_required"] is False
+def test_no_allowed_cidrs_means_a_ruleset_with_ssh_from_the_egress_address_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lambda's default (SSH from anywhere) never applies: the stack's own ruleset lets SSH in from the
+    operator's egress address (as `gpuprov up` detects it) and nothing else; the instance must carry it."""
+    res = _declared(monkeypatch, egress_cidr="203.0.113.7/32")
+    assert set(res) == {"ssh-key", "firewall", "instance"}
+    assert [(r["source_network"], r["port_range"]) for r in res["firewall"]["rules"]] == [
+        ("203.0.113.7/32", [22, 22])]
+    assert res["instance"]["firewall_required"] is True
     assert res["instance"]["min_gpu_memory_gb"] == 24  # no type pinned: any 1-GPU type with an A10's memory or more
+    # no address known to the program (none given, none detected): the ruleset lets nothing in, never the world
+    assert _declared(monkeypatch)["firewall"]["rules"] == []
+
+
+def test_us_south_1_is_refused_unless_allow_public() -> None:
+    """Lambda applies no firewall rules in us-south-1, so SSH would be open to everyone there."""
+    with pytest.raises(ConfigError, match="SSH would be open to everyone") as caught:
+        build_config({"cloud": "lambda", "region": "us-south-1"})
+    assert caught.value.key == "region"
+    assert build_config({"cloud": "lambda", "region": "us-south-1", "allow_public": True}).region == "us-south-1"
 
 
 def test_firewall_rules_refuse_ipv6_and_more_than_twenty() -> None:

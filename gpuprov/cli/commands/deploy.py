@@ -113,7 +113,21 @@ def deploy(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = N
     """Make the stack's host serve its apps (only what differs is changed), then check their health."""
     inputs = build_inputs(build_input, sam3_checkpoint)
     cfg, host = stack_host(cloud, config, stack)
+    host = follow_egress(cfg, host)
     deploy_and_check(cfg, host, json_out=json_, inputs=inputs, timeout_s=timeout)
+
+
+def follow_egress(cfg: StackConfig, host: GpuHost) -> GpuHost:
+    """When the stack's SSH rule was made for this machine's egress address and that address has changed,
+    move the rule first (the stack's program, as `up` runs it), so the deploy's SSH gets in."""
+    from gpuprov.cli.commands.stack import open_ssh_from_egress
+    from gpuprov.infra.clouds import driver_for
+    from gpuprov.infra.egress import changed
+
+    rec = records.load(cfg.stack)
+    if rec is None or not rec.ssh_from_egress or changed(rec.ssh_from, cfg, settings()) is None:
+        return host
+    return driver_for(cfg.cloud, settings()).backend(progress).up(open_ssh_from_egress(cfg))
 
 
 PortOpt = Annotated[list[str] | None, typer.Option(

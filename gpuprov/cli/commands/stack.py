@@ -56,6 +56,7 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
     from gpuprov.apps.fit import require_fit
 
     require_fit(cfg)  # before anything is created: the apps must run on the type's GPU, and fit on it
+    cfg = open_ssh_from_egress(cfg)  # before anything is created too: SSH opens to this machine's address only
     driver = driver_for(cfg.cloud, settings())
     from gpuprov.provisioning.phases import Phases
 
@@ -94,6 +95,22 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
     finally:
         phases.end()
         records.record_phases(cfg.stack, phases.to_json())  # `gpuprov status` shows where the minutes went
+
+
+def open_ssh_from_egress(cfg: Any) -> Any:
+    """``cfg`` with this machine's egress address detected when the stack's SSH rule is made for it (exit 1
+    when it cannot be told, nothing created), saying where SSH opens from and when that moved."""
+    from gpuprov.infra.egress import resolve
+
+    resolved = resolve(cfg, settings())
+    if resolved.ssh_is_egress:
+        rec = records.load(cfg.stack)
+        before = rec.ssh_from if rec is not None and rec.ssh_from_egress else []
+        moved = f" (it was open from {', '.join(before)}: the rule moves)" if before and before != [
+            resolved.egress_cidr] else ""
+        err.print(f"SSH to the host opens from {resolved.egress_cidr} only, this machine's egress address "
+                  f"(detected){moved}; another address: ssh_cidrs in the config", markup=False)
+    return resolved
 
 
 @app.command()
@@ -181,7 +198,9 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
             "usd_hour": host.usd_hour, "expires_at": host.expires_at,
             "deployed": rec.deployed, "ssh_key_path": _key_path(rec), "secrets_file": _secrets_file(rec.stack),
             "last_up_phases_s": rec.last_up_phases,
+            "ssh_from": rec.ssh_from, "ssh_from_egress": rec.ssh_from_egress, "egress_now": None,
         })
+    _compare_egress(rows)
     from gpuprov.infra.cache import all_caches, cache_json, monthly_cost_line
 
     caches, cache_problems = all_caches(settings())
@@ -222,10 +241,40 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
         hint = auth_hint(str(r["stack"]), list(r["deployed"]))
         if hint:
             out.print(f"{r['stack']}: {hint}", markup=False)
+    for r in rows:  # where SSH comes in from, and whether this machine still is that address
+        if r["ssh_from"]:
+            how = " (your egress address, detected at up)" if r["ssh_from_egress"] else ""
+            out.print(f"{r['stack']}: SSH open from {', '.join(r['ssh_from'])}{how}", markup=False)
+        if r.get("egress_changed"):
+            err.print(f"[bold yellow]warning:[/bold yellow] stack {r['stack']}: this machine's egress address is now "
+                      f"{r['egress_now']}, not {', '.join(r['ssh_from'])}, so SSH to its host is refused: "
+                      f"`gpuprov up --stack {r['stack']}` (or `gpuprov deploy`) moves the rule")
+        elif r.get("egress_error"):
+            err.print(f"stack {r['stack']}: {escape(r['egress_error'])}")
     for r in rows:  # before the reaper and the idle agent act on the expiry, say how to keep the host
         if r["expires_at"] and timedelta(0) < r["expires_at"] - now <= EXPIRY_WARNING:
             err.print(f"[bold yellow]warning:[/bold yellow] stack {r['stack']} expires in "
                       f"{_fmt_uptime(r['expires_at'] - now)}: `gpuprov extend --stack {r['stack']} --hours N` keeps it")
+
+
+def _compare_egress(rows: list[dict[str, Any]]) -> None:
+    """For stacks whose SSH is open from the detected egress address: this machine's address now (asked once),
+    and whether it differs (``egress_changed``); a failed detection is said, and changes nothing."""
+    from gpuprov.infra.egress import EgressUnknown, detect
+
+    mine = [r for r in rows if r["ssh_from_egress"]]
+    if not mine:
+        return
+    try:
+        now: str | None = detect(settings())
+        error = None
+    except EgressUnknown as failed:
+        now, error = None, str(failed)
+    for r in mine:
+        r["egress_now"] = now
+        r["egress_changed"] = now is not None and r["ssh_from"] != [now]
+        if error:
+            r["egress_error"] = error
 
 
 @app.command()
@@ -236,6 +285,7 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
 
     cfg = load(cloud, config, stack)
     result = make_plan(cfg)
+    _note_undetected_egress(result)
     if json_:
         print(json.dumps(result, indent=2, default=str))
         _refuse_if_it_cannot_serve(cfg, result)
@@ -248,7 +298,8 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     out.print("exposure:")
     for e in result["exposure"]:
         src = ", ".join(e["from"]) or "nobody"
-        out.print(f"  {e['port']:>5} {e['service']:<12} from {src} ({e['via']})")
+        out.print(f"  {e['port']:>5} {e['service']:<12} from {src} ({e['via']})", markup=False)
+
     _print_serving(result["serving"])
     c = result["cost"]
     out.print(f"cost: ${c['hourly_usd']:.3f}/hour, ${c['daily_usd']:.2f}/day, ${c['monthly_usd']:.2f}/month"
@@ -263,6 +314,16 @@ def plan(json_: JsonOpt = False, cloud: CloudOpt = None, config: ConfigOpt = Non
     if result.get("idle_protection"):
         err.print(f"[bold yellow]warning:[/bold yellow] {escape(result['idle_protection'])}")
     _refuse_if_it_cannot_serve(cfg, result)
+
+
+def _note_undetected_egress(result: dict[str, Any]) -> None:
+    """A plan needs no network: when this machine's egress address could not be told, say what `up` does."""
+    from gpuprov.infra.exposure import EGRESS_AT_UP
+
+    if any(e["via"] == EGRESS_AT_UP for e in result["exposure"]):
+        err.print(f"[bold yellow]note:[/bold yellow] this machine's egress address could not be told now "
+                  f"({escape(settings().egress_url)} did not answer), so SSH shows closed; `up` asks again, and "
+                  "stops (exit 1, nothing created) if it cannot: ssh_cidrs names the ranges instead")
 
 
 def _refuse_if_it_cannot_serve(cfg: Any, result: dict[str, Any]) -> None:

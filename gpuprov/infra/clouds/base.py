@@ -156,6 +156,9 @@ class CloudDriver(abc.ABC):
     keeps_caches: ClassVar[bool] = False
     #: Whether spot / preemptible capacity can be asked for.
     supports_spot: ClassVar[bool] = False
+    #: Whether the program opens SSH to the operator's detected egress address when the config lists no
+    #: ranges (:mod:`gpuprov.infra.egress`); False: the target's own network decides (sandbox, existing).
+    ssh_from_egress: ClassVar[bool] = False
     #: ``image:`` grammar on this cloud, as (pattern, what to write); None: the key does not apply.
     image_grammar: ClassVar[tuple[re.Pattern[str], str] | None] = None
     #: A Kubernetes target: the apps are workloads in the Pulumi program itself (``up`` deploys nothing over

@@ -37,6 +37,7 @@ CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TO
 class AwsDriver(CatalogCloud):
     name = "aws"
     title = "AWS"
+    ssh_from_egress = True
     supports_spot = True
     image_grammar = (re.compile(r"^ami-[0-9a-f]{8,17}\Z"), "an AMI id such as ami-0123456789abcdef0")
     credential_hint = "AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID...)"

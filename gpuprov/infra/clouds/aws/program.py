@@ -2,12 +2,13 @@
 
 What it creates (children of one ``gpuprov:aws:GpuHost``):
 - a key pair from the stack's SSH public key;
-- a security group: SSH (22) only from ``allowed_cidrs``, service ports only when
-  listed in ``open_ports`` and only from ``allowed_cidrs``; never 0.0.0.0/0 or ::/0
-  unless ``allow_public`` (the config refuses it otherwise);
-- an IAM role + instance profile with ``AmazonSSMManagedInstanceCore``: with no
-  ``allowed_cidrs`` there is no inbound rule at all and SSH reaches the box through
-  SSM Session Manager port forwarding (``AWS-StartPortForwardingSession`` to port 22);
+- a security group: SSH (22) only from ``ssh_cidrs``, else ``allowed_cidrs``, else the
+  operator's own egress address (a /32 detected at ``up``, :mod:`gpuprov.infra.egress`);
+  service ports only when listed in ``open_ports`` and only from ``allowed_cidrs``; never
+  0.0.0.0/0 or ::/0 unless ``allow_public`` (the config refuses it otherwise);
+- an IAM role + instance profile with ``AmazonSSMManagedInstanceCore``, so SSM Session
+  Manager port forwarding (``AWS-StartPortForwardingSession`` to port 22) reaches the box
+  too, from anywhere IAM allows;
 - the instance: the Deep Learning Base GPU AMI from its SSM parameter (or an AMI id
   given), the stack's own SSH host key installed by cloud-init from its user data (a
   Pulumi secret; the public key is the pin before the first connect), IMDSv2 required, an encrypted gp3 root volume sized for the images and the
@@ -56,9 +57,17 @@ def _ingress(port: int, cidrs: tuple[str, ...], description: str) -> dict[str, A
             "description": description}
 
 
+def ssh_description(config: StackConfig) -> str:
+    """Where the SSH rule's sources come from, as its description says it."""
+    if config.ssh_cidrs:
+        return "SSH from ssh_cidrs"
+    return "SSH from allowed_cidrs" if config.allowed_cidrs else "SSH from the operator's egress address (detected)"
+
+
 def ingress_rules(config: StackConfig) -> list[Any]:
-    """The security group's inbound rules for ``config`` (empty when no ``allowed_cidrs``: SSM only)."""
-    rules = [_ingress(22, config.allowed_cidrs, "SSH from allowed_cidrs")]
+    """The security group's inbound rules for ``config``: SSH from :attr:`StackConfig.ssh_sources` (the
+    operator's detected egress /32 by default), service ports from ``allowed_cidrs`` only."""
+    rules = [_ingress(22, config.ssh_sources, ssh_description(config))]
     rules += [_ingress(p, config.allowed_cidrs, f"service port {p} from allowed_cidrs") for p in config.open_ports]
     return [r for r in rules if r is not None]
 
@@ -96,7 +105,7 @@ class AwsGpuHost(pulumi.ComponentResource):
             group_tags[ALLOW_PUBLIC_TAG] = "true"
         group = aws.ec2.SecurityGroup(
             f"{name}-sg",
-            description=f"gpuprov {config.stack}: SSH and listed ports from allowed_cidrs only",
+            description=f"gpuprov {config.stack}: SSH and listed ports from the listed ranges only",
             ingress=ingress_rules(config),
             # outbound stays open: image pulls, Hugging Face downloads and SSM need it
             egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"],

@@ -29,15 +29,18 @@ if TYPE_CHECKING:
     from gpuprov.infra.mock_runtime import CallHandler
 
 FIREWALL = "gcp:compute/firewall:Firewall"
+NETWORK = "gcp:compute/network:Network"
 INSTANCE = "gcp:compute/instance:Instance"
 IAP_RANGE = "35.235.240.0/20"  # Google's documented source range for IAP TCP forwarding
 IAP_VIA = "IAP TCP forwarding only (Google's IAP range; IAM-authenticated)"
+SSH_CLOSED = "closed: no rule lets SSH in (list ssh_cidrs, or let gpuprov detect your egress address at up)"
 SSH_VIA_IAP = "IAP TCP forwarding only (gcloud compute ssh --tunnel-through-iap)"
 
 
 class GcpDriver(CatalogCloud):
     name = "gcp"
     title = "Google Cloud"
+    ssh_from_egress = True
     supports_spot = True
     image_grammar = (re.compile(r"^(family/[a-z][a-z0-9-]{0,62}|(https://[a-z.]+/compute/v1/)?"
                                 r"projects/[a-z0-9-]+/global/images/[a-z0-9-]+)\Z"),
@@ -105,6 +108,8 @@ class GcpDriver(CatalogCloud):
         opened = Opened()
         for r in resources:
             inputs = r["inputs"]
+            if r["type"] == NETWORK:
+                opened.found = True  # a network of the stack's own denies all ingress but its rules allow
             if r["type"] != FIREWALL or inputs.get("direction", "INGRESS") != "INGRESS":
                 continue
             opened.found = True
@@ -118,7 +123,7 @@ class GcpDriver(CatalogCloud):
                     opened.add(int(low), int(high or low), sources)
         if not opened.found:
             return rows_from_config(config, list(config.allowed_cidrs), "direct" if config.allowed_cidrs else SSH_VIA_IAP)
-        return rows(config, opened, SSH_VIA_IAP, labelled={(IAP_RANGE,): IAP_VIA})
+        return rows(config, opened, SSH_CLOSED, labelled={(IAP_RANGE,): IAP_VIA})
 
     # --- before up -------------------------------------------------------------------------------
 

@@ -5,10 +5,9 @@ What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
 - a VPC network and one subnet of the stack's own, so no project-wide rule of the ``default``
   network (default-allow-ssh from anywhere, default-allow-internal) reaches the VM;
 - firewall rules that target the instance's network tag ``gpuprov-<stack>`` only:
-  SSH (22) from ``allowed_cidrs``, or, when that is empty, from Google's IAP TCP
-  forwarding range ``35.235.240.0/20`` only (so SSH goes through
-  ``gcloud compute ssh --tunnel-through-iap``, which checks IAM first); service
-  ports only when listed in ``open_ports`` and only from ``allowed_cidrs``;
+  SSH (22) from ``ssh_cidrs``, else ``allowed_cidrs``, else the operator's own egress
+  address (a /32 detected at ``up``, :mod:`gpuprov.infra.egress`); service ports only
+  when listed in ``open_ports`` and only from ``allowed_cidrs``;
 - the instance: g2-standard-4 (its L4 built in) by default, or n1-standard-4 with 1x T4 attached;
   the Deep Learning VM image of a family resolved at run time,
   ``on_host_maintenance = TERMINATE`` (GPUs cannot live-migrate), optional spot
@@ -52,8 +51,9 @@ def _by_version(cidrs: tuple[str, ...] | list[str]) -> list[list[str]]:
 
 def firewall_specs(config: StackConfig) -> list[dict[str, Any]]:
     """The firewall rules for ``config``: ``{suffix, ports, source_ranges, description}`` each."""
-    ssh_sources: list[str] = list(config.allowed_cidrs) or [IAP_RANGE]
-    how = "from allowed_cidrs" if config.allowed_cidrs else "from the IAP TCP forwarding range only"
+    ssh_sources: list[str] = list(config.ssh_sources)
+    how = ("from ssh_cidrs" if config.ssh_cidrs else "from allowed_cidrs" if config.allowed_cidrs
+           else "from the operator's egress address (detected)")
     public = ALLOW_PUBLIC_MARKER + " " if config.allow_public else ""
     specs = []
     for i, group in enumerate(_by_version(ssh_sources)):

@@ -70,6 +70,7 @@ def named_stack(name: str | None) -> str | None:
 class LambdaDriver(CatalogCloud):
     name = "lambda"
     title = "Lambda Cloud"
+    ssh_from_egress = True
     credential_hint = "LAMBDA_API_KEY"
     secret_env = ("LAMBDA_API_KEY", AGENT_KEY_ENV)
     keeps_caches = True
@@ -85,15 +86,21 @@ class LambdaDriver(CatalogCloud):
     def check_config(self, config: StackConfig) -> None:
         from gpuprov.infra.config import ConfigError
 
-        for cidr in config.allowed_cidrs:
-            if ipaddress.ip_network(cidr).version != 4:
-                raise ConfigError("allowed_cidrs", cidr, "Lambda firewall rules take IPv4 ranges only")
+        for key in ("allowed_cidrs", "ssh_cidrs"):
+            for cidr in getattr(config, key):
+                if ipaddress.ip_network(cidr).version != 4:
+                    raise ConfigError(key, cidr, "Lambda firewall rules take IPv4 ranges only")
         from gpuprov.infra.clouds.lambda_cloud.firewall import NO_FIREWALL_REGIONS
 
         if config.open_ports and config.region in NO_FIREWALL_REGIONS:
             raise ConfigError("region", config.region, "Lambda applies no firewall rules there, so open_ports would "
                                                        "be open to everyone; pick another region, or use gpuprov tunnel")
-        rules = len(config.allowed_cidrs) * (1 + len(config.open_ports))
+        if config.region in NO_FIREWALL_REGIONS and not config.allow_public:
+            raise ConfigError("region", config.region, "Lambda applies no firewall rules there, so SSH would be open "
+                                                       "to everyone; pick another region (or leave region unset), or "
+                                                       "set allow_public: true")
+        ssh_rules = len(config.ssh_cidrs or config.allowed_cidrs) or 1  # 1: the detected egress address
+        rules = ssh_rules + len(config.allowed_cidrs) * len(config.open_ports)
         if rules > MAX_RULES:
             raise ConfigError("allowed_cidrs", list(config.allowed_cidrs),
                               f"Lambda allows {MAX_RULES} rules per ruleset and (ranges x ports) makes {rules}; "

@@ -1,12 +1,13 @@
-"""The Lambda part of the Pulumi program: SSH key, firewall ruleset (when asked for), instance.
+"""The Lambda part of the Pulumi program: SSH key, firewall ruleset, instance.
 
 Host key: the instance is launched with cloud-init user data that installs the stack's own host key
 pair (:mod:`gpuprov.infra.host_keys`), so its public key is known, and checked, before the first connect.
 
-Firewall: with ``allowed_cidrs`` empty no ruleset is made, and Lambda's default
-applies: SSH (22) and ICMP in from anywhere, nothing else, so services are reached
-through SSH tunnels. With ``allowed_cidrs`` set, a ruleset per candidate region lets
-in SSH and each of ``open_ports`` from those ranges only; it is deleted on destroy.
+Firewall: a ruleset per candidate region, always: it lets in SSH (22) from
+``ssh_cidrs``, else ``allowed_cidrs``, else the operator's own egress address (a /32
+detected at ``up``, :mod:`gpuprov.infra.egress`), and each of ``open_ports`` from
+``allowed_cidrs`` only, so Lambda's default (SSH from anywhere) never applies to the
+stack's instance. It is patched in place when the egress address changes, and deleted on destroy.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def resource_prefix(config: StackConfig) -> str:
 
 
 def firewall_rules(config: StackConfig) -> list[dict[str, Any]]:
-    """Inbound rules from ``allowed_cidrs`` only: SSH and each of ``open_ports`` (IPv4 and at most 20 rules:
-    the config refuses anything else, see the driver's ``check_config``)."""
-    return [{"protocol": "tcp", "port_range": [port, port], "source_network": cidr,
-             "description": f"gpuprov {config.stack}: {'SSH' if port == 22 else f'port {port}'}"}
-            for cidr in config.allowed_cidrs for port in (22, *config.open_ports)]
+    """Inbound rules: SSH from :attr:`StackConfig.ssh_sources`, each of ``open_ports`` from ``allowed_cidrs``
+    (IPv4 and at most 20 rules: the config refuses anything else, see the driver's ``check_config``)."""
+    ssh = [{"protocol": "tcp", "port_range": [22, 22], "source_network": cidr,
+            "description": f"gpuprov {config.stack}: SSH"} for cidr in config.ssh_sources]
+    return ssh + [{"protocol": "tcp", "port_range": [port, port], "source_network": cidr,
+                   "description": f"gpuprov {config.stack}: port {port}"}
+                  for cidr in config.allowed_cidrs for port in config.open_ports]
 
 
 def min_gpu_memory_gb(config: StackConfig) -> int | None:
@@ -56,22 +59,21 @@ def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
     install_cancel_handlers()  # Ctrl-C/SIGTERM reach a launch running in the engine's worker thread
     prefix = resource_prefix(config)
     key = LambdaSshKey("ssh-key", name=prefix, public_key=public_key(config))
-    rules = firewall_rules(config)
-    ruleset = None
-    if rules:
-        ruleset = LambdaFirewallRuleset("firewall", name=prefix, rules=rules,
-                                        regions=[config.region] if config.region else [],
-                                        instance_type=config.instance_type,
-                                        min_gpu_memory_gb=min_gpu_memory_gb(config))
+    # Always a ruleset of the stack's own, so Lambda's default (SSH from anywhere) never applies; its instance
+    # may land only where one exists (never us-south-1, where Lambda applies no rules).
+    ruleset = LambdaFirewallRuleset("firewall", name=prefix, rules=firewall_rules(config),
+                                    regions=[config.region] if config.region else [],
+                                    instance_type=config.instance_type,
+                                    min_gpu_memory_gb=min_gpu_memory_gb(config))
     # The host key the instance gets through user_data: its public half is the pin before the first connect.
     host_key_file, host_key = stack_host_keypair(config.stack)
     instance = LambdaInstance(
         "instance", name=prefix, ssh_key_name=key.name, tags=stack_tags(config),
         host_key=host_key, host_key_file=str(host_key_file),
         instance_type=config.instance_type, region=config.region, min_gpu_memory_gb=min_gpu_memory_gb(config),
-        firewall_ruleset_ids=ruleset.ids if ruleset is not None else None,
+        firewall_ruleset_ids=ruleset.ids,
         open_ports=list(config.open_ports), allowed_cidrs=list(config.allowed_cidrs),
         cache_name=cache_name(config.stack, stack_tags(config)[TAG_OWNER]) if config.cache else None,
-        opts=pulumi.ResourceOptions(depends_on=[key] + ([ruleset] if ruleset is not None else [])),
+        opts=pulumi.ResourceOptions(depends_on=[key, ruleset]),
     )
     return instance.host
