@@ -54,6 +54,7 @@ PLAIN: dict[str, tuple[Any, dict[str, Any]]] = {
     "owner": ("plainowner", {}),
     "host": ("plainuser@plain.example.org", {"cloud": "existing", "ssh_private_key_path": "/k"}),
     "image": ("ami-0123456789abcdef0", {}),
+    "image_registry": ("registry.example.org/plain", {}),
 }
 LIST_KEYS = {"allowed_cidrs", "ssh_cidrs", "apps"}
 
