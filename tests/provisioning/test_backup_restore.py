@@ -83,6 +83,7 @@ def test_a_backup_restored_onto_a_new_host_of_the_same_stack(gpuprov_home: Path,
         # Open WebUI's restored accounts: the backup's admin signs in (its secrets came back with its data).
         shown = run_cli("secrets", "show", "--stack", STACK)
         password = shown.stdout.rsplit(" ", 1)[-1].strip()
+        assert host is not None
         with Tunnel(cfg, host) as tunnel:
             r = requests.post(f"{tunnel.urls['open_webui']}/api/v1/auths/signin", timeout=30,
                               json={"email": f"admin@{STACK}.gpuprov.local", "password": password})

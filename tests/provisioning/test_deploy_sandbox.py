@@ -348,7 +348,10 @@ def test_the_tunnel_says_when_a_port_is_taken_takes_port_overrides_and_says_wher
 
     cfg, host, _ = deployed
     holder = socket.socket()
-    with contextlib.suppress(OSError):  # taken already (by anything): the point is that it is taken
+    # SO_REUSEADDR: earlier tests' connections to 8002 leave TIME_WAIT entries that would fail a plain bind
+    # (while the tunnel, which sets it, could still take the port); only a listener makes this bind fail.
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with contextlib.suppress(OSError):  # taken already (by a listener): the point is that it is taken
         holder.bind(("127.0.0.1", 8002))
         holder.listen(1)
     with socket.socket() as probe:
