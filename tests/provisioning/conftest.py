@@ -21,3 +21,13 @@ def on_sandbox(sandbox, sandbox_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     cfg = load_config(None, {"stack": sandbox.name, "cloud": "local"})
     records.save(cfg.stack, "local", host)
     return cfg, host
+
+
+def on_host(cfg: StackConfig, host: GpuHost, command: str) -> str:
+    """Run ``command`` on the stack's host as the deploy does (the stack's key, the pinned host key); its stdout."""
+    from gpuprov.provisioning.ssh import Remote, target_for
+
+    with Remote(target_for(cfg, host)) as remote:
+        code, out, err = remote.script(command)
+    assert code == 0, out + err
+    return out

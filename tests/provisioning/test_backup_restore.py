@@ -18,20 +18,14 @@ from gpuprov.infra.clouds.local.sandbox import LocalSandbox
 from gpuprov.infra.config import load_config
 from gpuprov.provisioning import hostpaths
 from gpuprov.provisioning.hostpaths import ROOT
-from gpuprov.provisioning.ssh import Remote, target_for
 from gpuprov.provisioning.tunnel import Tunnel
 from tests.conftest import need_sandbox, run_cli
+from tests.provisioning.conftest import on_host
 
 HOST_ROOT = hostpaths.on_host(ROOT)
 STACK = "change-bk"
 CHAT = "/app/backend/data/gpuprov-test-chat.json"
 
-
-def on_host(cfg, host, command: str) -> str:
-    with Remote(target_for(cfg, host)) as remote:
-        code, out, err = remote.script(command)
-    assert code == 0, out + err
-    return out
 
 
 def studies(cfg, host) -> list[str]:
@@ -50,6 +44,7 @@ def test_a_backup_restored_onto_a_new_host_of_the_same_stack(gpuprov_home: Path,
     try:
         assert up.returncode == 0, up.stderr
         host = box.host()
+        assert host is not None
         # (A fresh host, so also the place to see) a rollback with no kept release: exit 1, nothing changed.
         nothing = run_cli("rollback", "--stack", STACK)
         assert nothing.returncode == 1 and "no app of stack 'change-bk' has a previous release" in nothing.stderr
@@ -71,6 +66,7 @@ def test_a_backup_restored_onto_a_new_host_of_the_same_stack(gpuprov_home: Path,
         again = run_cli("up", "--stack", STACK)
         assert again.returncode == 0, again.stderr
         host = box.host()
+        assert host is not None
         assert studies(cfg, host) == []  # a fresh host: nothing of the old one
 
         done = run_cli("restore", str(archive), "--stack", STACK)
@@ -83,7 +79,6 @@ def test_a_backup_restored_onto_a_new_host_of_the_same_stack(gpuprov_home: Path,
         # Open WebUI's restored accounts: the backup's admin signs in (its secrets came back with its data).
         shown = run_cli("secrets", "show", "--stack", STACK)
         password = shown.stdout.rsplit(" ", 1)[-1].strip()
-        assert host is not None
         with Tunnel(cfg, host) as tunnel:
             r = requests.post(f"{tunnel.urls['open_webui']}/api/v1/auths/signin", timeout=30,
                               json={"email": f"admin@{STACK}.gpuprov.local", "password": password})

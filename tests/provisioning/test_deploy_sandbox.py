@@ -21,19 +21,14 @@ from gpuprov.provisioning.health import check_all, wait_healthy, wait_until_heal
 from gpuprov.provisioning.hostpaths import ROOT
 from gpuprov.provisioning.secrets import secrets_of
 from gpuprov.provisioning.smoke import smoke
-from gpuprov.provisioning.ssh import Remote, known_hosts_path, target_for
+from gpuprov.provisioning.ssh import known_hosts_path
 from gpuprov.provisioning.tunnel import Tunnel
 from tests.conftest import run_cli
+from tests.provisioning.conftest import on_host
 
 pytestmark = pytest.mark.sandbox
 HOST_ROOT = hostpaths.on_host(ROOT)  # /opt/gpuprov as the host resolves it (the sandbox: under its own folder)
 
-
-def on_host(cfg, host, command: str) -> str:
-    with Remote(target_for(cfg, host)) as remote:
-        code, out, err = remote.script(command)
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture

@@ -19,19 +19,13 @@ from gpuprov.provisioning.deploy import deploy
 from gpuprov.provisioning.health import wait_healthy
 from gpuprov.provisioning.hostpaths import ROOT
 from gpuprov.provisioning.idle_agent import background_command
-from gpuprov.provisioning.ssh import Remote, target_for
 from tests.conftest import need_sandbox, run_cli
+from tests.provisioning.conftest import on_host
 
 pytestmark = pytest.mark.sandbox
 HR = hostpaths.HOST_ROOT
 AGENT_PID = f"{HR}/run/gpuprov-idle.pid"
 
-
-def on_host(cfg, host, command: str) -> str:
-    with Remote(target_for(cfg, host)) as remote:
-        code, out, err = remote.script(command)
-    assert code == 0, out + err
-    return out
 
 
 @pytest.fixture

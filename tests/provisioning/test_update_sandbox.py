@@ -15,9 +15,9 @@ from gpuprov.provisioning.deploy import deploy
 from gpuprov.provisioning.desired import standin_label
 from gpuprov.provisioning.health import check_all
 from gpuprov.provisioning.hostpaths import ROOT
-from gpuprov.provisioning.ssh import Remote, target_for
 from gpuprov.provisioning.tunnel import Tunnel
 from tests.conftest import run_cli
+from tests.provisioning.conftest import on_host
 
 pytestmark = pytest.mark.sandbox
 HOST_ROOT = hostpaths.on_host(ROOT)
@@ -27,12 +27,6 @@ BROKEN = "ghcr.io/open-webui/open-webui:v0.6.99-broken"
 GOOD = "ghcr.io/open-webui/open-webui:v0.6.35"
 CHAT = "/app/backend/data/gpuprov-test-chat.json"
 
-
-def on_host(cfg, host, command: str) -> str:
-    with Remote(target_for(cfg, host)) as remote:
-        code, out, err = remote.script(command)
-    assert code == 0, out + err
-    return out
 
 
 def running_image(cfg, host, container: str) -> str:
