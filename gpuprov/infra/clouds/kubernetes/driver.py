@@ -253,13 +253,8 @@ class KubernetesDriver(ClusterDriver):
         return labelled(self.api(config), stack)
 
 
-class EksDriver(ClusterDriver, CatalogCloud):
-    name = "eks"
-    title = "Amazon EKS"
-    kind = "eks"
-    price_catalog = "aws"
-    credential_hint = "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-    secret_env = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KUBECONFIG")
+class ManagedClusterDriver(ClusterDriver, CatalogCloud):
+    """A cluster gpuprov creates (EKS, GKE): its API's ranges are required, its GPU comes from the catalog."""
 
     def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
         _need_api_ranges(self, config)  # at plan and up; down needs no range to remove the cluster
@@ -267,6 +262,15 @@ class EksDriver(ClusterDriver, CatalogCloud):
 
     def gpu(self, config: StackConfig) -> dict[str, Any]:
         return _catalog_gpu(self, config)
+
+
+class EksDriver(ManagedClusterDriver):
+    name = "eks"
+    title = "Amazon EKS"
+    kind = "eks"
+    price_catalog = "aws"
+    credential_hint = "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    secret_env = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KUBECONFIG")
 
     def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
         cluster: dict[str, Any] = next((r["inputs"] for r in resources if r["type"] == EKS_CLUSTER), {})
@@ -282,7 +286,7 @@ class EksDriver(ClusterDriver, CatalogCloud):
         return eks_leftovers(str(config.resolved_region if config else self.default_region()), stack)
 
 
-class GkeDriver(ClusterDriver, CatalogCloud):
+class GkeDriver(ManagedClusterDriver):
     name = "gke"
     title = "Google Kubernetes Engine"
     kind = "gke"
@@ -294,13 +298,6 @@ class GkeDriver(ClusterDriver, CatalogCloud):
     def default_zone(self, region: str | None) -> str | None:
         _type, default_region, default_zone = catalog_defaults("gcp")
         return default_zone if region in (None, default_region) else f"{region}-a"
-
-    def build(self, config: StackConfig) -> pulumi.Output[dict[str, Any]]:
-        _need_api_ranges(self, config)  # at plan and up; down needs no range to remove the cluster
-        return super().build(config)
-
-    def gpu(self, config: StackConfig) -> dict[str, Any]:
-        return _catalog_gpu(self, config)
 
     def api_exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> ExposureRow:
         cluster: dict[str, Any] = next((r["inputs"] for r in resources if r["type"] == GKE_CLUSTER), {})
