@@ -55,6 +55,7 @@ class Fit:
             "settings": {app: dict(s.settings) for app, s in self.apps.items() if s.settings},
             "budget": [{"app": app, "service": n.service, "gib": n.gib, "basis": n.basis} for app, n in self.needs],
             "total_gib": self.total_gib, "headroom_gib": self.headroom_gib, "problems": self.problems,
+            **({"note": "no NVIDIA GPU gpuprov may use on this host: nothing to budget"} if gpu is None else {}),
         }
 
 

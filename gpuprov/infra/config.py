@@ -95,6 +95,12 @@ class ExistingHost(BaseModel):
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 _HTTP_URL = re.compile(r"https?://[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?", re.ASCII)
 _KUBE_CONTEXT = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.:@/+-]{0,252}[A-Za-z0-9_])?", re.ASCII)
+# The default images, pinned by tag and by the digest of the tag's multi-arch index, so a re-pushed tag
+# never changes what a host runs. Newer releases exist (vLLM 0.34, Open WebUI 0.12 on PyPI); these are
+# the newest whose digests were confirmed; the README's "Moving the image pins" says how to move them.
+VLLM_IMAGE = "vllm/vllm-openai:v0.30.0@sha256:8a69ffad015f138d7170c4ddc429e230a3bc1c1719f67e14324749df200a4b90"
+OPEN_WEBUI_IMAGE = ("ghcr.io/open-webui/open-webui:v0.11.4"
+                    "@sha256:9591b13f13843c7721c2b8eaf7382846c81b3ffe126526d1888d1fed50c6a33f")
 KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34")  # cluster versions gpuprov's manifests are validated against
 
 
@@ -209,8 +215,8 @@ class StackConfig(BaseModel):
     gpu_memory_utilization: float | None = Field(None, description="Share of GPU memory vLLM may take (0 < x <= 1); "
                                                   "unset: what the GPU memory budget leaves it on the card.")
     max_model_len: int = Field(8192, description="Longest prompt plus answer vLLM accepts, in tokens (1024 to 32768).")
-    vllm_image: str = Field("vllm/vllm-openai:v0.11.0", description="vLLM image reference with a pinned tag.")
-    open_webui_image: str = Field("ghcr.io/open-webui/open-webui:v0.6.34", description="Open WebUI image reference.")
+    vllm_image: str = Field(VLLM_IMAGE, description="vLLM image reference, pinned by tag and digest.")
+    open_webui_image: str = Field(OPEN_WEBUI_IMAGE, description="Open WebUI image reference, pinned by tag and digest.")
     monai_label_image: str | None = Field(None, description="Prebuilt OHIF-AI MONAI Label image; built on the host when unset.")
     monai_label_repo: str = Field("https://github.com/anandpreshob/OHIF-AI", description="OHIF-AI repository to build from.")
     monai_label_ref: str = Field("179fe0ddc4e632d872c3d18bf05845cad302b0ee",

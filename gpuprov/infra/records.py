@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -28,6 +29,9 @@ class StackRecord(BaseModel):
     # egress address, detected (gpuprov.infra.egress), which `status` and `deploy` compare with this machine's.
     ssh_from: list[str] = []
     ssh_from_egress: bool = False
+    # The apps sized for the host's own GPU at the last deploy (gpuprov.apps.fit's JSON): settings and the GPU
+    # memory budget, per service, total and headroom; `status` shows it.
+    serving: dict[str, Any] = {}
 
 
 def _dir() -> Path:
@@ -50,6 +54,7 @@ def save(stack: str, cloud: str, host: GpuHost, ssh_key_path: str | None = None,
         deployed=old.deployed if old else [],
         ssh_key_path=ssh_key_path,
         last_up_phases=old.last_up_phases if old else {},
+        serving=old.serving if old and same else {},
         ssh_from=sources, ssh_from_egress=from_egress,
     )
     write(record)

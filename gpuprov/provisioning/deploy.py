@@ -131,7 +131,7 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         supplied = frozenset(n for n in uploads if n in inputs or facts.files.get(uploads[n]))
         cache_dir = _say_cache(config, facts, cache_mount, say)
         shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied, cache_dir)
-        require_fit_on_host(config, shape.target)  # before anything changes: the GPU and architecture it really has
+        serving = require_fit_on_host(config, shape.target).to_json()  # before anything changes: the GPU it really has
         want = desired_state(config, shape, secrets)
         want.usd_hour = host.usd_hour
         want.files = [stack_marker] + want.files + agent_files  # the marker first: it says whose the rest is
@@ -166,8 +166,8 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
         rounds = remote.round_trips
     services = deployed_services(config)
     record = records.load(config.stack)
-    if record is not None and record.deployed != services:
-        records.write(record.model_copy(update={"deployed": services}))
+    if record is not None and (record.deployed, record.serving) != (services, serving):
+        records.write(record.model_copy(update={"deployed": services, "serving": serving}))
     return DeployResult(changed, rounds, time.monotonic() - started, services,
                         _new_logins(config.stack, apps, secrets, generated))
 

@@ -179,6 +179,9 @@ def _add_app(want: Desired, app: App, config: StackConfig, shape: HostShape, sec
     ctx = HostContext(config=config, secrets=secrets, gpus=shape.gpus, host_network=shape.sandbox, binds=binds,
                       sizing=sizing, cache_dir=shape.cache_dir)
     images = {s.name: s.image(config) for s in app.services}
+    if shape.sandbox:
+        # A stand-in is built on the sandbox and tagged as the real reference; a tag cannot carry a digest.
+        images = {name: ref.split("@", 1)[0] for name, ref in images.items()}
     files = [RemoteFile(f"{directory}/{n}", (app.folder / n).read_bytes()) for n in app.compose_files(shape.gpus, shape.sandbox)]
     label = standin_label(app) if shape.sandbox else ""
     shared = [f.sha256 for f in files] + [label]

@@ -142,7 +142,7 @@ def test_an_arm64_host_is_refused_before_anything_changes(on_sandbox, monkeypatc
         return facts
 
     monkeypatch.setattr(deploying, "parse_facts", on_arm64)
-    with pytest.raises(DoesNotFit, match=r"vllm/vllm-openai:v0\.11\.0 has no arm64 build .* nvcr\.io/nvidia/vllm"):
+    with pytest.raises(DoesNotFit, match=r"vllm/vllm-openai:v0\.30\.0@sha256:[0-9a-f]{64} has no arm64 build .* nvcr\.io/nvidia/vllm"):
         deploy(cfg, host)
     assert state() == before
 
@@ -187,6 +187,7 @@ def test_the_deploy_command_reports_json_and_the_record_knows_what_is_deployed(d
     assert report["changed"] == [] and report["ssh_round_trips"] <= 3 and report["seconds"] > 0
     status = json.loads(run_cli("status", "--json", "--stack", cfg.stack).stdout)["stacks"]
     assert status[0]["deployed"] == ["vllm", "open_webui", "monai_label"]
+    assert status[0]["serving"]["gpu"] is None and status[0]["serving"]["note"]  # sized at deploy: no GPU here
     smoke_cli = run_cli("smoke", "--json", "--stack", cfg.stack, "--cloud", "local")
     assert smoke_cli.returncode == 0, smoke_cli.stderr
     assert set(json.loads(smoke_cli.stdout)) == {"vllm", "monai_label"}
@@ -331,6 +332,35 @@ def test_open_webui_login_is_on_with_the_generated_admin_only(deployed):
         intruder = requests.post(f"{url}/api/v1/auths/signup", timeout=10,
                                  json={"email": "x@example.com", "password": "x", "name": "x"})
         assert intruder.status_code == 403
+
+
+def test_open_webui_shows_the_models_reasoning_and_the_setting_survives_a_redeploy(deployed):
+    """Issue #15: the model writes its reasoning before its answer; Open WebUI's reasoning-tag detection
+    is turned off for it (the DGX Spark playbook's advice), as Admin > Models shows, on every deploy."""
+    cfg, host, _ = deployed
+    secrets = secrets_of(cfg, registry().app("vllm_cxr"))
+
+    def model_settings(turn_detection_on: bool = False) -> dict:
+        with Tunnel(cfg, host) as tunnel:
+            url = tunnel.urls["open_webui"]
+            token = requests.post(f"{url}/api/v1/auths/signin", timeout=10, json={
+                "email": secrets["webui_admin_email"], "password": secrets["webui_admin_password"]}).json()["token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            r = requests.get(f"{url}/api/v1/models/model", params={"id": cfg.served_model_name}, timeout=10,
+                             headers=auth)
+            assert r.status_code == 200, r.text
+            if turn_detection_on:  # as a colleague would in Admin > Models > Advanced Params
+                changed = {**r.json(), "params": {"reasoning_tags": True}}
+                assert requests.post(f"{url}/api/v1/models/model/update", json=changed, timeout=10,
+                                     headers=auth).status_code == 200
+            return r.json()
+
+    first = model_settings(turn_detection_on=True)
+    assert first["params"]["reasoning_tags"] is False
+    assert first["access_grants"] == [{"principal_type": "user", "principal_id": "*", "permission": "read"}]
+    assert model_settings()["params"]["reasoning_tags"] is True
+    wait_healthy(cfg, host, 60)  # what every deploy ends with: the setting is put back
+    assert model_settings()["params"]["reasoning_tags"] is False
 
 
 def test_the_tunnel_says_when_a_port_is_taken_takes_port_overrides_and_says_where_the_key_is(deployed):

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from gpuprov.apps.base import Secrets
-from gpuprov.infra.config import load_config
+from gpuprov.infra.config import VLLM_IMAGE, load_config
 from gpuprov.provisioning import steps
 from gpuprov.provisioning.desired import HostShape, desired_state
 from gpuprov.provisioning.errors import ProvisioningError
@@ -50,7 +50,7 @@ def test_a_bare_ubuntu_box_gets_docker_from_dockers_repository_and_everything_el
     assert "remove" in text and "docker.io" in text  # conflicting packages go first
     assert "nvidia" not in text  # no GPU reported: no toolkit, no GPU override
     assert "compose.gpu.yaml" not in text
-    assert {"image:vllm/vllm-openai:v0.11.0", "vllm", "open_webui", "monai_label"} <= {
+    assert {f"image:{VLLM_IMAGE}", "vllm", "open_webui", "monai_label"} <= {
         c for a in actions for c in a.changed}
 
 

@@ -42,6 +42,11 @@ def deployed(on_sandbox):
     deploy(cfg, host)  # whatever a test left, the shared sandbox serves the plain config again
 
 
+def on_sandbox_as(ref: str) -> str:
+    """The reference a sandbox runs for ``ref``: its stand-in is tagged as the real tag (a tag holds no digest)."""
+    return ref.split("@", 1)[0]
+
+
 def plant_broken_open_webui(cfg, host) -> None:
     """Build the unhealthy variant in the sandbox's engine under the new tag, made of the app's stand-in
     files (so deploy takes it as that tag's stand-in instead of building a healthy one)."""
@@ -61,7 +66,7 @@ def test_an_update_that_fails_its_health_check_rolls_back_by_itself(deployed):
     assert "service 'open_webui' was not healthy within 15s" in line and "JSONDecodeError" in line, line
     assert "Rolled back by itself" in line and "--service open_webui" in line
     # The old one serves again, with no manual step: its image, its answer, its data.
-    assert running_image(cfg, host, "open-webui") == cfg.open_webui_image
+    assert running_image(cfg, host, "open-webui") == on_sandbox_as(cfg.open_webui_image)
     with Tunnel(cfg, host) as tunnel:
         assert check_all(cfg, tunnel.urls) == {"vllm": None, "open_webui": None, "monai_label": None}
     assert on_host(cfg, host, f"docker exec open-webui cat {CHAT}").strip() == "chat-1"
@@ -81,8 +86,8 @@ def test_a_good_update_then_rollback_returns_to_the_old_version_and_forward_agai
 
     back = run_cli("rollback", "--stack", cfg.stack, "--json")
     assert back.returncode == 0, back.stderr
-    assert running_image(cfg, host, "open-webui") == cfg.open_webui_image
-    assert cfg.open_webui_image in back.stdout
+    assert running_image(cfg, host, "open-webui") == on_sandbox_as(cfg.open_webui_image)
+    assert on_sandbox_as(cfg.open_webui_image) in back.stdout
     assert on_host(cfg, host, f"docker exec open-webui cat {CHAT}").strip() == "chat-1"  # the data survived
     assert on_host(cfg, host, "docker inspect -f '{{.Id}}' monai_sam2") == monai_before
     assert deploy(cfg, host).changed == []

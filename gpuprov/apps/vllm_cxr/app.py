@@ -4,7 +4,8 @@ vLLM: ``GET /health`` answers 200 once the model is loaded, ``GET /v1/models`` l
 model name, ``/v1`` is guarded by ``VLLM_API_KEY`` (vLLM's ``--api-key``), and ``GET /metrics`` is
 Prometheus text (vllm/v1/metrics/loggers.py). Open WebUI: ``GET /health`` is ``{"status": true}``;
 the first account that signs up (``POST /api/v1/auths/signup``) becomes its admin
-(open-webui backend/open_webui/routers/auths.py).
+(open-webui backend/open_webui/routers/auths.py); a model's settings are read and written through
+``/api/v1/models/model``, ``/create`` and ``/model/update`` (routers/models.py).
 """
 
 from __future__ import annotations
@@ -112,21 +113,60 @@ class AdminClaimed(ProvisioningError):
     """Open WebUI already has an admin whose credentials are not the stack's."""
 
 
-def _ensure_admin(check: AppCheck) -> str | None:
-    """Sign the generated admin up right after the first healthy start (reachable only through SSH,
-    so nobody can race us to it); on later deploys only check that it still signs in."""
+def _admin_token(check: AppCheck) -> tuple[str, str | None]:
+    """The stack's admin's session token, and a line to show when the account had to be made. Open WebUI
+    seeds the admin from WEBUI_ADMIN_EMAIL/PASSWORD at start-up; an older image signs it up right after
+    the first healthy start instead (reachable only through SSH, so nobody can race us to it)."""
     url = check.urls["open_webui"]
     creds = {"email": check.secrets["webui_admin_email"], "password": check.secrets["webui_admin_password"]}
     r = requests.post(f"{url}/api/v1/auths/signin", json=creds, timeout=30)
     if r.status_code == 200:
-        return None
+        return r.json()["token"], None
     r = requests.post(f"{url}/api/v1/auths/signup", json={**creds, "name": ADMIN_NAME}, timeout=30)
     if r.status_code == 200 and r.json().get("role") == "admin":
-        return "Open WebUI admin account created"
+        return r.json()["token"], "Open WebUI admin account created"
     raise AdminClaimed(
         f"Open WebUI at {url} refused to create the stack's admin account ({r.status_code}: {r.text[:120]}); "
         "an account already exists. Sign in with it, or remove the webui-data volume to start afresh"
     )
+
+
+# Everyone signed in may use the model (Open WebUI's "Public" switch: a read grant to every user).
+PUBLIC_READ = [{"principal_type": "user", "principal_id": "*", "permission": "read"}]
+
+
+def _show_reasoning(check: AppCheck, token: str) -> str | None:
+    """The model's settings in Open WebUI with reasoning tags off, so the chat shows the reasoning the
+    model writes before its answer, as NVIDIA's DGX Spark playbook advises for this model. Open WebUI
+    reads a model's ``params.reasoning_tags`` (false: no detection, the text stays as written) from its
+    model record (backend utils/middleware.py); made once, kept right on every deploy."""
+    url, model = check.urls["open_webui"], check.config.served_model_name
+    auth = {"Authorization": f"Bearer {token}"}
+    r = requests.get(f"{url}/api/v1/models/model", params={"id": model}, headers=auth, timeout=30)
+    if r.status_code == 200:
+        have = r.json()
+        params = have.get("params") or {}
+        if params.get("reasoning_tags") is False:
+            return None
+        form = {"id": model, "base_model_id": have.get("base_model_id"), "name": have.get("name") or model,
+                "meta": have.get("meta") or {}, "params": {**params, "reasoning_tags": False},
+                "access_grants": have.get("access_grants", PUBLIC_READ), "is_active": have.get("is_active", True)}
+        r = requests.post(f"{url}/api/v1/models/model/update", json=form, headers=auth, timeout=30)
+    elif r.status_code == 404:
+        form = {"id": model, "base_model_id": None, "name": model,
+                "meta": {"description": f"{check.config.model_id}, served by vLLM on this stack's GPU host"},
+                "params": {"reasoning_tags": False}, "access_grants": PUBLIC_READ, "is_active": True}
+        r = requests.post(f"{url}/api/v1/models/create", json=form, headers=auth, timeout=30)
+    if r.status_code != 200:
+        raise ProvisioningError(f"Open WebUI refused the settings of model {model} ({r.status_code}: {r.text[:120]}); "
+                                "`gpuprov logs --stack NAME open_webui` shows why, and the next deploy tries again")
+    return f"Open WebUI shows {model}'s reasoning in the chat (reasoning tags off)"
+
+
+def _after_healthy(check: AppCheck) -> str | None:
+    token, made = _admin_token(check)
+    shown = _show_reasoning(check, token)
+    return "; ".join(line for line in (made, shown) if line) or None
 
 
 APP = App(
@@ -157,7 +197,7 @@ APP = App(
     ),
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
-    after_healthy=_ensure_admin,
+    after_healthy=_after_healthy,
     backup_volumes=("webui-data",),  # Open WebUI's accounts, chats and uploads (not the model cache: re-downloadable)
     sizing=sizing,
 )

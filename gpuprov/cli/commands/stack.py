@@ -197,7 +197,7 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
             "uptime": host.uptime(),
             "usd_hour": host.usd_hour, "expires_at": host.expires_at,
             "deployed": rec.deployed, "ssh_key_path": _key_path(rec), "secrets_file": _secrets_file(rec.stack),
-            "last_up_phases_s": rec.last_up_phases,
+            "last_up_phases_s": rec.last_up_phases, "serving": rec.serving or None,
             "ssh_from": rec.ssh_from, "ssh_from_egress": rec.ssh_from_egress, "egress_now": None,
         })
     _compare_egress(rows)
@@ -235,6 +235,10 @@ def status(json_: JsonOpt = False, stack: Annotated[str | None, typer.Option(
     for r in rows:
         if r["last_up_phases_s"]:
             out.print(f"{r['stack']}: last up took {describe(r['last_up_phases_s'])}", markup=False)
+    for r in rows:  # what the last deploy sized for the host's own GPU
+        if r["serving"]:
+            out.print(f"{r['stack']}: ", end="", markup=False)
+            _print_serving(r["serving"])
     from gpuprov.cli.commands.deploy import auth_hint
 
     for r in rows:
