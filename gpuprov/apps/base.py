@@ -80,6 +80,7 @@ class GpuTarget:
     arch: str | None  # the host's CPU architecture (``uname -m``: x86_64, aarch64); None: not known yet
     others_gib: float = 0.0  # what the stack's other apps take on the same card
     inputs: frozenset[str] = frozenset()  # build inputs the user supplied (``sam3.pt``)
+    driver: str | None = None  # the host's NVIDIA driver version ("575.57.08"); None: not known yet (plan)
 
 
 @dataclass(frozen=True)

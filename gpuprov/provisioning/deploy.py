@@ -130,7 +130,8 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
             say(note)
         supplied = frozenset(n for n in uploads if n in inputs or facts.files.get(uploads[n]))
         cache_dir = _say_cache(config, facts, cache_mount, say)
-        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied, cache_dir)
+        shape = HostShape(facts.gpus, facts.sandbox, gpu_spec(facts), facts.arch, supplied, cache_dir,
+                          facts.nvidia_driver or None)
         serving = require_fit_on_host(config, shape.target).to_json()  # before anything changes: the GPU it really has
         want = desired_state(config, shape, secrets)
         want.usd_hour = host.usd_hour

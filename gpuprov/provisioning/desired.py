@@ -48,10 +48,11 @@ class HostShape:
     arch: str | None = None  # its CPU architecture (uname -m)
     inputs: frozenset[str] = frozenset()  # build inputs supplied (on the host or sent now)
     cache_dir: str | None = None  # the stack's cache mount as the host's Docker engine sees it (cache: true)
+    driver: str | None = None  # its NVIDIA driver's version (nvidia-smi)
 
     @property
     def target(self) -> GpuTarget:
-        return GpuTarget(self.gpu, self.arch, inputs=self.inputs)
+        return GpuTarget(self.gpu, self.arch, inputs=self.inputs, driver=self.driver)
 
 
 @dataclass

@@ -49,6 +49,7 @@ class HostFacts:
     compose: str | None = None
     gpus: int = 0
     gpu_report: str = ""  # nvidia-smi's `name, compute_cap, memory.total` of the first GPU ("" without one)
+    nvidia_driver: str = ""  # the NVIDIA driver's version (nvidia-smi's driver_version, "575.57.08"; "" without one)
     nvidia_toolkit: bool = False
     docker_runtimes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # logical path -> sha256
@@ -99,6 +100,7 @@ s apt_lock; if command -v fuser >/dev/null 2>&1; then if fuser /var/lib/dpkg/loc
 s docker; $SUDO docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo missing
 s compose; $SUDO docker compose version --short 2>/dev/null || echo missing
 s gpus; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>/dev/null | grep -c '^GPU'; else echo 0; fi
+s nvidia_driver; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1; fi
 s gpu; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1; fi
 s nvidia_toolkit; if command -v nvidia-ctk >/dev/null 2>&1; then echo installed; else echo missing; fi
 s docker_runtimes; $SUDO docker info --format '{{{{json .Runtimes}}}}' 2>/dev/null
@@ -147,6 +149,7 @@ def parse_facts(text: str) -> HostFacts:
     # A sandbox shares another machine: its GPUs are not ours to use.
     facts.gpus = int(gpus) if gpus.isdigit() and not facts.sandbox else 0
     facts.gpu_report = "" if facts.sandbox else first("gpu")
+    facts.nvidia_driver = "" if facts.sandbox else first("nvidia_driver")
     facts.nvidia_toolkit = first("nvidia_toolkit") == "installed"
     runtimes = first("docker_runtimes", "{}")
     try:

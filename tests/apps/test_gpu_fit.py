@@ -97,6 +97,22 @@ def test_an_arm64_host_gets_no_amd64_only_vllm_image_and_is_told_the_one_to_use(
     assert fit(fixed, GpuTarget(spark, "aarch64")).problems == []
 
 
+@pytest.mark.parametrize(("image", "driver", "refused"), [
+    (None, "575.57.08", True),  # the pinned CUDA 13 build on a CUDA 12.9 driver
+    (None, "580.65.06", False),
+    (None, None, False),  # not known yet (plan): judged at deploy
+    ("vllm/vllm-openai:v0.30.0-cu129", "575.57.08", False),
+    ("vllm/vllm-openai:v0.11.0", "535.183.01", False),  # an older tag is not judged
+    ("nvcr.io/nvidia/vllm:25.09-py3", "535.183.01", False),
+])
+def test_a_cuda_13_vllm_image_needs_driver_580_and_the_refusal_names_the_cu129_build(image, driver, refused):
+    cfg = load_config(None, {"cloud": "local", **({"vllm_image": image} if image else {})})
+    problems = fit(cfg, GpuTarget(lookup("A10"), "x86_64", driver=driver)).problems
+    assert any("CUDA 13" in p for p in problems) == refused, problems
+    if refused:
+        assert "vllm/vllm-openai:v0.30.0-cu129" in problems[0] and driver in problems[0]
+
+
 def test_lambda_gh200_is_an_arm64_host_and_plan_says_so_before_launch(tmp_path):
     r = run_cli("plan", "--config", _config_file(tmp_path, cloud="lambda", instance_type="gpu_1x_gh200"))
     assert r.returncode == 2

@@ -147,6 +147,29 @@ def test_an_arm64_host_is_refused_before_anything_changes(on_sandbox, monkeypatc
     assert state() == before
 
 
+def test_a_host_whose_driver_is_too_old_for_the_vllm_image_is_refused_before_anything_changes(on_sandbox, monkeypatch):
+    """The driver fact as nvidia-smi reports it (the sandbox has no GPU: the fact is faked)."""
+    from gpuprov.apps.fit import DoesNotFit
+    from gpuprov.provisioning import deploy as deploying
+
+    cfg, host = on_sandbox
+    deploy(cfg, host)
+    state = lambda: on_host(cfg, host, "docker ps -a --format '{{.Names}} {{.ID}} {{.Image}}' | sort")  # noqa: E731
+    before = state()
+    real = deploying.parse_facts
+
+    def old_driver(text: str):
+        facts = real(text)
+        facts.nvidia_driver = "570.133.20"
+        return facts
+
+    monkeypatch.setattr(deploying, "parse_facts", old_driver)
+    with pytest.raises(DoesNotFit, match=r"built for CUDA 13, .*driver is 570\.133\.20: set vllm_image to "
+                                         r"vllm/vllm-openai:v0\.30\.0-cu129"):
+        deploy(cfg, host)
+    assert state() == before
+
+
 def test_a_changed_host_key_is_refused(on_sandbox, tmp_path):
     cfg, host = on_sandbox
     deploy(cfg, host)  # pins the key

@@ -16,12 +16,17 @@ The figures are for the default model, NV-Reason-CXR-3B, which is Qwen2.5-VL-3B 
 - ``vllm/vllm-openai`` is published for linux/amd64 only
   (https://github.com/vllm-project/vllm/issues/22206); arm64 hosts (GH200, DGX Spark) need NVIDIA's
   build, ``nvcr.io/nvidia/vllm:<yy.mm>-py3`` (https://catalog.ngc.nvidia.com/orgs/nvidia/containers/vllm).
+- The pinned ``vllm/vllm-openai:v0.30.0`` is built for CUDA 13 (that release's wheel links
+  ``libcudart.so.13``; vLLM publishes ``-cu129`` tags for CUDA 12), and CUDA 13 needs NVIDIA driver 580
+  or newer (https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/, table 3). Tags from v0.30 on are
+  taken to be CUDA 13 unless they say ``-cuNNN``; older tags are not judged.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from gpuprov.apps.base import GpuNeed, GpuTarget, Sizing
@@ -36,6 +41,8 @@ MAX_PIXELS = 1280 * 28 * 28
 LIMIT_MM = {"image": 1, "video": 0}
 AMD64_ONLY = ("vllm/vllm-openai", "docker.io/vllm/vllm-openai")
 ARM64_IMAGE = "nvcr.io/nvidia/vllm:<yy.mm>-py3"
+CUDA13_DRIVER = 580
+_VLLM_TAG = re.compile(r"v(?P<major>[0-9]+)\.(?P<minor>[0-9]+)\.[0-9]+(?:-cu(?P<cuda>[0-9]{3}))?(?:-[a-z0-9.]+)?")
 SETTINGS = ("VLLM_DTYPE", "MAX_MODEL_LEN", "LIMIT_MM_PER_PROMPT", "MM_PROCESSOR_KWARGS", "GPU_MEMORY_UTILIZATION")
 
 
@@ -47,9 +54,35 @@ def _repository(image: str) -> str:
     return image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image.split("@")[0]
 
 
+def cuda_major(image: str) -> int | None:
+    """The CUDA major version a ``vllm/vllm-openai`` tag is built for, where gpuprov knows it."""
+    if _repository(image) not in AMD64_ONLY:
+        return None
+    name = image.split("@")[0]
+    m = _VLLM_TAG.fullmatch(name.rsplit(":", 1)[1]) if ":" in name.split("/")[-1] else None
+    if m is None:
+        return None
+    if m["cuda"]:
+        return int(m["cuda"][:2])
+    return 13 if (int(m["major"]), int(m["minor"])) >= (0, 30) else None
+
+
+def _driver_problem(image: str, driver: str | None) -> str | None:
+    if not driver or cuda_major(image) != 13 or not driver.split(".")[0].isdigit():
+        return None
+    if int(driver.split(".")[0]) >= CUDA13_DRIVER:
+        return None
+    older = image.split("@")[0] + "-cu129"
+    return (f"vllm_image {image} is built for CUDA 13, which needs NVIDIA driver {CUDA13_DRIVER} or newer, and this "
+            f"host's driver is {driver}: set vllm_image to {older} (vLLM's CUDA 12.9 build of the same release) "
+            "or upgrade the host's driver")
+
+
 def sizing(config: Any, target: GpuTarget) -> Sizing:
     """What vLLM runs with on ``target``, what it takes there, and why it cannot run there."""
     gpu, problems = target.gpu, []
+    if driver := _driver_problem(config.vllm_image, target.driver):
+        problems.append(driver)
     if target.arch == "aarch64" and _repository(config.vllm_image) in AMD64_ONLY:
         problems.append(f"vllm_image {config.vllm_image} has no arm64 build (vllm-project/vllm#22206) and this host is "
                         f"aarch64; set vllm_image to NVIDIA's arm64 build, {ARM64_IMAGE} (NGC catalog)")
