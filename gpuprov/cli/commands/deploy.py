@@ -80,8 +80,7 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
         with live_progress() as show:
             result = run_deploy(cfg, host, show, build_inputs=inputs, phases=phases)
             show("waiting until every service answers its health check (through an SSH tunnel)")
-            phases.begin("service_healthy")
-            wait_healthy(cfg, host, timeout_s, progress=show)
+            wait_healthy(cfg, host, timeout_s, progress=show, phases=phases, model_cache=result.model_cache)
             phases.end()
     except (GpuprovError, KeyboardInterrupt):
         # Say it plainly: the host outlives a failed deploy, and may be billing.
