@@ -187,12 +187,15 @@ def main() -> int:
 def model_cache_columns() -> dict[str, dict[str, float]]:
     """An `up` with a cold model cache, `down` (the cache is kept), an `up` with it warm: the phases of each."""
     from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+    from gpuprov.testing.egress_echo import EgressEcho
     from gpuprov.testing.lambda_api import LambdaStandIn
 
     tmp = Path(tempfile.mkdtemp(prefix="ready-cache-"))
     key = f"bench-{uuid.uuid4().hex}"
     api = LambdaStandIn(boot_seconds=0.3, terminate_seconds=0.2, api_key=key).start()
+    echo = EgressEcho().start()  # SSH opens from "this machine's address", as the stand-in echo answers it
     env = {"LAMBDA_API_URL": api.url, "LAMBDA_API_KEY": key, "GPUPROV_LAMBDA_RATE_SCALE": "0.02",
+           "GPUPROV_EGRESS_URL": echo.url,
            "GPUPROV_PULUMI": "mock", "GPUPROV_VERIFY_POLL_S": "0.1", "GPUPROV_VERIFY_TIMEOUT_S": "30",
            "GPUPROV_HOME": str(tmp / "home"), "GPUPROV_OWNER": "bench-ready@lab"}
     stack = f"br{uuid.uuid4().hex[:4]}"
@@ -213,6 +216,7 @@ def model_cache_columns() -> dict[str, dict[str, float]]:
                        capture_output=True, env={**os.environ, **env})
         box.destroy()
         api.stop()
+        echo.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 

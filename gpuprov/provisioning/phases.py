@@ -17,7 +17,8 @@ Phases (:data:`PHASES`):
 - ``service_healthy``: until every other health check answers.
 
 Each finished phase is said on the progress callback as one plain line (``phase image_pull: 3.2 s``);
-on a terminal the live spinner of ``deploy`` shows the elapsed time meanwhile.
+on a terminal :mod:`gpuprov.cli.phase_display` shows the phases live meanwhile, with bytes for image
+pulls and the model download.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Phases:
         self._clock = clock
         self._current: str | None = None
         self._since = 0.0
+        # Told each phase as it begins (seconds None) and ends (its seconds): the live display's feed.
+        self.listeners: list[Callable[[str, float | None], None]] = []
 
     @property
     def current(self) -> str | None:
@@ -62,14 +65,18 @@ class Phases:
             return
         self.end()
         self._current, self._since = name, self._clock()
+        for listen in list(self.listeners):
+            listen(name, None)
 
     def end(self) -> None:
         if self._current is None:
             return
         spent = self._clock() - self._since
         self.seconds[self._current] = self.seconds.get(self._current, 0.0) + spent
-        self._say(f"phase {self._current}: {spent:.1f} s")
-        self._current = None
+        name, self._current = self._current, None
+        for listen in list(self.listeners):
+            listen(name, spent)
+        self._say(f"phase {name}: {spent:.1f} s")
 
     @contextmanager
     def watching(self) -> Iterator[Phases]:

@@ -159,6 +159,7 @@ APP = App(
     smoke=_smoke,
     after_healthy=_ensure_admin,
     model_services=("vllm",),  # downloads the model into its Hugging Face cache at first start
+    model_dir="/root/.cache/huggingface",
     backup_volumes=("webui-data",),  # Open WebUI's accounts, chats and uploads (not the model cache: re-downloadable)
     sizing=sizing,
 )
