@@ -54,6 +54,9 @@ class PhaseDisplay:
 
     def __enter__(self) -> PhaseDisplay:
         self.progress.start()
+        for name, seconds in self.phases.seconds.items():  # what ran before the display (`up`'s launch)
+            self.on_phase(name, None)
+            self.on_phase(name, seconds)
         self.phases.listeners.append(self.on_phase)
         if self.phases.current:
             self.on_phase(self.phases.current, None)

@@ -46,7 +46,7 @@ def live_progress(phases: Phases | None = None, cfg: StackConfig | None = None,
     phase, bytes for image layers and for the model download as it lands on the host), or without
     ``phases`` a spinner with the elapsed time and the latest output line. Off a terminal the running
     step's output lines are not shown: step and phase lines only (CI logs)."""
-    if not err.is_terminal:
+    if not (err.is_terminal and sys.stderr.isatty()):  # FORCE_COLOR (a CI setting) makes rich think it is one
         def plain(message: str) -> None:
             if not message.startswith("  "):
                 progress(message.strip())
