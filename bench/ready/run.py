@@ -4,7 +4,10 @@ machine (Debian's docker-registry, the CNCF distribution registry), side by side
 1. an `up` whose images are built on the host (the registry has none: deploy says so and builds);
 2. an `up` whose images are pulled from the registry (after `gpuprov build` pushed them from a Docker
    engine of the bench's own, the operator's machine in the story);
-3. a realistic image (a Debian root filesystem from mmdebstrap plus generated layers: BENCH_LAYERS x
+3. an `up` with a cold and then a warm model cache (`cache: true`): Lambda's stand-in API with the
+   sandbox host as its instance, as tests/lambda_cloud/test_cache_on_sandbox.py does; `down` keeps the
+   filesystem, so the second `up` finds the model the stand-in vLLM downloaded (64 MB) on the first;
+4. a realistic image (a Debian root filesystem from mmdebstrap plus generated layers: BENCH_LAYERS x
    BENCH_LAYER_MB) built on the sandbox host's engine vs pulled there from the registry.
 
 Then a projected table for Lambda A10 / AWS g5.xlarge / GCP g2-standard-4, each figure with its source.
@@ -30,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "bench-ready"
 LAYERS = int(os.environ.get("BENCH_LAYERS", "6"))
 LAYER_MB = int(os.environ.get("BENCH_LAYER_MB", "100"))
-PHASES = ("launch", "ssh_ready", "bootstrap", "image_pull", "image_build", "services_started", "service_healthy")
+sys.path.insert(0, str(REPO))  # `python bench/ready/run.py` from a checkout: this tree's gpuprov
+from gpuprov.provisioning.phases import PHASES  # noqa: E402
 
 
 def gp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -146,6 +150,10 @@ def main() -> int:
         if containers:  # a new host has neither containers nor images
             subprocess.run([*host_docker, "rm", "-f", *containers], capture_output=True, check=True)
         subprocess.run([*host_docker, "rmi", "-f", *images], capture_output=True, check=True)
+        volumes = subprocess.run([*host_docker, "volume", "ls", "-q", "--filter", "name=model-cache"],
+                                 capture_output=True, text=True).stdout.split()
+        if volumes:  # nor the model the first deploy downloaded (no cache is kept: `cache` is not set)
+            subprocess.run([*host_docker, "volume", "rm", "-f", *volumes], capture_output=True, check=True)
         second = json.loads(gp("deploy", "--config", str(cfg), "--json", "--timeout", "300").stdout)
         results["pull from registry"] = {"launch": launch, **second["phases_s"]}
 
@@ -170,28 +178,64 @@ def main() -> int:
             p.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    results |= model_cache_columns()
     print_measured(results, build_s, realistic, int(size), layers)
     print_projected(realistic, int(size))
     return 0
 
 
+def model_cache_columns() -> dict[str, dict[str, float]]:
+    """An `up` with a cold model cache, `down` (the cache is kept), an `up` with it warm: the phases of each."""
+    from gpuprov.infra.clouds.local.sandbox import LocalSandbox
+    from gpuprov.testing.egress_echo import EgressEcho
+    from gpuprov.testing.lambda_api import LambdaStandIn
+
+    tmp = Path(tempfile.mkdtemp(prefix="ready-cache-"))
+    key = f"bench-{uuid.uuid4().hex}"
+    api = LambdaStandIn(boot_seconds=0.3, terminate_seconds=0.2, api_key=key).start()
+    echo = EgressEcho().start()  # SSH opens from "this machine's address", as the stand-in echo answers it
+    env = {"LAMBDA_API_URL": api.url, "LAMBDA_API_KEY": key, "GPUPROV_LAMBDA_RATE_SCALE": "0.02",
+           "GPUPROV_EGRESS_URL": echo.url,
+           "GPUPROV_PULUMI": "mock", "GPUPROV_VERIFY_POLL_S": "0.1", "GPUPROV_VERIFY_TIMEOUT_S": "30",
+           "GPUPROV_HOME": str(tmp / "home"), "GPUPROV_OWNER": "bench-ready@lab"}
+    stack = f"br{uuid.uuid4().hex[:4]}"
+    cfg = tmp / "lambda.yaml"
+    cfg.write_text(json.dumps({"cloud": "lambda", "stack": stack, "cache": True, "apps": ["vllm_cxr"]}))
+    box = LocalSandbox(f"rc{uuid.uuid4().hex[:4]}", root=tmp / "boxes", login_user="ubuntu")
+    out: dict[str, dict[str, float]] = {}
+    try:
+        box.create()
+        api.attach(box)
+        for column in ("cold model cache", "warm model cache"):
+            gp("up", "--config", str(cfg), env=env)
+            rec = json.loads(gp("status", "--json", "--stack", stack, env=env).stdout)["stacks"][0]
+            out[column] = dict(rec["last_up_phases_s"])
+            gp("down", "--config", str(cfg), env=env)  # keeps the cache (and says what it costs a month)
+    finally:
+        subprocess.run([sys.executable, "-m", "gpuprov", "down", "--purge", "--config", str(cfg)],
+                       capture_output=True, env={**os.environ, **env})
+        box.destroy()
+        api.stop()
+        echo.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def print_measured(results: dict[str, dict[str, float]], build_s: float, realistic: dict[str, float],
                    size: int, layers: str) -> None:
-    cols = list(results) + ["warm model cache"]
+    cols = list(results)
     print("\nMeasured on the local sandbox (stand-in images; seconds per phase):")
-    print(f"  {'phase':<18}" + "".join(f"{c:>22}" for c in cols))
+    print(f"  {'phase':<18}" + "".join(f"{c:>20}" for c in cols))
     for phase in PHASES + ("total",):
         cells = []
         for c in cols:
-            if c not in results:
-                cells.append("not measured")
-                continue
             value = sum(results[c].values()) if phase == "total" else results[c].get(phase)
             cells.append("-" if value is None else f"{value:.2f}")
-        print(f"  {phase:<18}" + "".join(f"{x:>22}" for x in cells))
+        print(f"  {phase:<18}" + "".join(f"{x:>20}" for x in cells))
     print(f"  gpuprov build + push here (off the GPU meter): {build_s:.2f} s")
-    print("  warm model cache: not measured here: the stand-in vLLM downloads no model, and the persistent "
-          "caches are #16 part 2 (another branch)")
+    print("  build / pull: `cloud: local`, a deploy on the sandbox host (launch: its `up --no-deploy`, the same "
+          "for both); cold / warm model cache: `up` through Lambda's stand-in API (0.3 s boots) with the sandbox "
+          "host as the instance and `cache: true`; the stand-in vLLM's model is 64 MB written locally")
     print(f"\nRealistic image ({layers} layers, {size / 1e6:.0f} MB: Debian bookworm minbase from mmdebstrap + "
           f"{LAYERS} x {LAYER_MB} MB layers), on the sandbox host's engine:")
     for k, v in realistic.items():

@@ -245,6 +245,10 @@ class App:
     after_healthy: Callable[[AppCheck], str | None] | None = None  # returns a line to show, if any
     backup: tuple[str, ...] = ()  # folders under the app's folder on the host that `gpuprov backup` archives
     backup_volumes: tuple[str, ...] = ()  # its compose file's named volumes `gpuprov backup` archives too
+    # Its services that fetch a model at first start and answer health only once it is loaded (the
+    # model_download / model_cache_hit phase of :mod:`gpuprov.provisioning.phases` lasts until they answer).
+    model_services: tuple[str, ...] = ()
+    model_dir: str = ""  # where they keep downloaded models in the container: the live display shows it grow
     # Its settings and GPU memory for a GPU target (:mod:`gpuprov.apps.fit` adds the apps up); None: no GPU use.
     sizing: Callable[[StackConfig, GpuTarget], Sizing] | None = None
     folder: Path = Path()  # set by the registry

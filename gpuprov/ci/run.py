@@ -192,9 +192,9 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                     teardown(config, progress, settings)
             lease = CiLease.claim(config.stack, config.cloud, timeout_s)
             phases.begin("launch")
-            with timed(summary, "up"), signals.deferred(), origin_as("ci"):
-                host = backend.up(config)
-            phases.end()
+            with timed(summary, "up"), signals.deferred(), origin_as("ci"), phases.watching():
+                host = backend.up(config)  # a backend that sees the launch accepted begins `boot` itself
+            phases.end()  # `boot` goes on in the deploy, up to the SSH banner
             summary.instance_id, summary.region = host.instance_id, host.region
             summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
             progress(f"{config.stack}: {host.cloud} host {host.instance_id} up at {host.address}")
@@ -206,8 +206,8 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                     result = deploy_stack(config, host, progress=progress, phases=phases)
                     summary.deploy = {"changed": list(result.changed), "ssh_round_trips": result.ssh_round_trips}
                 with timed(summary, "health"):
-                    phases.begin("service_healthy")
-                    wait_healthy(config, host, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress)
+                    wait_healthy(config, host, timeout_s=min(health_timeout_s, _left(deadline)), progress=progress,
+                                 phases=phases, model_cache=result.model_cache)
                     phases.end()
             with timed(summary, "command"):
                 code = _run_command(config, host, cmd, on, _left(deadline), pass_env, privileged)

@@ -41,8 +41,8 @@ class CiSummary:
     signals_during_teardown: list[str] = field(default_factory=list)
     deploy: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
-    # Seconds per phase (gpuprov.provisioning.phases): launch, ssh_ready, bootstrap, image_pull/image_build,
-    # services_started, service_healthy.
+    # Seconds per phase (gpuprov.provisioning.phases.PHASES): launch, boot, ssh_ready, bootstrap,
+    # image_pull/image_build, services_started, model_download/model_cache_hit, service_healthy.
     phases_s: dict[str, float] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: utcnow().isoformat())
     finished_at: str | None = None

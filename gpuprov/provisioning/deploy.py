@@ -56,6 +56,9 @@ class DeployResult:
     ssh_round_trips: int
     seconds: float
     services: list[str] = field(default_factory=list)
+    # The stack's model cache as the host's facts saw it before the deploy: "warm", "mounted" (empty), or None (no
+    # cache kept, or nothing mounted): the health wait counts a warm one's model start as model_cache_hit.
+    model_cache: str | None = None
     # Only on the deploy that generated them (show once); kept out of repr so a logged result leaks nothing.
     credentials: list[Credentials] = field(default_factory=list, repr=False)
 
@@ -110,8 +113,9 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     owner = owner_reference()
     stack_marker = marker.marker_file(config.stack, owner)
     say(f"waiting for SSH on {host.address}:{host.ssh_port}")
-    phases.begin("ssh_ready")
+    phases.begin("boot")  # until the SSH port answers with its banner
     wait_for_ssh(host, ssh_timeout_s)
+    phases.begin("ssh_ready")  # until gpuprov is logged in
     agent_files, agent_start = idle_agent.install(config, host)
     idle_agent.warn_if_powerless(config)
     uploads = {i.name: upload_path(i.name) for a in apps if a.build for i in a.build.inputs}
@@ -170,7 +174,8 @@ def deploy(config: StackConfig, host: GpuHost, progress: Progress | None = None,
     if record is not None and (record.deployed, record.serving) != (services, serving):
         records.write(record.model_copy(update={"deployed": services, "serving": serving}))
     return DeployResult(changed, rounds, time.monotonic() - started, services,
-                        _new_logins(config.stack, apps, secrets, generated))
+                        model_cache=(facts.cache or None) if cache_dir else None,
+                        credentials=_new_logins(config.stack, apps, secrets, generated))
 
 
 def stack_cache_mount(config: StackConfig) -> str | None:

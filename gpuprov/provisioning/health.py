@@ -17,6 +17,7 @@ from gpuprov.apps.base import AppCheck, Secrets, ServiceCheck
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost
 from gpuprov.provisioning.errors import ServiceUnhealthy
+from gpuprov.provisioning.phases import Phases
 from gpuprov.provisioning.secrets import app_secrets
 from gpuprov.provisioning.tunnel import Tunnel
 
@@ -43,8 +44,10 @@ def check_all(config: StackConfig, urls: Mapping[str, str]) -> dict[str, str | N
 
 
 def wait_until_healthy(config: StackConfig, urls: Mapping[str, str], timeout_s: float,
-                       progress: Progress | None = None) -> None:
-    """Poll every service through ``urls`` until all are healthy; raise ServiceUnhealthy naming the first that is not."""
+                       progress: Progress | None = None,
+                       on_poll: Callable[[set[str]], None] | None = None) -> None:
+    """Poll every service through ``urls`` until all are healthy; raise ServiceUnhealthy naming the first that is not.
+    ``on_poll``: told the services still failing after each round (an empty set at the end)."""
     say = progress or (lambda _m: None)
     deadline = time.monotonic() + timeout_s
     started = time.monotonic()
@@ -52,6 +55,8 @@ def wait_until_healthy(config: StackConfig, urls: Mapping[str, str], timeout_s: 
     while True:
         status = check_all(config, urls)
         failing = {s: why for s, why in status.items() if why}
+        if on_poll is not None:
+            on_poll(set(failing))
         if not failing:
             return
         if time.monotonic() >= deadline:
@@ -66,11 +71,25 @@ def wait_until_healthy(config: StackConfig, urls: Mapping[str, str], timeout_s: 
 
 
 def wait_healthy(config: StackConfig, host: GpuHost, timeout_s: float, *, key_path: Path | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, phases: Phases | None = None,
+                 model_cache: str | None = None) -> None:
     """Open a tunnel to the stack's host, wait until every deployed service is healthy, then run each
-    app's after-healthy hook (a generated admin account must exist before anyone else can reach the UI)."""
+    app's after-healthy hook (a generated admin account must exist before anyone else can reach the UI).
+
+    ``phases``: the wait is ``model_download`` (``model_cache_hit`` when ``model_cache`` is "warm": the
+    deploy found the stack's cache holding a model) until every model server answers, then
+    ``service_healthy``; the caller ends the last phase."""
     with Tunnel(config, host, key_path=key_path, progress=progress) as tunnel:
-        wait_until_healthy(config, tunnel.urls, timeout_s, progress)
+        models = {s for a in registry().selected(config.apps) for s in a.model_services if s in tunnel.urls}
+        on_poll = None
+        if phases is not None:
+            phases.begin(("model_cache_hit" if model_cache == "warm" else "model_download") if models
+                         else "service_healthy")
+
+            def on_poll(failing: set[str]) -> None:
+                if not failing & models:
+                    phases.begin("service_healthy")
+        wait_until_healthy(config, tunnel.urls, timeout_s, progress, on_poll)
         apps = [a for a in registry().selected(config.apps) if a.after_healthy]
         secrets, _ = app_secrets(config, apps)
         for app in apps:

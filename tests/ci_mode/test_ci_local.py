@@ -178,7 +178,7 @@ def test_deployed_services_reach_a_local_command_through_tunnels(gpuprov_home: P
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["deploy"]["ssh_round_trips"] >= 1 and {"deploy", "health"} <= set(summary["timings_s"])
     # Where the minutes went (#16): every phase of the run, in seconds.
-    assert {"launch", "ssh_ready", "bootstrap", "image_build", "services_started",
+    assert {"launch", "boot", "ssh_ready", "bootstrap", "image_build", "services_started", "model_download",
             "service_healthy"} <= set(summary["phases_s"]), summary["phases_s"]
     nothing_left("ci-tunnel", gpuprov_home)
 

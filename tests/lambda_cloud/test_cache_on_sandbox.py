@@ -28,6 +28,19 @@ def _in_vllm(box: LocalSandbox, script: str) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=60)
 
 
+def _last_up_phases() -> dict[str, float]:
+    status = run_cli("status", "--json", "--stack", "ce", env=ENV, timeout=60)
+    assert status.returncode == 0, status.stderr
+    [rec] = json.loads(status.stdout)["stacks"]
+    return dict(rec["last_up_phases_s"])
+
+
+def _logs(box: LocalSandbox, container: str) -> str:
+    logs = subprocess.run(["docker", f"--host=unix://{box.docker_socket}", "logs", container],
+                          capture_output=True, text=True, timeout=60)
+    return logs.stdout + logs.stderr
+
+
 @pytest.mark.timeout(900)
 def test_a_stack_brought_down_and_up_again_finds_its_model_cache(standin: LambdaStandIn, tmp_path: Path) -> None:
     need_sandbox()
@@ -41,6 +54,9 @@ def test_a_stack_brought_down_and_up_again_finds_its_model_cache(standin: Lambda
         up = run_cli("up", "-c", str(cfg), env=ENV, timeout=600)
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"model cache: empty at /lambda/nfs/{name}" in up.stderr
+        first = _last_up_phases()
+        assert {"launch", "boot", "ssh_ready", "model_download"} <= set(first), first
+        assert "model_cache_hit" not in first and "phase model_download:" in up.stderr
         # vLLM's download, as the real one lands in its Hugging Face cache.
         wrote = _in_vllm(box, f"mkdir -p {MODEL_FILE.rsplit('/', 1)[0]} && echo weights > {MODEL_FILE}")
         assert wrote.returncode == 0, wrote.stderr
@@ -57,6 +73,9 @@ def test_a_stack_brought_down_and_up_again_finds_its_model_cache(standin: Lambda
         again = run_cli("up", "-c", str(cfg), env=ENV, timeout=600)
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"model cache: hit on /lambda/nfs/{name} (kept from an earlier up): nothing to download" in again.stderr
+        second = _last_up_phases()  # the model phase says it was a cache hit: the stand-in vLLM downloaded nothing
+        assert "model_cache_hit" in second and "model_download" not in second, second
+        assert "downloading model" not in _logs(box, "vllm")
         [inst] = standin.instances(include_terminated=False)
         assert inst["file_system_mounts"][0]["file_system_id"] == fs["id"]
         kept = _in_vllm(box, f"cat {MODEL_FILE}")  # the new vLLM container sees the first one's download

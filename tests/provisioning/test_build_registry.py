@@ -113,7 +113,8 @@ def test_build_pushes_and_deploy_pulls_instead_of_building(builder: dict[str, st
         assert "no image" in first.stderr and "building vllm/vllm-openai" in first.stderr
         assert "gpuprov build" in first.stderr
         phases = json.loads(first.stdout)["phases_s"]
-        assert {"ssh_ready", "bootstrap", "image_pull", "image_build", "services_started", "service_healthy"} <= set(phases)
+        assert {"boot", "ssh_ready", "bootstrap", "image_pull", "image_build", "services_started", "model_download",
+                "service_healthy"} <= set(phases)
 
         built = run_cli("build", "--config", str(cfg), "--json", env=builder)
         assert built.returncode == 0, built.stderr

@@ -198,6 +198,8 @@ APP = App(
     login=Login("Open WebUI admin", "open_webui", ("webui_admin_email", "webui_admin_password")),
     smoke=_smoke,
     after_healthy=_after_healthy,
+    model_services=("vllm",),  # downloads the model into its Hugging Face cache at first start
+    model_dir="/root/.cache/huggingface",
     backup_volumes=("webui-data",),  # Open WebUI's accounts, chats and uploads (not the model cache: re-downloadable)
     sizing=sizing,
 )

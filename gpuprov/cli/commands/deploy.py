@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,19 +40,67 @@ def stack_host(cloud: str | None, config: Path | None, stack: str | None) -> tup
 
 
 @contextmanager
-def live_progress() -> Iterator[Callable[[str], None]]:
-    """Step lines on stderr, plus a live spinner with the elapsed time and the latest output line
-    during the long waits (image pulls and builds, the model download behind the health wait)."""
+def live_progress(phases: Phases | None = None, cfg: StackConfig | None = None,
+                  host: GpuHost | None = None) -> Iterator[Callable[[str], None]]:
+    """Step lines on stderr; on a terminal also the phases live (:mod:`gpuprov.cli.phase_display`: a row per
+    phase, bytes for image layers and for the model download as it lands on the host), or without
+    ``phases`` a spinner with the elapsed time and the latest output line. Off a terminal the running
+    step's output lines are not shown: step and phase lines only (CI logs)."""
+    if not (err.is_terminal and sys.stderr.isatty()):  # FORCE_COLOR (a CI setting) makes rich think it is one
+        def plain(message: str) -> None:
+            if not message.startswith("  "):
+                progress(message.strip())
+        yield plain
+        return
+    if phases is not None:
+        from gpuprov.cli.phase_display import PhaseDisplay
+
+        # The display (and its measuring thread) stops before the stack closes the measuring connection.
+        with contextlib.ExitStack() as stack, PhaseDisplay(err, phases) as display:
+            if cfg is not None and host is not None and (measure := model_bytes(cfg, host, stack)) is not None:
+                display.poll_bytes(measure)
+
+            def rows(message: str) -> None:
+                if message.startswith("  "):  # output of a running step: its row shows it (and its bytes)
+                    display.line(message.strip().split(": ", 1)[-1])
+                else:
+                    progress(message.strip())
+            yield rows
+        return
     started = time.monotonic()
     with err.status("starting", spinner="dots") as status:
         def show(message: str) -> None:
             line = message.strip()
-            if message.startswith("  "):  # output of a running step: only the spinner shows it
-                status.update(f"[dim]{time.monotonic() - started:5.0f}s[/dim] {line[:120]}")
-            else:
+            if not message.startswith("  "):  # output of a running step: only the spinner shows it
                 progress(line)
-                status.update(f"[dim]{time.monotonic() - started:5.0f}s[/dim] {line[:120]}")
+            status.update(f"[dim]{time.monotonic() - started:5.0f}s[/dim] {line[:120]}")
         yield show
+
+
+def model_bytes(cfg: StackConfig, host: GpuHost, stack: contextlib.ExitStack) -> Callable[[], int | None] | None:
+    """What the stack's model servers hold in their model directories on the host (bytes), measured over a
+    connection of its own (closed with ``stack``); None when no app of the stack downloads a model."""
+    from shlex import quote
+
+    from gpuprov.apps import registry
+    from gpuprov.provisioning.ssh import Remote, target_for
+
+    dirs = [(a.service(s).container, a.model_dir) for a in registry().selected(cfg.apps) if a.model_dir
+            for s in a.model_services]
+    if not dirs:
+        return None
+    script = 'if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\n' + "".join(
+        f"$SUDO docker exec {quote(c)} du -sk {quote(d)} 2>/dev/null | cut -f1\n" for c, d in dirs)
+    lock, opened = threading.Lock(), list[Remote]()
+
+    def measure() -> int | None:
+        with lock:  # connected at the first measure (the model phase): the deploy has pinned the host key by then
+            if not opened:
+                opened.append(stack.enter_context(Remote(target_for(cfg, host))))
+            _code, text, _err = opened[0].script(script, timeout_s=30)
+        held = [int(n) * 1024 for n in text.split() if n.isdigit()]
+        return sum(held) if held else None
+    return measure
 
 
 def build_inputs(given: list[str] | None, sam3: Path | None = None) -> dict[str, Path]:
@@ -77,11 +127,10 @@ def deploy_and_check(cfg: StackConfig, host: GpuHost, *, json_out: bool = False,
 
     phases = phases if phases is not None else Phases(progress)
     try:
-        with live_progress() as show:
+        with live_progress(phases, cfg, host) as show:
             result = run_deploy(cfg, host, show, build_inputs=inputs, phases=phases)
             show("waiting until every service answers its health check (through an SSH tunnel)")
-            phases.begin("service_healthy")
-            wait_healthy(cfg, host, timeout_s, progress=show)
+            wait_healthy(cfg, host, timeout_s, progress=show, phases=phases, model_cache=result.model_cache)
             phases.end()
     except (GpuprovError, KeyboardInterrupt):
         # Say it plainly: the host outlives a failed deploy, and may be billing.

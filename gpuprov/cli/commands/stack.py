@@ -65,8 +65,9 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         if driver.has_credentials():
             driver.preflight(cfg, progress)
         phases.begin("launch")
-        host = driver.backend(progress).up(cfg)
-        phases.end()
+        with phases.watching():  # a backend that sees the launch accepted begins `boot` itself
+            host = driver.backend(progress).up(cfg)
+        phases.end()  # `boot` goes on in the deploy, up to the SSH banner
     except BaseException:
         from gpuprov.infra.stack_index import known_stacks
 

@@ -1,5 +1,21 @@
 # vLLM OpenAI-compatible server stand-in: the routes and answer shapes of vllm serve.
 SERVED_MODEL_NAME=${ARG_SERVED_MODEL_NAME:-$MODEL}
+# The real server downloads the model into its Hugging Face cache (/root/.cache/huggingface/hub/
+# models--ORG--NAME) at start, unless it is there already, and answers /health only once it is loaded.
+# The stand-in does the same with a 64 MB file written locally (no hub is reachable here), so a test or
+# `make bench-ready` sees whether an `up` downloaded again and what the model phase took.
+on_start() {
+  model_dir=/root/.cache/huggingface/hub/models--$(printf %s "$MODEL" | sed 's|/|--|g')
+  weights=$model_dir/snapshots/standin/model.safetensors
+  if [ -s "$weights" ]; then
+    echo "model $MODEL found in the Hugging Face cache ($model_dir)"
+  else
+    echo "downloading model $MODEL into the Hugging Face cache ($model_dir)"
+    mkdir -p "$model_dir/snapshots/standin"
+    dd if=/dev/zero of="$weights.incomplete" bs=1048576 count=64 2>/dev/null
+    mv "$weights.incomplete" "$weights"
+  fi
+}
 authorized() {
   [ -z "${VLLM_API_KEY:-}" ] && return 0
   [ "$AUTH" = "Bearer $VLLM_API_KEY" ]

@@ -219,6 +219,9 @@ def terminate_and_confirm(api: LambdaCloud, instance_id: str, timeout_s: float =
 
 def wait_until_active(api: LambdaCloud, instance_id: str, spec: LaunchSpec, progress: Progress = _quiet) -> Instance:
     """Poll until the instance is ``active`` with an IP; raise :class:`InstanceFailed` on a dead end or timeout."""
+    from gpuprov.provisioning.phases import note
+
+    note("boot")  # the launch was accepted: from here the machine boots (the `up`'s phases, when in this process)
     scale = api.backoff_scale
     start = time.monotonic()
     unhealthy_since: float | None = None
