@@ -1,0 +1,244 @@
+"""``gpuprov tunnel`` and ``gpuprov wake`` on a cluster stack: the wake rule and the pod choice as data, then the
+CLI as a subprocess through the stand-in Kubernetes API's port-forward websocket (gpuprov/testing/kube_api.py,
+v4.channel.k8s.io as the API server speaks it) to real local TCP servers standing in for the pods' ports.
+Stand-in, not a cluster: no kubelet, no KEDA, no GPU node; what crosses is the real client and real bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from kubernetes.client import V1ObjectMeta, V1Pod, V1PodCondition, V1PodStatus
+
+from gpuprov.infra.clouds.kubernetes.portforward import is_ready, pick_pod
+from gpuprov.infra.clouds.kubernetes.wake import (
+    AWAKE,
+    PAUSE_AT_1,
+    PAUSED_AT_0,
+    PAUSED_REPLICAS,
+    SCALE_TO_1,
+    WAIT,
+    WOKEN_BY,
+    WakeState,
+    decide,
+)
+from gpuprov.testing.kube_api import serve, wake_cluster, write_kubeconfig
+
+CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP", "KUBECONFIG")  # as conftest
+
+STACK = "kubetunnel-t"
+NS = f"gpuprov-{STACK}"
+
+
+@pytest.mark.parametrize(("state", "action"), [
+    (WakeState(replicas=1, ready_pods=1, scaled_object=True), AWAKE),
+    (WakeState(replicas=0, ready_pods=1, scaled_object=True), AWAKE),  # a pod still serving while scaling down
+    (WakeState(replicas=1, ready_pods=0, scaled_object=True), WAIT),  # coming: a node joining, the model loading
+    (WakeState(replicas=0, ready_pods=0, scaled_object=True), PAUSE_AT_1),  # KEDA took it to zero
+    (WakeState(replicas=0, ready_pods=0, scaled_object=False), SCALE_TO_1),  # no KEDA: a plain scale holds
+    (WakeState(replicas=0, ready_pods=0, scaled_object=True, paused="0"), PAUSED_AT_0),  # someone's own pause
+    (WakeState(replicas=0, ready_pods=0, scaled_object=True, paused="1", ours=True), PAUSE_AT_1),  # ours, left
+])
+def test_what_waking_vllm_does(state, action):
+    assert decide(state) == action
+
+
+def pod(name, phase="Running", ready="True", deleting=False):
+    return V1Pod(metadata=V1ObjectMeta(name=name, deletion_timestamp="2026-01-01T00:00:00Z" if deleting else None),
+                 status=V1PodStatus(phase=phase, conditions=[V1PodCondition(type="Ready", status=ready)]))
+
+
+def test_the_tunnel_picks_a_ready_pod_only():
+    assert not is_ready(pod("a", phase="Pending", ready="False"))
+    assert not is_ready(pod("a", ready="False"))
+    assert not is_ready(pod("a", deleting=True))
+    assert pick_pod([pod("b"), pod("a", ready="False"), pod("c")]).metadata.name == "b"
+    assert pick_pod([pod("a", deleting=True)]) is None
+
+
+# --- through the CLI -------------------------------------------------------------------------------------
+
+
+class Echo:
+    """A TCP server that answers each chunk with ``echo:`` + the chunk (the vLLM pod's port)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while (data := conn.recv(65536)):
+                conn.sendall(b"echo:" + data)
+
+
+class Page(BaseHTTPRequestHandler):
+    """Open WebUI's port: HTTP/1.0, so the pod closes after each answer (the close travels back too)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = f"open-webui {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args) -> None:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, gpuprov_cli) -> Iterator[tuple[Path, dict[str, str], Echo, int]]:
+    """A kubernetes stack made by `up` under Pulumi's mocks, its cluster the stand-in with vLLM's and Open WebUI's
+    pods forwarded to local servers."""
+    echo, page = Echo(), ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    state = tmp_path / "cluster.json"
+    state.write_text(json.dumps(wake_cluster(NS, echo.port, page.server_address[1], replicas=1)))
+    with serve(state) as url:
+        env = {"GPUPROV_PULUMI": "mock", "KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", url)),
+               "GPUPROV_VERIFY_TIMEOUT_S": "1"}
+        up = gpuprov_cli("up", "--stack", STACK, config="cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {gpu: L4}\n",
+                         env=env)
+        assert up.returncode == 0, up.stderr
+        yield state, env, echo, page.server_address[1]
+    page.shutdown()
+    echo.sock.close()
+
+
+def popen(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_ENV_PREFIXES)}
+    base |= {"HOME": str(tmp_path), "GPUPROV_HOME": str(tmp_path / "gpuprov-home"), **env}
+    return subprocess.Popen([sys.executable, "-m", "gpuprov", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=base, cwd=tmp_path)
+
+
+def urls_of(proc: subprocess.Popen[str], count: int) -> dict[str, str]:
+    urls = {}
+    assert proc.stdout is not None
+    while len(urls) < count:
+        line = proc.stdout.readline()
+        assert line, f"the tunnel ended early: {proc.wait(5)} {proc.stderr.read() if proc.stderr else ''}"
+        name, url = line.split()
+        urls[name] = url
+    return urls
+
+
+def stop(proc: subprocess.Popen[str], signum: int = signal.SIGINT) -> tuple[int, str]:
+    proc.send_signal(signum)  # Ctrl-C, or a kill
+    _out, err = proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
+def round_trip(url: str, payload: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(payload)
+        want, got = len(payload) + 5, b""
+        while len(got) < want:
+            chunk = s.recv(65536)
+            assert chunk, got[:100]
+            got += chunk  # the echo may answer in several chunks, each prefixed
+        return got
+
+
+def test_tunnel_forwards_bytes_to_the_pods_through_the_api_port_forward(stack, tmp_path):
+    state, env, _echo, _page = stack
+    vllm_port, webui_port = free_port(), free_port()
+    proc = popen(tmp_path, env, "tunnel", "--stack", STACK, "--port", f"vllm={vllm_port}",
+                 "--port", f"open_webui={webui_port}")
+    try:
+        urls = urls_of(proc, 2)
+        assert urls == {"vllm": f"http://127.0.0.1:{vllm_port}", "open_webui": f"http://127.0.0.1:{webui_port}"}
+        assert round_trip(urls["vllm"], b"hello") == b"echo:hello"
+        big = os.urandom(70000)  # over 65535: the websocket's 8-byte length, in both directions
+        answer = round_trip(urls["vllm"], big)
+        assert answer.startswith(b"echo:") and answer.replace(b"echo:", b"") == big.replace(b"echo:", b"")
+        with urllib.request.urlopen(f"{urls['open_webui']}/health", timeout=10) as r:  # noqa: S310
+            assert r.read() == b"open-webui /health"  # to port 8080, the Service's targetPort
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert "forwarding through the Kubernetes API's port-forward" in err and "tunnel closed" in err
+    assert "Traceback" not in err and "pausing KEDA" not in err  # vLLM was up: nothing woken
+    assert (json.loads(state.read_text())["scaledobjects"][0]["metadata"]["annotations"]) == {}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_tunnel_wakes_vllm_from_zero_and_hands_it_back_to_keda(stack, tmp_path, signum):
+    state, env, _echo, _page = stack
+    cluster = json.loads(state.read_text())
+    cluster["deployments"][0]["spec"]["replicas"] = 0  # KEDA scaled it to zero after idle_minutes
+    cluster["deployments"][0]["standin"]["ready_after_s"] = 3  # the pod takes a while to become Ready
+    state.write_text(json.dumps(cluster))
+    port = free_port()
+    started = time.monotonic()
+    proc = popen(tmp_path, env, "tunnel", "--stack", STACK, "--port", f"vllm={port}")
+    try:
+        urls = urls_of(proc, 2)
+        assert time.monotonic() - started >= 3  # the URLs come once a pod is ready, not before
+        now = json.loads(state.read_text())
+        assert now["scaledobjects"][0]["metadata"]["annotations"][PAUSED_REPLICAS] == "1"
+        assert now["scaledobjects"][0]["metadata"]["annotations"][WOKEN_BY].startswith("gpuprov tunnel")
+        assert now["deployments"][0]["spec"]["replicas"] == 1
+        assert round_trip(urls["vllm"], b"woken") == b"echo:woken"
+    finally:
+        code, err = stop(proc, signum)
+    assert code == 0, err
+    assert "vllm: at 0 replicas (KEDA scaled it down while idle); pausing KEDA at 1 replica" in err
+    assert "vllm: waiting for a ready pod" in err and "vllm: a pod is ready after" in err
+    assert "KEDA's pause removed" in err
+    after = json.loads(state.read_text())
+    assert after["scaledobjects"][0]["metadata"]["annotations"] == {}  # KEDA owns the count again
+    assert after["deployments"][0]["spec"]["replicas"] == 0  # and (no activity) took it back to zero
+
+
+def test_wake_holds_then_release_hands_back_and_a_timeout_says_so(stack, gpuprov_cli):
+    state, env, _echo, _page = stack
+    cluster = json.loads(state.read_text())
+    cluster["deployments"][0]["spec"]["replicas"] = 0
+    state.write_text(json.dumps(cluster))
+    woke = gpuprov_cli("wake", "--stack", STACK, env=env)
+    assert woke.returncode == 0, woke.stderr
+    assert f"vLLM has a ready pod; held at 1 replica until `gpuprov wake --stack {STACK} --release`" in woke.stdout
+    assert json.loads(state.read_text())["deployments"][0]["spec"]["replicas"] == 1
+    released = gpuprov_cli("wake", "--stack", STACK, "--release", env=env)
+    assert released.returncode == 0 and "vLLM handed back to KEDA" in released.stdout, released.stderr
+    assert json.loads(state.read_text())["deployments"][0]["spec"]["replicas"] == 0
+
+    cluster = json.loads(state.read_text())
+    cluster["deployments"][0]["standin"]["ready_after_s"] = 600  # a GPU node that never joins
+    state.write_text(json.dumps(cluster))
+    late = gpuprov_cli("wake", "--stack", STACK, "--timeout", "2", env=env)
+    assert late.returncode == 1, late.stdout + late.stderr
+    errors = [line for line in late.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "vLLM had no ready pod after 2s" in errors[0] and "Traceback" not in late.stderr
+    after = json.loads(state.read_text())
+    assert after["scaledobjects"][0]["metadata"]["annotations"] == {}  # nothing left holding a GPU that bills
+    assert after["deployments"][0]["spec"]["replicas"] == 0
