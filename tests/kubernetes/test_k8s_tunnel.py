@@ -127,6 +127,7 @@ def stack(tmp_path: Path, gpuprov_cli) -> Iterator[tuple[Path, dict[str, str], E
         up = gpuprov_cli("up", "--stack", STACK, config="cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {gpu: L4}\n",
                          env=env)
         assert up.returncode == 0, up.stderr
+        assert f"Reach them with `gpuprov tunnel --stack {STACK}`" in up.stdout
         yield state, env, echo, page.server_address[1]
     page.shutdown()
     echo.sock.close()
