@@ -243,3 +243,36 @@ def test_wake_holds_then_release_hands_back_and_a_timeout_says_so(stack, gpuprov
     after = json.loads(state.read_text())
     assert after["scaledobjects"][0]["metadata"]["annotations"] == {}  # nothing left holding a GPU that bills
     assert after["deployments"][0]["spec"]["replicas"] == 0
+
+
+def test_a_pod_port_that_refuses_is_said_and_the_tunnel_stays(stack, tmp_path):
+    state, env, _echo, _page = stack
+    cluster = json.loads(state.read_text())
+    cluster["deployments"][0]["standin"]["forward"] = {"8000": free_port()}  # nothing listens in the "pod"
+    state.write_text(json.dumps(cluster))
+    port = free_port()
+    proc = popen(tmp_path, env, "tunnel", "--stack", STACK, "--port", f"vllm={port}")
+    try:
+        urls = urls_of(proc, 2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"hello")
+            assert s.recv(100) == b""  # closed, nothing made up
+        with urllib.request.urlopen(f"{urls['open_webui']}/", timeout=10) as r:  # noqa: S310 (the other still works)
+            assert r.read() == b"open-webui /"
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert "forward to vllm failed: error forwarding port 8000 to pod vllm-standin-0" in err
+
+
+def test_no_service_in_the_namespace_is_one_line(stack, gpuprov_cli):
+    state, env, _echo, _page = stack
+    cluster = json.loads(state.read_text())
+    cluster["services"] = []
+    state.write_text(json.dumps(cluster))
+    result = gpuprov_cli("tunnel", "--stack", STACK, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: kubernetes: no Service of the stack in namespace {NS}; "
+                      f"`gpuprov up --stack {STACK}` applies the workloads"], result.stderr
+    assert result.stdout == ""

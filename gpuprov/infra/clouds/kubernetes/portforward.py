@@ -134,7 +134,7 @@ class KubeTunnel:
             threading.Thread(target=self._forward, args=(service, client), daemon=True).start()
 
     def _forward(self, service: str, client: socket.socket) -> None:
-        pf = None
+        pf, port = None, 0
         try:
             pf, remote, port = self._open(service)
             remote.setblocking(True)
@@ -156,7 +156,10 @@ class KubeTunnel:
                         return
                     client.sendall(data)
         except Exception as err:  # noqa: BLE001 (one connection's failure is reported, the tunnel goes on)
-            self.progress(f"forward to {service} failed: {err}")
+            # The API's error channel says why the stream closed under us (a pod port that refuses): that, not
+            # the broken pipe it left.
+            said = pf.error(port) if pf is not None else None
+            self.progress(f"forward to {service} failed: {(said or str(err)).strip()}")
         finally:
             if pf is not None:
                 with contextlib.suppress(Exception):
