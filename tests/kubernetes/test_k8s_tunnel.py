@@ -276,3 +276,25 @@ def test_no_service_in_the_namespace_is_one_line(stack, gpuprov_cli):
     assert errors == [f"error: kubernetes: no Service of the stack in namespace {NS}; "
                       f"`gpuprov up --stack {STACK}` applies the workloads"], result.stderr
     assert result.stdout == ""
+
+
+def test_ctrl_c_while_waking_leaves_no_pause_holding_a_gpu(stack, tmp_path):
+    state, env, _echo, _page = stack
+    cluster = json.loads(state.read_text())
+    cluster["deployments"][0]["spec"]["replicas"] = 0
+    cluster["deployments"][0]["standin"]["ready_after_s"] = 600  # the GPU node is slow to join
+    state.write_text(json.dumps(cluster))
+    proc = popen(tmp_path, env, "tunnel", "--stack", STACK)
+    assert proc.stderr is not None
+    seen = ""
+    while "vllm: waiting for a ready pod" not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    assert json.loads(state.read_text())["scaledobjects"][0]["metadata"]["annotations"][PAUSED_REPLICAS] == "1"
+    code, err = stop(proc)
+    assert code == 130, seen + err  # interrupted, as every command says it
+    assert "KEDA's pause removed" in err and "Traceback" not in err
+    after = json.loads(state.read_text())
+    assert after["scaledobjects"][0]["metadata"]["annotations"] == {}
+    assert after["deployments"][0]["spec"]["replicas"] == 0

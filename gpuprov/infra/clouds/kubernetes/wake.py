@@ -23,6 +23,7 @@ from gpuprov.infra.clouds.kubernetes.workloads import VLLM
 PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"  # KEDA's documented pause: hold the target at N
 WOKEN_BY = "gpuprov.dev/woken-by"  # gpuprov's mark on a pause it set, so it removes its own only
 POLL_S = 2.0
+SAY_EVERY_S = 15.0
 
 Progress = Callable[[str], None]
 
@@ -98,7 +99,7 @@ def wake(client: Any, ns: str, ready_pods: Callable[[], int], *, timeout_s: floa
             # The client would label a dict body json-patch (its first content type); say what it is.
             apps.patch_namespaced_deployment_scale(VLLM, ns, {"spec": {"replicas": 1}},
                                                    _content_type="application/merge-patch+json")
-    started = time.monotonic()
+    started, said = time.monotonic(), -SAY_EVERY_S
     try:
         while True:
             with boundary(f"listing vLLM's pods in {ns}"):
@@ -110,8 +111,10 @@ def wake(client: Any, ns: str, ready_pods: Callable[[], int], *, timeout_s: floa
                 raise KubernetesError(f"kubernetes: vLLM had no ready pod after {timeout_s:.0f}s; see why with "
                                       f"kubectl -n {ns} describe pods -l app.kubernetes.io/name={VLLM} (a GPU node "
                                       "that cannot join, an image pull, the model download)")
-            progress(f"vllm: waiting for a ready pod ({waited:.0f}s; a GPU node may have to join, then the model "
-                     "loads)")
+            if waited - said >= SAY_EVERY_S:  # a line now and then over a wait of minutes, not one per poll
+                said = waited
+                progress(f"vllm: waiting for a ready pod ({waited:.0f}s of at most {timeout_s:.0f}s; a GPU node may "
+                         "have to join, then the model loads)")
             time.sleep(POLL_S)
     except BaseException:
         if paused:  # nothing to hold up: give KEDA its count back rather than bill for a pod no one reaches
