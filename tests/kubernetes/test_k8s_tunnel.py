@@ -19,9 +19,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from kubernetes.client import V1ObjectMeta, V1Pod, V1PodCondition, V1PodStatus
+from kubernetes.client import (
+    V1Container,
+    V1ContainerPort,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodCondition,
+    V1PodSpec,
+    V1PodStatus,
+    V1Service,
+    V1ServicePort,
+    V1ServiceSpec,
+)
 
-from gpuprov.infra.clouds.kubernetes.portforward import is_ready, pick_pod
+from gpuprov.infra.clouds.kubernetes.portforward import is_ready, pick_pod, target_port
 from gpuprov.infra.clouds.kubernetes.wake import (
     AWAKE,
     PAUSE_AT_1,
@@ -65,6 +76,18 @@ def test_the_tunnel_picks_a_ready_pod_only():
     assert not is_ready(pod("a", deleting=True))
     assert pick_pod([pod("b"), pod("a", ready="False"), pod("c")]).metadata.name == "b"
     assert pick_pod([pod("a", deleting=True)]) is None
+
+
+def test_the_pod_port_is_the_services_target_port():
+    def svc(target):
+        return V1Service(spec=V1ServiceSpec(ports=[V1ServicePort(port=3000, target_port=target)]))
+    p = V1Pod(spec=V1PodSpec(containers=[V1Container(name="c", ports=[V1ContainerPort(container_port=8080,
+                                                                                       name="http")])]))
+    assert target_port(svc(8080), p) == 8080  # Open WebUI: 3000 on the Service, 8080 in the pod
+    assert target_port(svc("http"), p) == 8080  # a named port, looked up in the pod
+    assert target_port(svc(None), p) == 3000  # no targetPort: the Service's port
+    with pytest.raises(ValueError, match="no container port named grpc"):
+        target_port(svc("grpc"), p)
 
 
 # --- through the CLI -------------------------------------------------------------------------------------
@@ -232,6 +255,8 @@ def test_wake_holds_then_release_hands_back_and_a_timeout_says_so(stack, gpuprov
     released = gpuprov_cli("wake", "--stack", STACK, "--release", env=env)
     assert released.returncode == 0 and "vLLM handed back to KEDA" in released.stdout, released.stderr
     assert json.loads(state.read_text())["deployments"][0]["spec"]["replicas"] == 0
+    again = gpuprov_cli("wake", "--stack", STACK, "--release", env=env)  # nothing of gpuprov's left to remove
+    assert again.returncode == 0 and "no pause of gpuprov's to remove" in again.stdout, again.stderr
 
     cluster = json.loads(state.read_text())
     cluster["deployments"][0]["standin"]["ready_after_s"] = 600  # a GPU node that never joins
