@@ -323,3 +323,26 @@ def test_ctrl_c_while_waking_leaves_no_pause_holding_a_gpu(stack, tmp_path):
     after = json.loads(state.read_text())
     assert after["scaledobjects"][0]["metadata"]["annotations"] == {}
     assert after["deployments"][0]["spec"]["replicas"] == 0
+
+
+def test_an_eks_stack_without_a_kubeconfig_says_how_to_get_one(gpuprov_cli, tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {"GPUPROV_PULUMI": "mock", "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "GPUPROV_VERIFY_TIMEOUT_S": "1",
+               "KUBECONFIG": str(tmp_path / "none")}
+        up = gpuprov_cli("up", "--stack", "kubetunnel-eks", config="cloud: eks\napps: [vllm_cxr]\n"
+                         "allowed_cidrs: [203.0.113.7/32]\n", env=env)
+        assert up.returncode == 0, up.stderr
+        result = gpuprov_cli("tunnel", "--stack", "kubetunnel-eks", env=env)
+    finally:
+        server.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"no kubeconfig at {tmp_path / 'none'} for the eks cluster of stack 'kubetunnel-eks'" in errors[0]
+    assert "aws eks update-kubeconfig --name gpuprov-kubetunnel-eks --region us-east-1" in errors[0]
