@@ -159,8 +159,10 @@ def stack(tmp_path: Path, gpuprov_cli) -> Iterator[tuple[Path, dict[str, str], E
 def popen(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_ENV_PREFIXES)}
     base |= {"HOME": str(tmp_path), "GPUPROV_HOME": str(tmp_path / "gpuprov-home"), **env}
+    # As from a terminal: Ctrl-C not ignored (a shell's background job starts its children with SIGINT ignored).
     return subprocess.Popen([sys.executable, "-m", "gpuprov", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=base, cwd=tmp_path)
+                            text=True, env=base, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
 
 
 def urls_of(proc: subprocess.Popen[str], count: int) -> dict[str, str]:
