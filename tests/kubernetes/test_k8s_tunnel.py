@@ -153,6 +153,7 @@ def stack(tmp_path: Path, gpuprov_cli) -> Iterator[tuple[Path, dict[str, str], E
         assert f"Reach them with `gpuprov tunnel --stack {STACK}`" in up.stdout
         yield state, env, echo, page.server_address[1]
     page.shutdown()
+    page.server_close()
     echo.sock.close()
 
 
