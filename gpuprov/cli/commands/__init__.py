@@ -17,3 +17,4 @@ from gpuprov.cli.commands import cost
 from gpuprov.cli.commands import ci
 from gpuprov.cli.commands import reap
 from gpuprov.cli.commands import sandbox
+from gpuprov.cli.commands import kube

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from gpuprov.cli.app import CloudOpt, ConfigOpt, JsonOpt, StackOpt, app, err, load_existing, out, progress, settings
+from gpuprov.cli.commands.kube import WakeTimeoutOpt
 from gpuprov.infra import records
 from gpuprov.infra.config import ConfigError, StackConfig
 from gpuprov.infra.errors import GpuprovError
@@ -209,12 +210,19 @@ def auth_hint(stack: str, services: list[str]) -> str | None:
 
 
 @app.command()
-def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None, port: PortOpt = None) -> None:
-    """Forward every deployed service to http://127.0.0.1:<port> over one SSH connection, until Ctrl-C."""
+def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None, port: PortOpt = None,
+           wake_timeout: WakeTimeoutOpt = 1800.0) -> None:
+    """Forward every deployed service to http://127.0.0.1:<port> over one SSH connection (on a Kubernetes
+    stack: the Kubernetes API's port-forward), until Ctrl-C."""
+    from gpuprov.cli.commands.kube import cluster_tunnel, is_cluster
     from gpuprov.provisioning.tunnel import Tunnel
 
     ports = local_ports(port)
-    cfg, host = stack_host(cloud, config, stack)
+    existing = load_existing(cloud, config, stack)
+    if is_cluster(existing):  # a cluster's services: through the Kubernetes API's port-forward, not SSH
+        cluster_tunnel(existing, ports, wake_timeout)
+        return
+    cfg, host = existing, running_host(existing, settings())
     record = records.load(cfg.stack)
     services = (record.deployed if record else None) or None  # what deploy recorded; else what the config says
     with Tunnel(cfg, host, services=services, same_ports=True, progress=progress, local_ports=ports) as t:

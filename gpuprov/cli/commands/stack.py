@@ -81,7 +81,8 @@ def up(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = None,
         out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} workloads applied in namespace {host.instance_id} "
                   f"({escape(host.address)}; GPU pool {host.instance_type or 'of the cluster'}, up to {host.gpu_count} "
                   f"x {host.gpu or 'GPU'}, ${host.usd_hour:.2f}/h idle)", soft_wrap=True)
-        out.print(f"Open WebUI: kubectl port-forward -n {host.instance_id} svc/open-webui 3000:3000", markup=False)
+        out.print(f"Reach them with `gpuprov tunnel --stack {cfg.stack}` (or for Open WebUI alone: "
+                  f"kubectl port-forward -n {host.instance_id} svc/open-webui 3000:3000)", markup=False)
         return
     out.print(f"[bold]{cfg.stack}[/bold]: {host.cloud} host up at {host.ssh_user}@{host.address}:{host.ssh_port}"
               f" ({host.instance_type or 'unknown type'}, {host.gpu or 'no GPU'}, ${host.usd_hour:.2f}/h)")

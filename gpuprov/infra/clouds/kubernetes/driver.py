@@ -70,8 +70,8 @@ class ClusterBackend:
         from gpuprov.infra.clouds.kubernetes.workloads import namespace
 
         raise NotOverSsh(f"stack '{config.stack}' runs on a Kubernetes cluster: its apps are workloads there, not a "
-                         f"host over SSH; `gpuprov up` applies them, and kubectl port-forward -n {namespace(config)} "
-                         "svc/open-webui 3000:3000 reaches Open WebUI")
+                         f"host over SSH; `gpuprov up` applies them, and `gpuprov tunnel --stack {config.stack}` "
+                         f"reaches them (through the Kubernetes API's port-forward, namespace {namespace(config)})")
 
 
 class ClusterDriver(CloudDriver):
