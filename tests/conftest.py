@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,16 @@ def gpuprov_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "gpuprov-home"
     monkeypatch.setenv("GPUPROV_HOME", str(home))
     return home
+
+
+def existing_config(box: Any, *extra: str) -> str:
+    """A ``cloud: existing`` config for a local sandbox box, as its owner would write it: its address, login key,
+    and its SSH host key (``host_key``), which the owner knows and gpuprov verifies at the first connect."""
+    host = box.host()
+    key = " ".join((box.dir / "host_ed25519.pub").read_text().split()[:2])
+    return "".join(f"{line}\n" for line in (
+        "cloud: existing", f"host: {host.ssh_user}@{host.address}:{host.ssh_port}",
+        f"ssh_private_key_path: {box.client_key}", f'host_key: "{key}"', *extra))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from gpuprov.infra.clouds.local.sandbox import LocalSandbox
-from tests.conftest import need_sandbox, run_cli
+from tests.conftest import existing_config, need_sandbox, run_cli
 from tests.test_local_sandbox import ssh
 
 INSTALLED = ["opt/gpuprov", "etc/gpuprov", "usr/local/bin/gpuprov-idle", "etc/systemd/system/gpuprov-idle.service",
@@ -28,11 +28,10 @@ def _listing(box: LocalSandbox) -> dict[str, list[str]]:
 def test_down_removes_what_deploy_installed_and_keeps_the_machine(tmp_path: Path):
     need_sandbox()
     box = LocalSandbox(f"ex-{uuid.uuid4().hex[:6]}", root=tmp_path / "machine")
-    host = box.create()
+    box.create()
     try:
         config = tmp_path / "existing.yaml"
-        config.write_text(f"cloud: existing\nhost: {host.ssh_user}@{host.address}:{host.ssh_port}\n"
-                          f"ssh_private_key_path: {box.client_key}\napps: [vllm_cxr]\n")
+        config.write_text(existing_config(box, "apps: [vllm_cxr]"))
         up = run_cli("up", "--config", str(config), "--stack", "spark")
         assert up.returncode == 0, up.stderr
         deployed = _listing(box)
@@ -70,8 +69,7 @@ def test_a_second_stack_on_the_same_machine_stops_before_anything_changes(tmp_pa
     alice, bob = {"GPUPROV_OWNER": "alice@lab"}, {"GPUPROV_OWNER": "bob@lab"}
     try:
         config = tmp_path / "existing.yaml"
-        config.write_text(f"cloud: existing\nhost: {host.ssh_user}@{host.address}:{host.ssh_port}\n"
-                          f"ssh_private_key_path: {box.client_key}\napps: [vllm_cxr]\n")
+        config.write_text(existing_config(box, "apps: [vllm_cxr]"))
         up = run_cli("up", "--config", str(config), "--stack", "alice-box", env=alice)
         assert up.returncode == 0, up.stderr
         marker = box.dir / "host/opt/gpuprov/stack.json"

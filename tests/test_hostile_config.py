@@ -55,6 +55,10 @@ PLAIN: dict[str, tuple[Any, dict[str, Any]]] = {
     "host": ("plainuser@plain.example.org", {"cloud": "existing", "ssh_private_key_path": "/k"}),
     "image": ("ami-0123456789abcdef0", {}),
     "image_registry": ("registry.example.org/plain", {}),
+    "host_key": ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlainKeyPlainKeyPlainKeyPlainKeyPlainKeyPl",
+                 {"cloud": "existing", "host": "plainuser@plain.example.org", "ssh_private_key_path": "/k"}),
+    "host_key_fingerprint": ("SHA256:PlainPlainPlainPlainPlainPlainPlainPlainPla",
+                             {"cloud": "existing", "host": "plainuser@plain.example.org", "ssh_private_key_path": "/k"}),
 }
 LIST_KEYS = {"allowed_cidrs", "ssh_cidrs", "apps"}
 

@@ -71,6 +71,11 @@ _GRAMMARS: dict[str, tuple[re.Pattern[str], str]] = {
                                                "us-docker.pkg.dev/PROJECT/REPO or ghcr.io/ORG"),
     "owner": (grammar.OWNER, "expected a user name: 1-64 letters, digits, '.', '_', '@', '+' or '-'"),
     "region": _CLOUD_NAME, "zone": _CLOUD_NAME, "instance_type": _CLOUD_NAME,
+    "host_key": (grammar.SSH_HOST_KEY, "expected the machine's SSH host public key as OpenSSH writes it, such as "
+                                       "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... (its type and base64, no comment)"),
+    "host_key_fingerprint": (grammar.SSH_FINGERPRINT, "expected a fingerprint as `ssh-keygen -lf "
+                                                      "/etc/ssh/ssh_host_ed25519_key.pub` prints it, such as "
+                                                      "SHA256:<43 characters of base64>"),
 }
 
 
@@ -238,6 +243,10 @@ class StackConfig(BaseModel):
                                                 "persistent disk), in GB (10 to 16384); Lambda's grows as needed.")
     owner: str = Field(default_factory=lambda: os.environ.get("USER") or getpass.getuser(), description="Owner tag.")
     host: str | None = Field(None, description="user@address[:port] of the machine (cloud: existing).")
+    host_key: str | None = Field(None, description="cloud: existing: the machine's SSH host public key "
+                                 "(\"ssh-ed25519 AAAA...\"); the first connect is verified against it.")
+    host_key_fingerprint: str | None = Field(None, description="cloud: existing: the SHA256 fingerprint of the "
+                                             "machine's SSH host key (\"SHA256:...\"), instead of host_key.")
     image: str | None = Field(
         None, description="Machine image: an AWS AMI id (ami-...), a GCP image link or family/<name>; "
         "unset: the cloud's GPU image (AWS Deep Learning Base AMI, GCP Deep Learning VM).")
@@ -413,7 +422,7 @@ class StackConfig(BaseModel):
         return v
 
     @field_validator("served_model_name", "monai_label_ref", "monai_label_repo", "image_registry", "owner", "region", "zone",
-                     "instance_type")
+                     "instance_type", "host_key", "host_key_fingerprint")
     @classmethod
     def _grammar(cls, v: str | None, info: Any) -> str | None:
         pattern, allowed = _GRAMMARS[info.field_name]

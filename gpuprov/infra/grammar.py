@@ -53,6 +53,12 @@ OWNER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.@+-]{0,62}[A-Za-z0-9_])?", re.AS
 # A model name vLLM answers to (--served-model-name) and clients send back.
 SERVED_MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:/-]{0,126}[A-Za-z0-9])?", re.ASCII)
 
+# An SSH host public key as OpenSSH writes it (known_hosts, *.pub): its type and base64, no comment.
+SSH_HOST_KEY = re.compile(r"(?:ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|ssh-rsa) [A-Za-z0-9+/]{16,8192}={0,3}",
+                          re.ASCII)
+# An SSH host key fingerprint as `ssh-keygen -lf` prints it: SHA256 and 43 characters of unpadded base64.
+SSH_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}", re.ASCII)
+
 # A Hugging Face access token (hf_... today; older ones api_...): letters, digits, '_' and '-'.
 HF_TOKEN = re.compile(r"[A-Za-z0-9_-]{8,256}", re.ASCII)
 

@@ -27,7 +27,8 @@ class GpuHost(BaseModel):
     address: str
     ssh_user: str
     ssh_port: int = 22
-    host_key: str | None = None  # "ssh-ed25519 AAAA..." when known; pinned at first connect otherwise
+    host_key: str | None = None  # "ssh-ed25519 AAAA...": the key the first connect must see
+    host_key_fingerprint: str | None = None  # "SHA256:...": the fingerprint it must have (when no host_key)
     instance_id: str | None = None
     region: str | None = None
     instance_type: str | None = None

@@ -35,6 +35,21 @@ class HostKeyChanged(ProvisioningError):
         )
 
 
+class HostKeyUnknown(ProvisioningError):
+    """The host's SSH key is known from nowhere (no declared key or fingerprint, no pin, not in known_hosts):
+    gpuprov does not trust it on first use."""
+
+    exit_code = 5
+
+    def __init__(self, stack: str, where: str, kind: str, fingerprint: str):
+        super().__init__(
+            f"the SSH host key of {where} is not known (stack '{stack}'): it presented {kind} {fingerprint}, and "
+            "gpuprov stopped without sending anything. If that is the machine's key (on it: ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_ed25519_key.pub), add host_key_fingerprint: \"{fingerprint}\" to the stack config, "
+            "or connect once with ssh so that ~/.ssh/known_hosts has it, and run again."
+        )
+
+
 class StepFailed(ProvisioningError):
     """A batch of apply commands exited non-zero."""
 

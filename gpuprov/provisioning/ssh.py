@@ -5,14 +5,18 @@ Host key pinning: one known_hosts file per stack under the state root. A host wh
 before the first connect (``GpuHost.host_key``: the key gpuprov installed at launch, or the one the
 target told us, e.g. the local sandbox's) is checked against it during the key exchange, before
 authentication, and pinned only once it matched; any other key stops with :class:`HostKeyChanged`
-and nothing is sent. A host with no declared key (an existing machine) is pinned at its first connect
-(trust on first use). A later mismatch with a pin stops too; nothing is ever added to a user file.
+and nothing is sent. A host that declares only a fingerprint (``host_key_fingerprint`` of an existing
+machine) is checked against it. A host known from nowhere (no declared key or fingerprint, no pin) is
+never trusted on first use: :class:`HostKeyUnknown` shows the fingerprint it presented and how to accept
+it. A later mismatch with a pin stops too; nothing is ever added to a user file.
 Pins travel with the stack (:func:`gpuprov.provisioning.secrets.add_host_key_pin`): a colleague's
 first connect to the same host checks the key the first operator pinned.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from gpuprov.infra import keys
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, wait_for_ssh_banner
 from gpuprov.infra.paths import state_root
-from gpuprov.provisioning.errors import HostKeyChanged, HostUnreachable, ProvisioningError
+from gpuprov.provisioning.errors import HostKeyChanged, HostKeyUnknown, HostUnreachable, ProvisioningError
 from gpuprov.provisioning.secrets import add_host_key_pin, host_key_pins
 
 Output = Callable[[str], None]
@@ -43,11 +47,18 @@ def _host_entry(host: GpuHost) -> str:
     return host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
 
 
-class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
-    """Record an unknown host's key in the stack's file; refuse one that differs from what the target declared."""
+def sha256_fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:...`` as ``ssh-keygen -lf`` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
-    def __init__(self, stack: str, path: Path, declared: str | None, on_pinned: Callable[[str], None] | None = None):
-        self.stack, self.path, self.declared = stack, path, declared
+
+class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Pin a host's key in the stack's file once it matched what the target declared (its key, or its
+    fingerprint); refuse one that differs, and one that nothing declared (no trust on first use)."""
+
+    def __init__(self, stack: str, path: Path, declared: str | None, on_pinned: Callable[[str], None] | None = None,
+                 fingerprint: str | None = None):
+        self.stack, self.path, self.declared, self.fingerprint = stack, path, declared, fingerprint
         self.on_pinned = on_pinned or (lambda _line: None)
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
@@ -55,6 +66,13 @@ class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
         if self.declared and " ".join(self.declared.split()[:2]) != offered:
             raise HostKeyChanged(self.stack, hostname, " ".join(self.declared.split()[:2]), offered, str(self.path),
                                  declared=True)
+        if not self.declared:
+            presented = sha256_fingerprint(key)
+            if self.fingerprint is None:
+                raise HostKeyUnknown(self.stack, hostname, key.get_name(), presented)
+            if presented != self.fingerprint:
+                raise HostKeyChanged(self.stack, hostname, self.fingerprint, f"{key.get_name()} {presented}",
+                                     str(self.path), declared=True)
         client.get_host_keys().add(hostname, key.get_name(), key)
         with self.path.open("a") as fh:
             fh.write(f"{hostname} {offered}\n")
@@ -157,7 +175,8 @@ class Remote:
         # there (BadHostKeyException), one with only other types by the policy (it checks the declared key).
         self._verified_line = _expect_declared_key(client, _host_entry(host), host.host_key)
         client.set_missing_host_key_policy(PinOnFirstUse(
-            target.config.stack, self.known_hosts, host.host_key, on_pinned=self._pin))
+            target.config.stack, self.known_hosts, host.host_key, on_pinned=self._pin,
+            fingerprint=host.host_key_fingerprint))
         self.conn.client = client
 
     def open(self) -> Remote:

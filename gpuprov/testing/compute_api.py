@@ -2,7 +2,7 @@
 
 It answers the real ``/compute/v1/...`` paths with the real JSON shapes for the
 calls gpuprov makes (images by family, machine and accelerator types, instances
-aggregated list and delete, firewalls list and delete, operations), from
+aggregated list and delete, guest attributes, firewalls list and delete, operations), from
 in-memory state a test fills. Everything else answers 404 the way the API does,
 so a helper that calls an unexpected path fails loudly.
 """
@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 BASE = "/compute/v1/projects/(?P<project>[^/]+)"
 
@@ -30,6 +31,11 @@ class ComputeStandIn:
         self.accelerators: set[tuple[str, str]] = set()  # (zone, name)
         self.instances: dict[tuple[str, str], dict[str, Any]] = {}  # (zone, name) -> instance
         self.firewalls: dict[str, dict[str, Any]] = {}
+        # (zone, name) -> the guest attributes the instance's guest agent has published ({namespace, key, value}
+        # each); absent: none yet, answered 404 as the API does
+        self.guest_attributes: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.guest_attributes_after: dict[tuple[str, str], int] = {}  # 404s to answer before they appear (boot)
+        self.guest_queries: list[str] = []  # the queryPath of each getGuestAttributes request
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, for assertions
         self._ops = 0
         self._server: ThreadingHTTPServer | None = None
@@ -61,6 +67,13 @@ class ComputeStandIn:
             "labelFingerprint": _fingerprint(labels),
         }
 
+    def publish_host_keys(self, zone: str, name: str, keys: dict[str, str], after_polls: int = 0) -> None:
+        """What the guest agent of an instance with ``enable-guest-attributes`` publishes once sshd's keys exist:
+        namespace ``hostkeys``, one key per type (``ssh-ed25519``), the key's base64 as the value."""
+        self.guest_attributes[(zone, name)] = [{"namespace": "hostkeys", "key": kind, "value": value}
+                                               for kind, value in keys.items()]
+        self.guest_attributes_after[(zone, name)] = after_polls
+
     def add_firewall(self, project: str, name: str, target_tags: list[str], source_ranges: list[str]) -> None:
         self.firewalls[name] = {
             "kind": "compute#firewall", "name": name, "network": f"projects/{project}/global/networks/default",
@@ -81,7 +94,7 @@ class ComputeStandIn:
         return op
 
     # --- routing ----------------------------------------------------------------------
-    def handle(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    def handle(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, dict[str, Any]]:
         self.requests.append((method, path))
         routes: list[tuple[str, str, Callable[..., tuple[int, dict[str, Any]]]]] = [
             ("GET", BASE + "/global/images/family/(?P<family>[^/]+)", self._image_from_family),
@@ -91,6 +104,8 @@ class ComputeStandIn:
             ("DELETE", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", self._delete_instance),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", self._get_instance),
             ("POST", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/setLabels", self._set_labels),
+            ("GET", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/getGuestAttributes",
+             self._guest_attributes),
             ("GET", BASE + "/global/firewalls", self._list_firewalls),
             ("DELETE", BASE + "/global/firewalls/(?P<name>[^/]+)", self._delete_firewall),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", self._get_operation),
@@ -101,7 +116,9 @@ class ComputeStandIn:
         for verb, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
             if verb == method and m:
-                return fn(**m.groupdict(), **({"body": body} if fn == self._set_labels else {}))
+                extra = {"body": body} if fn == self._set_labels else {"query": query} \
+                    if fn == self._guest_attributes else {}
+                return fn(**m.groupdict(), **extra)
         return _not_found(f"no such path in the stand-in: {method} {path}")
 
     def _image_from_family(self, project: str, family: str) -> tuple[int, dict[str, Any]]:
@@ -127,6 +144,24 @@ class ComputeStandIn:
     def _get_instance(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
         inst = self.instances.get((zone, name))
         return (200, inst) if inst else _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
+
+    def _guest_attributes(self, project: str, zone: str, name: str, query: str) -> tuple[int, dict[str, Any]]:
+        """``instances.getGuestAttributes``: ``queryPath`` ``NAMESPACE/`` lists a namespace's entries; none
+        published (yet) answers 404 as the API does."""
+        if (zone, name) not in self.instances:
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
+        query_path = (parse_qs(query).get("queryPath") or [""])[0]
+        self.guest_queries.append(query_path)
+        namespace = query_path.rstrip("/")
+        left = self.guest_attributes_after.get((zone, name), 0)
+        items = [i for i in self.guest_attributes.get((zone, name), []) if not namespace or i["namespace"] == namespace]
+        if left > 0 or not items:
+            self.guest_attributes_after[(zone, name)] = max(0, left - 1)
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}/guestAttributes/"
+                              f"{query_path}' was not found")
+        link = f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/instances/{name}"
+        return 200, {"kind": "compute#guestAttributes", "queryPath": query_path, "selfLink": link,
+                     "queryValue": {"items": items}}
 
     def _set_labels(self, project: str, zone: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
         """``instances.setLabels``: replaces every label, only with the fingerprint of the labels it replaces."""
@@ -177,7 +212,8 @@ def _handler_for(standin: ComputeStandIn) -> type[BaseHTTPRequestHandler]:
                 sent = json.loads(raw) if raw else None
             except ValueError:
                 sent = None
-            code, body = standin.handle(self.command, self.path.split("?", 1)[0], sent)
+            path, _, query = self.path.partition("?")
+            code, body = standin.handle(self.command, path, sent, query)
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

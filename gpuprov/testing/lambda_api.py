@@ -149,6 +149,14 @@ class ApiError(Exception):
         return {"error": err}
 
 
+# The global ruleset of a new Lambda account: SSH and ICMP from anywhere. gpuprov refuses a host whose SSH is open
+# wider than its allow-list, so an account used with gpuprov has the SSH rule removed (README): CLOSED_GLOBAL_RULES.
+NEW_ACCOUNT_GLOBAL_RULES: tuple[dict[str, Any], ...] = (
+    {"protocol": "tcp", "port_range": [22, 22], "source_network": "0.0.0.0/0", "description": "SSH"},
+    {"protocol": "icmp", "source_network": "0.0.0.0/0", "description": "ICMP"})
+CLOSED_GLOBAL_RULES: tuple[dict[str, Any], ...] = NEW_ACCOUNT_GLOBAL_RULES[1:]
+
+
 def _cloud_config_host_key(user_data: str | None) -> tuple[str, str] | None:
     """(private, public) ed25519 host key of a ``#cloud-config`` user data's ``ssh_keys``, as cloud-init's cc_ssh
     module reads them; None when it carries none."""
@@ -183,9 +191,7 @@ class _State:
     rulesets: dict[str, dict[str, Any]] = field(default_factory=dict)
     filesystems: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The account's global ruleset as a new Lambda account has it: SSH and ICMP from anywhere.
-    global_rules: list[dict[str, Any]] = field(default_factory=lambda: [
-        {"protocol": "tcp", "port_range": [22, 22], "source_network": "0.0.0.0/0", "description": "SSH"},
-        {"protocol": "icmp", "source_network": "0.0.0.0/0", "description": "ICMP"}])
+    global_rules: list[dict[str, Any]] = field(default_factory=lambda: [dict(r) for r in NEW_ACCOUNT_GLOBAL_RULES])
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
 

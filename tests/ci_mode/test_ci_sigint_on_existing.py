@@ -12,19 +12,18 @@ import uuid
 from pathlib import Path
 
 from gpuprov.infra.clouds.local.sandbox import LocalSandbox
-from tests.conftest import need_sandbox
+from tests.conftest import existing_config, need_sandbox
 
 
 def test_sigint_during_cmd_stops_it_on_the_host(tmp_path: Path, gpuprov_home: Path):
     need_sandbox()
     box = LocalSandbox(f"nc-{uuid.uuid4().hex[:6]}", root=tmp_path / "machine")
-    host = box.create()
+    box.create()
     # In /tmp: CMD runs as nobody, who can write there (and not under the test's own 0700 folders).
     marker, began = Path(f"/tmp/gpuprov-sigint-{uuid.uuid4().hex}"), Path(f"/tmp/gpuprov-began-{uuid.uuid4().hex}")
     try:
         config = tmp_path / "existing.yaml"
-        config.write_text(f"cloud: existing\nhost: {host.ssh_user}@{host.address}:{host.ssh_port}\n"
-                          f"ssh_private_key_path: {box.client_key}\n")
+        config.write_text(existing_config(box))
         cmd = f"touch {began}; echo started; sleep 6; touch {marker}"
         proc = subprocess.Popen([sys.executable, "-m", "gpuprov", "ci", "--config", str(config), "--no-deploy",
                                  "--", "sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -17,7 +17,7 @@ from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.reaper import reap
 from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_MANAGED, TAG_STACK
 from gpuprov.infra.verify import LeftoverResources, verify_destroyed
-from gpuprov.testing.lambda_api import LambdaStandIn
+from gpuprov.testing.lambda_api import CLOSED_GLOBAL_RULES, LambdaStandIn
 from tests.conftest import need_sandbox, run_cli
 
 KEY = "standin-reaper-key"
@@ -27,6 +27,7 @@ PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICN+lJwsONkwrdsSnQsu1ydUkIuIg5oOC+Esl
 @pytest.fixture
 def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaStandIn]:
     server = LambdaStandIn(boot_seconds=0.0, terminate_seconds=0.2, terminated_linger_seconds=30, api_key=KEY).start()
+    server.set_global_rules(list(CLOSED_GLOBAL_RULES))  # an account prepared for gpuprov (README)
     monkeypatch.setenv("LAMBDA_API_URL", server.url)
     monkeypatch.setenv("LAMBDA_API_KEY", KEY)
     monkeypatch.setenv("GPUPROV_LAMBDA_RATE_SCALE", "0.01")

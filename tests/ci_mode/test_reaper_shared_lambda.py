@@ -14,7 +14,7 @@ import pytest
 
 from gpuprov.infra.owner import owner_label
 from gpuprov.infra.tags import TAG_ORIGIN, TAG_OWNER
-from gpuprov.testing.lambda_api import LambdaStandIn
+from gpuprov.testing.lambda_api import CLOSED_GLOBAL_RULES, LambdaStandIn
 from tests.conftest import run_cli
 
 KEY = "standin-shared-account-key"
@@ -23,6 +23,7 @@ KEY = "standin-shared-account-key"
 @pytest.fixture
 def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaStandIn]:
     server = LambdaStandIn(boot_seconds=0.0, terminate_seconds=0.1, terminated_linger_seconds=30, api_key=KEY).start()
+    server.set_global_rules(list(CLOSED_GLOBAL_RULES))  # an account prepared for gpuprov (README)
     for name, value in {"LAMBDA_API_URL": server.url, "LAMBDA_API_KEY": KEY, "GPUPROV_LAMBDA_RATE_SCALE": "0.01",
                         "GPUPROV_VERIFY_POLL_S": "0.05", "GPUPROV_PULUMI": "mock"}.items():
         monkeypatch.setenv(name, value)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from gpuprov.testing.lambda_api import LambdaStandIn, RecordedRequest
+from gpuprov.testing.lambda_api import CLOSED_GLOBAL_RULES, LambdaStandIn, RecordedRequest
 from tests.conftest import need
 
 # Lambda's own OpenAPI document, version 1.8.3 (the API docs at https://docs.lambda.ai/api/cloud), kept beside
@@ -75,9 +75,12 @@ def conformance_errors(records: list[RecordedRequest]) -> list[str]:
 def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaStandIn]:
     """A started stand-in with quick boots; LAMBDA_API_URL/KEY point at it; rate limits scaled by 0.02.
 
-    At teardown every exchange it saw must conform to the OpenAPI document.
+    At teardown every exchange it saw must conform to the OpenAPI document. Its account's global ruleset has
+    the SSH-from-anywhere rule removed, as the README asks of an account used with gpuprov (a test of a new
+    account's ruleset sets NEW_ACCOUNT_GLOBAL_RULES).
     """
     api = LambdaStandIn(boot_seconds=0.3, terminate_seconds=0.2, api_key=STANDIN_KEY).start()
+    api.set_global_rules(list(CLOSED_GLOBAL_RULES))
     monkeypatch.setenv("LAMBDA_API_URL", api.url)
     monkeypatch.setenv("LAMBDA_API_KEY", STANDIN_KEY)
     monkeypatch.setenv("GPUPROV_LAMBDA_RATE_SCALE", "0.02")

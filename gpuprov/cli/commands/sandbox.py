@@ -41,7 +41,7 @@ def lambda_api(
     POST /_standin/faults (see gpuprov/testing/lambda_api.py).
     """
     from gpuprov.infra.clouds.local.sandbox import LocalSandbox
-    from gpuprov.testing.lambda_api import LambdaStandIn
+    from gpuprov.testing.lambda_api import CLOSED_GLOBAL_RULES, LambdaStandIn
 
     box = None
     if with_sandbox:
@@ -51,6 +51,8 @@ def lambda_api(
         standin = LambdaStandIn(port, host=host, instance_ip=instance_ip, boot_seconds=boot_seconds,
                                 terminate_seconds=terminate_seconds, api_key=api_key, box=box)
         standin.start()
+        # An account prepared for gpuprov: its global ruleset no longer opens SSH to everyone (README, Lambda).
+        standin.set_global_rules(list(CLOSED_GLOBAL_RULES))
         err.print(f"Lambda API stand-in listening on {standin.url} (Ctrl-C stops it)")
         err.print(f"  export LAMBDA_API_URL={standin.url} LAMBDA_API_KEY=standin-key GPUPROV_PULUMI=mock")
         if box is None:

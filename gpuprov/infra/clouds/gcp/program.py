@@ -12,7 +12,11 @@ What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
   the Deep Learning VM image of a family resolved at run time,
   ``on_host_maintenance = TERMINATE`` (GPUs cannot live-migrate), optional spot
   with the fields spot needs, the SSH key in metadata (project-wide keys blocked),
-  no service account (the host needs no Google API), labels from :mod:`gpuprov.infra.tags`.
+  no service account (the host needs no Google API), labels from :mod:`gpuprov.infra.tags`,
+  guest attributes enabled, so the guest agent publishes sshd's host keys;
+- the host key reading (:class:`~gpuprov.infra.clouds.gcp.host_keys.GcpHostKeys`): the key the instance
+  published, read through the Compute API after the launch, is the host's declared ``host_key``, so the
+  first connect is verified against it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, cast
 import pulumi
 
 from gpuprov.cost import catalog
+from gpuprov.infra.clouds.gcp.host_keys import GcpHostKeys
 from gpuprov.infra.clouds.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag, split_image
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
@@ -143,25 +148,32 @@ class GcpGpuHost(pulumi.ComponentResource):
                 "ssh-keys": f"{SSH_USER}:{public_key(config)}",
                 "block-project-ssh-keys": "true",  # only the stack's key logs in
                 "install-nvidia-driver": "True",  # the DLVM installs its driver on first boot when missing
+                "enable-guest-attributes": "TRUE",  # the guest agent publishes sshd's host keys (hostkeys/)
             },
             allow_stopping_for_update=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=rules, ignore_changes=_ONCE_LABELS),
         )
 
+        # The host key the guest agent published, read through the Compute API before anything connects.
+        host_keys = GcpHostKeys(f"{name}-hostkeys", project=instance.project, zone=zone, instance=instance.name,
+                                instance_id=instance.instance_id, opts=child)
+
         def to_host(args: list[Any]) -> dict[str, Any]:
-            nics, instance_id, live_labels = args
+            nics, instance_id, live_labels, host_key = args
             live = dict(live_labels or labels)
             address = nics[0]["access_configs"][0]["nat_ip"]
             created = live.get(TAG_CREATED_AT)
             return GpuHost(
                 cloud="gcp", address=address, ssh_user=SSH_USER, instance_id=instance_id,
+                host_key=host_key or None,  # published by the guest agent, read through the API
                 region=config.resolved_region, instance_type=machine_type, gpu=offer.gpu, gpu_count=offer.gpus,
                 usd_hour=offer.usd_hour,  # on-demand: the ceiling; spot is billed at the lower spot price
                 launched_at=datetime.fromtimestamp(int(created), timezone.utc) if created else None,
                 expires_at=expires_at(live),
             ).to_outputs()
 
-        self.host = pulumi.Output.all(instance.network_interfaces, instance.instance_id, instance.labels).apply(to_host)
+        self.host = pulumi.Output.all(instance.network_interfaces, instance.instance_id, instance.labels,
+                                      host_keys.host_key).apply(to_host)
         self.register_outputs({"host": self.host, "firewalls": [r.name for r in rules], "network": network.name})
 
 

@@ -29,6 +29,7 @@ from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 DLVM_PROJECT = "deeplearning-platform-release"
 DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
 NETWORK_TAG_PREFIX = "gpuprov-"
+HOSTKEYS_NAMESPACE = "hostkeys"  # the guest attributes namespace the guest agent publishes sshd's host keys in
 
 
 class GcpError(CloudError):
@@ -189,6 +190,33 @@ class ComputeApi:
         self.check_machine_offered(project, zone, machine_type, accelerator)
         link, family = split_image(image)
         return link or self.resolve_image(family)
+
+    # --- after launch ------------------------------------------------------------------------------
+
+    @gcp_call("reading the SSH host keys of instance {instance} in {zone} (guest attributes)")
+    def guest_host_keys(self, project: str, zone: str, instance: str) -> dict[str, str]:
+        """The SSH host keys the instance's guest agent published (metadata ``enable-guest-attributes``):
+        key type -> ``"TYPE BASE64"``; empty while none are published yet (the API answers 404 then)."""
+        from google.cloud import compute_v1
+
+        request = compute_v1.GetGuestAttributesInstanceRequest(
+            project=project, zone=zone, instance=instance, query_path=f"{HOSTKEYS_NAMESPACE}/")
+        try:
+            found = self._client("InstancesClient").get_guest_attributes(request=request)
+        except Exception as err:
+            if _not_found(err):
+                return {}
+            raise
+        keys: dict[str, str] = {}
+        for item in found.query_value.items:
+            if item.namespace != HOSTKEYS_NAMESPACE or not item.key:
+                continue
+            words = str(item.value).split()
+            if words and words[0] == item.key:  # "TYPE BASE64 [comment]": the agent wrote the whole line
+                words = words[1:]
+            if words:  # the value is the key's base64
+                keys[str(item.key)] = f"{item.key} {words[0]}"
+        return keys
 
     # --- finding what a stack left ----------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 An instance gets the rules of the rulesets it was launched with and the account's global
 ruleset (``GET /firewall-rulesets/global``, which gpuprov does not own and never edits). A port
 the config opens must be reachable from the allow-list only: if any effective rule admits it
-from a range outside ``allowed_cidrs``, the launch stops. Lambda's API document (1.8.3, on
+from a range outside ``allowed_cidrs``, the launch stops. SSH (22) likewise, against the SSH allow-list
+(``ssh_cidrs``, else ``allowed_cidrs``, else the operator's detected egress address), unless ``allow_public``:
+a global rule that opens 22 to the world stops the launch too. Lambda's API document (1.8.3, on
 every firewall route) says "Firewall rules do not apply to the us-south-1 region": when ports
 are opened, failover never lands there.
 """
@@ -50,8 +52,18 @@ def effective_rules(api: LambdaCloud, instance: Instance) -> list[FirewallRule]:
     return rules
 
 
-def check_exposure(api: LambdaCloud, instance: Instance, ports: list[int], allowed: list[str]) -> None:
-    """Raise :class:`ExposedBeyondAllowList` when a port in ``ports`` is reachable from outside ``allowed``."""
+def check_exposure(api: LambdaCloud, instance: Instance, ports: list[int], allowed: list[str],
+                   ssh_sources: list[str] | None = None, allow_public: bool = False) -> None:
+    """Raise :class:`ExposedBeyondAllowList` when a port in ``ports`` is reachable from outside ``allowed``, or
+    (``ssh_sources`` given, no ``allow_public``) SSH from outside ``ssh_sources``."""
+    if ssh_sources is not None and not allow_public:
+        beyond_ssh = wider_than(effective_rules(api, instance), [22], ssh_sources).get(22)
+        if beyond_ssh:
+            raise ExposedBeyondAllowList(
+                f"instance {instance.id} would take SSH (port 22) from {', '.join(sorted(set(beyond_ssh)))}, beyond "
+                f"the SSH allow-list ({', '.join(ssh_sources) or 'none'}), through the account's global firewall "
+                "rules or another ruleset; remove that rule in the Lambda dashboard (Firewall), or set "
+                "allow_public: true if SSH from there is meant")
     if not ports:
         return
     if instance.region in NO_FIREWALL_REGIONS:

@@ -73,6 +73,7 @@ def build_lambda_host(config: StackConfig) -> pulumi.Output[dict[str, Any]]:
         instance_type=config.instance_type, region=config.region, min_gpu_memory_gb=min_gpu_memory_gb(config),
         firewall_ruleset_ids=ruleset.ids,
         open_ports=list(config.open_ports), allowed_cidrs=list(config.allowed_cidrs),
+        ssh_sources=list(config.ssh_sources), allow_public=config.allow_public,  # 22: checked after launch too
         cache_name=cache_name(config.stack, stack_tags(config)[TAG_OWNER]) if config.cache else None,
         opts=pulumi.ResourceOptions(depends_on=[key, ruleset]),
     )

@@ -252,7 +252,9 @@ class LambdaInstanceProvider(_LambdaProvider):
         inst = _adopt_earlier_launch(api, props, offers, spec, progress) or launch_with_failover(
             api, offers, spec, progress)
         try:
-            check_exposure(api, inst, opened, list(props.get("allowed_cidrs") or ()))
+            ssh = props.get("ssh_sources")
+            check_exposure(api, inst, opened, list(props.get("allowed_cidrs") or ()),
+                           ssh_sources=None if ssh is None else list(ssh), allow_public=bool(props.get("allow_public")))
         except ExposedBeyondAllowList as err:
             terminate_and_confirm(api, inst.id, spec.terminate_timeout_s, spec.poll_s, progress)
             raise ExposedBeyondAllowList(f"{err}. It has been terminated, nothing is billing") from None
@@ -381,6 +383,7 @@ class LambdaInstance(Resource):
                  ssh_user: str = "ubuntu", boot_timeout_s: float = LaunchSpec.boot_timeout_s,
                  open_ports: list[int] | None = None, allowed_cidrs: list[str] | None = None,
                  cache_name: str | None = None, host_key: str | None = None, host_key_file: str | None = None,
+                 ssh_sources: list[str] | None = None, allow_public: bool = False,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__(LambdaInstanceProvider(), resource_name, {
             "name": name, "ssh_key_name": ssh_key_name, "tags": tags, "instance_type": instance_type,
@@ -389,6 +392,7 @@ class LambdaInstance(Resource):
             "image_family": image_family, "ssh_user": ssh_user, "boot_timeout_s": boot_timeout_s,
             "open_ports": list(open_ports or ()), "allowed_cidrs": list(allowed_cidrs or ()),
             "host_key": host_key, "host_key_file": host_key_file,
+            "ssh_sources": None if ssh_sources is None else list(ssh_sources), "allow_public": allow_public,
             "provider_version": PROVIDER_VERSION, "cache_name": cache_name, "cache": None,
             "host": None, "ip": None, "instance_name": None, "launched_region": None, "launched_type": None,
         }, opts)
