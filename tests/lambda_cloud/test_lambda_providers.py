@@ -122,16 +122,18 @@ def test_an_opened_port_reachable_only_from_the_allow_list_launches(standin: Lam
 
 
 @pytest.mark.parametrize("wide", [["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"], ["203.0.113.0/24"]])
-def test_a_global_rule_opening_the_port_wider_stops_the_launch_and_terminates(standin: LambdaStandIn, wide) -> None:
+def test_a_global_rule_opening_the_port_wider_stops_the_launch_before_anything_bills(standin: LambdaStandIn,
+                                                                                      wide) -> None:
     """The account's global rules apply to every instance: one that admits 8002 from beyond the allow-list
-    (the whole internet, two halves of it, or just a wider range) stops the launch; nothing is left billing."""
+    (the whole internet, two halves of it, or just a wider range) stops it before anything launches."""
     standin.set_global_rules([{"protocol": "tcp", "port_range": [8000, 8100], "source_network": s,
                                "description": "someone's rule"} for s in wide])
     props, rs = _opened_instance(standin)
-    with pytest.raises(LambdaError, match=r"reachable beyond allowed_cidrs \(port 8002 from .*terminated") as caught:
+    with pytest.raises(LambdaError, match=r"nothing was launched\) would be reachable beyond allowed_cidrs "
+                                          r"\(port 8002 from ") as caught:
         LambdaInstanceProvider().create(props)
     assert caught.value.exit_code == 4
-    assert all(i["status"] == "terminated" for i in standin.instances())
+    assert standin.instances() == []
     LambdaFirewallRulesetProvider().delete("gpuprov-p", rs)
 
 

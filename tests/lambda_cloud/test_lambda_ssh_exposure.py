@@ -38,14 +38,34 @@ def _props(standin: LambdaStandIn, **kw: object) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("wide", [["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"], ["203.0.113.0/24"]])
-def test_a_global_rule_opening_ssh_wider_than_the_allow_list_stops_the_launch_and_terminates(
+def test_a_global_rule_opening_ssh_wider_than_the_allow_list_stops_the_launch_before_anything_bills(
         standin: LambdaStandIn, wide: list[str]) -> None:
     _global_ssh(standin, wide)
     props, rs = _props(standin)
-    with pytest.raises(LambdaError, match=r"would take SSH \(port 22\) from .*beyond the SSH allow-list "
-                                          r"\(203\.0\.113\.7/32\).*terminated") as caught:
+    with pytest.raises(LambdaError, match=r"every instance of this account \(nothing was launched\) would take "
+                                          r"SSH \(port 22\) from .*beyond the SSH allow-list \(203\.0\.113\.7/32\)"
+                       ) as caught:
         LambdaInstanceProvider().create(props)
     assert caught.value.exit_code == 4
+    assert standin.instances() == []  # nothing launched, nothing billed
+    LambdaFirewallRulesetProvider().delete("gpuprov-p", rs)
+
+
+def test_a_global_rule_added_while_it_launches_is_caught_after_launch_and_the_instance_terminated(
+        standin: LambdaStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpuprov.infra.clouds.lambda_cloud import provider
+
+    real = provider.launch_with_failover
+
+    def launch_then_a_colleague_opens_ssh(*args, **kwargs):
+        launched = real(*args, **kwargs)
+        _global_ssh(standin, ["0.0.0.0/0"])
+        return launched
+
+    monkeypatch.setattr(provider, "launch_with_failover", launch_then_a_colleague_opens_ssh)
+    props, rs = _props(standin)
+    with pytest.raises(LambdaError, match=r"instance .* would take SSH \(port 22\) from 0\.0\.0\.0/0.*terminated"):
+        LambdaInstanceProvider().create(props)
     assert standin.instances() and all(i["status"] == "terminated" for i in standin.instances())
     LambdaFirewallRulesetProvider().delete("gpuprov-p", rs)
 

@@ -22,7 +22,8 @@ NO_FIREWALL_REGIONS = frozenset({"us-south-1"})
 
 
 class ExposedBeyondAllowList(LambdaError):
-    """A port the config opens is reachable from more than ``allowed_cidrs``; the instance was terminated."""
+    """A port the config opens (or SSH) is reachable from more than its allow-list: refused before launch
+    when the account's global rules say so, else the launched instance is terminated."""
 
     exit_code = 4
 
@@ -52,28 +53,41 @@ def effective_rules(api: LambdaCloud, instance: Instance) -> list[FirewallRule]:
     return rules
 
 
-def check_exposure(api: LambdaCloud, instance: Instance, ports: list[int], allowed: list[str],
-                   ssh_sources: list[str] | None = None, allow_public: bool = False) -> None:
-    """Raise :class:`ExposedBeyondAllowList` when a port in ``ports`` is reachable from outside ``allowed``, or
-    (``ssh_sources`` given, no ``allow_public``) SSH from outside ``ssh_sources``."""
+def check_rules(rules: list[FirewallRule], subject: str, ports: list[int], allowed: list[str],
+                ssh_sources: list[str] | None = None, allow_public: bool = False) -> None:
+    """Raise :class:`ExposedBeyondAllowList` when ``rules`` admit a port in ``ports`` from outside ``allowed``,
+    or (``ssh_sources`` given, no ``allow_public``) SSH from outside ``ssh_sources``; ``subject``: whom they
+    apply to, for the message."""
     if ssh_sources is not None and not allow_public:
-        beyond_ssh = wider_than(effective_rules(api, instance), [22], ssh_sources).get(22)
+        beyond_ssh = wider_than(rules, [22], ssh_sources).get(22)
         if beyond_ssh:
             raise ExposedBeyondAllowList(
-                f"instance {instance.id} would take SSH (port 22) from {', '.join(sorted(set(beyond_ssh)))}, beyond "
+                f"{subject} would take SSH (port 22) from {', '.join(sorted(set(beyond_ssh)))}, beyond "
                 f"the SSH allow-list ({', '.join(ssh_sources) or 'none'}), through the account's global firewall "
                 "rules or another ruleset; remove that rule in the Lambda dashboard (Firewall), or set "
                 "allow_public: true if SSH from there is meant")
-    if not ports:
-        return
-    if instance.region in NO_FIREWALL_REGIONS:
-        raise ExposedBeyondAllowList(
-            f"instance {instance.id} landed in {instance.region}, where Lambda applies no firewall rules, "
-            f"so port {', '.join(map(str, ports))} would be open to everyone")
-    beyond = wider_than(effective_rules(api, instance), ports, allowed)
+    beyond = wider_than(rules, ports, allowed) if ports else {}
     if beyond:
         where = "; ".join(f"port {p} from {', '.join(sorted(set(s)))}" for p, s in sorted(beyond.items()))
         raise ExposedBeyondAllowList(
-            f"instance {instance.id} would be reachable beyond allowed_cidrs ({where}), through the account's global "
+            f"{subject} would be reachable beyond allowed_cidrs ({where}), through the account's global "
             "firewall rules or another ruleset; remove those rules in the Lambda dashboard (Firewall), or do not "
             "list the port in open_ports and use gpuprov tunnel")
+
+
+def check_global_rules(api: LambdaCloud, ports: list[int], allowed: list[str],
+                       ssh_sources: list[str] | None = None, allow_public: bool = False) -> None:
+    """Before anything launches (and bills): the account's global rules apply to every instance, so a rule
+    there that admits more than the allow-lists stops the launch at once."""
+    check_rules(list(api.global_firewall_rules()), "every instance of this account (nothing was launched)",
+                ports, allowed, ssh_sources, allow_public)
+
+
+def check_exposure(api: LambdaCloud, instance: Instance, ports: list[int], allowed: list[str],
+                   ssh_sources: list[str] | None = None, allow_public: bool = False) -> None:
+    """After launch: what really applies to ``instance`` (its rulesets and the global ones), as :func:`check_rules`."""
+    if ports and instance.region in NO_FIREWALL_REGIONS:
+        raise ExposedBeyondAllowList(
+            f"instance {instance.id} landed in {instance.region}, where Lambda applies no firewall rules, "
+            f"so port {', '.join(map(str, ports))} would be open to everyone")
+    check_rules(effective_rules(api, instance), f"instance {instance.id}", ports, allowed, ssh_sources, allow_public)

@@ -30,7 +30,12 @@ from gpuprov.infra.clouds.lambda_cloud.errors import (
     LaunchFailed,
     ObjectNotFound,
 )
-from gpuprov.infra.clouds.lambda_cloud.firewall import NO_FIREWALL_REGIONS, ExposedBeyondAllowList, check_exposure
+from gpuprov.infra.clouds.lambda_cloud.firewall import (
+    NO_FIREWALL_REGIONS,
+    ExposedBeyondAllowList,
+    check_exposure,
+    check_global_rules,
+)
 from gpuprov.infra.clouds.lambda_cloud.launch import (
     LaunchSpec,
     Progress,
@@ -239,6 +244,8 @@ class LambdaInstanceProvider(_LambdaProvider):
                                    "where it applies no firewall rules, and open_ports needs them; try again later, "
                                    "or leave open_ports empty and reach the services through gpuprov tunnel", [])
             offers = guarded
+        ssh = props.get("ssh_sources")
+        ssh_sources = None if ssh is None else list(ssh)
         cache_name = props.get("cache_name")
         cache: Filesystem | None = None
         if cache_name:
@@ -249,12 +256,14 @@ class LambdaInstanceProvider(_LambdaProvider):
                           file_system_names=[str(cache_name)] if cache_name else [],
                           boot_timeout_s=float(props.get("boot_timeout_s") or LaunchSpec.boot_timeout_s))
         progress: Progress = _log
-        inst = _adopt_earlier_launch(api, props, offers, spec, progress) or launch_with_failover(
-            api, offers, spec, progress)
+        inst = _adopt_earlier_launch(api, props, offers, spec, progress)
+        if inst is None:  # the account's global rules first: a rule there stops it before anything bills
+            check_global_rules(api, opened, list(props.get("allowed_cidrs") or ()), ssh_sources,
+                               bool(props.get("allow_public")))
+            inst = launch_with_failover(api, offers, spec, progress)
         try:
-            ssh = props.get("ssh_sources")
             check_exposure(api, inst, opened, list(props.get("allowed_cidrs") or ()),
-                           ssh_sources=None if ssh is None else list(ssh), allow_public=bool(props.get("allow_public")))
+                           ssh_sources=ssh_sources, allow_public=bool(props.get("allow_public")))
         except ExposedBeyondAllowList as err:
             terminate_and_confirm(api, inst.id, spec.terminate_timeout_s, spec.poll_s, progress)
             raise ExposedBeyondAllowList(f"{err}. It has been terminated, nothing is billing") from None
