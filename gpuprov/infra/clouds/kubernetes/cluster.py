@@ -8,12 +8,14 @@ is exercised against an API server (a real one, or the stand-in in :mod:`gpuprov
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpuprov.infra.clouds.base import Leftover
+from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK
 
 if TYPE_CHECKING:
@@ -179,3 +181,90 @@ def eks_leftovers(region: str, stack: str) -> list[Leftover]:
                                                 "Values": [f"gpuprov-{stack}"]}])["Volumes"]:
             found.append(Leftover("eks", "volume", v["VolumeId"], stack, None, region, v.get("State")))
     return found
+
+
+# --- gpuprov ci on a cluster, and the reaper's label sweep -----------------------------------------------
+
+
+def expected_deployments(config: StackConfig) -> list[str]:
+    """The Deployments the stack's workloads declare (:func:`gpuprov.infra.clouds.kubernetes.workloads.manifests`)."""
+    from gpuprov.infra.clouds.kubernetes import workloads as wl
+
+    return ([wl.VLLM, wl.WEBUI] if "vllm_cxr" in config.apps else []) + ([wl.MONAI] if "monai_label" in config.apps else [])
+
+
+def rollout(deployments: list[Any], wanted: list[str]) -> tuple[list[str], list[str]]:
+    """(ready, waiting) of the ``wanted`` Deployments, one line each, from the client's V1Deployment objects.
+
+    A Deployment at 0 replicas (vLLM scaled to zero by KEDA) is ready: it has nothing to roll out, and its
+    first request wakes it. One with replicas is ready when that many are available."""
+    seen = {d.metadata.name: d for d in deployments}
+    ready, waiting = [], []
+    for name in wanted:
+        d = seen.get(name)
+        if d is None:
+            waiting.append(f"{name} (not created yet)")
+            continue
+        want = d.spec.replicas if d.spec and d.spec.replicas is not None else 1
+        have = (d.status.available_replicas or 0) if d.status else 0
+        if want == 0:
+            ready.append(f"{name} at 0 replicas (scaled to zero)")
+        elif have >= want:
+            ready.append(f"{name} {have}/{want} available")
+        else:
+            waiting.append(f"{name} {have}/{want} available")
+    return ready, waiting
+
+
+def wait_rollout(client: Any, namespace: str, wanted: list[str], timeout_s: float,
+                 progress: Callable[[str], None] | None = None, poll_s: float = 2.0) -> list[str]:
+    """Wait until every ``wanted`` Deployment in ``namespace`` is ready (:func:`rollout`); returns the ready lines.
+    Raises :class:`KubernetesError` naming what is still waiting when ``timeout_s`` passes."""
+    from kubernetes import client as k
+
+    from gpuprov.infra.clouds.kubernetes.driver import KubernetesError
+
+    deadline = time.monotonic() + timeout_s
+    apps = k.AppsV1Api(client)
+    while True:
+        with boundary(f"listing the Deployments in namespace {namespace}"):
+            ready, waiting = rollout(apps.list_namespaced_deployment(namespace).items, wanted)
+        if not waiting:
+            return ready
+        if time.monotonic() >= deadline:
+            raise KubernetesError(f"kubernetes: the workloads in namespace {namespace} were not ready within "
+                                  f"{timeout_s:g}s (waiting: {', '.join(waiting)}); kubectl -n {namespace} get "
+                                  "pods,events says why")
+        if progress:
+            progress(f"waiting for {', '.join(waiting)} in namespace {namespace}")
+        time.sleep(poll_s)
+
+
+def delete_namespaces(client: Any, names: list[str], timeout_s: float,
+                      progress: Callable[[str], None] | None = None, poll_s: float = 2.0) -> list[str]:
+    """Delete the namespaces ``names`` (everything in them goes with them: PVCs, LoadBalancer Services) and
+    wait until the API lists none of them (a namespace terminates asynchronously). Returns errors, one line each."""
+    from kubernetes import client as k
+
+    core = k.CoreV1Api(client)
+    errors: list[str] = []
+    for name in names:
+        try:
+            with boundary(f"deleting namespace {name}"):
+                try:
+                    core.delete_namespace(name)
+                except k.ApiException as err:
+                    if err.status != 404:  # already gone: what was wanted
+                        raise
+            if progress:
+                progress(f"kubernetes: deleting namespace {name}")
+        except GpuprovError as err:
+            errors.append(str(err))
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        with boundary("listing namespaces"):
+            pending &= {ns.metadata.name for ns in core.list_namespace().items}
+        if pending:
+            time.sleep(poll_s)
+    return errors
