@@ -16,9 +16,11 @@ from gpuprov.infra.clouds.base import (
     CloudDriver,
     CloudError,
     ExposureRow,
+    Finding,
     IdleAction,
     Leftover,
     Progress,
+    ReapPolicy,
     catalog_defaults,
     catalog_name,
 )
@@ -251,6 +253,32 @@ class KubernetesDriver(ClusterDriver):
         if config is None and not self.kubeconfig(None).is_file():
             return []  # asked for no stack's config and no kubeconfig here: no cluster to look at
         return labelled(self.api(config), stack)
+
+    # --- the reaper's label sweep ---------------------------------------------------------------------
+
+    def sweeps(self) -> bool:
+        """gpuprov creates no paid resource on a cluster it is given, but its namespaces hold what bills
+        (PVCs, LoadBalancers, the GPU nodes their pods keep up): swept when a kubeconfig is here."""
+        return self.kubeconfig(None).is_file()
+
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """gpuprov's namespaces the policy says go (expired, or the caller's own abandoned run's; never a live
+        one of someone else's). A namespace is the unit: its PVCs and LoadBalancer Services go with it."""
+        items = self.inventory(only_stack, config)
+        found = []
+        for ns in (i for i in items if i.kind == "namespace"):
+            why = policy.instance_reason(ns.stack, ns.tags)
+            if why is not None:
+                found.append(Finding(ns, why))
+        return found
+
+    def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
+        """Delete each namespace, then wait until the API lists none of them (they terminate asynchronously)."""
+        from gpuprov.infra.clouds.kubernetes.cluster import delete_namespaces
+
+        names = [f.item.id for f in items if f.item.kind == "namespace"]
+        return delete_namespaces(self.api(None), names, timeout_s, progress) if names else []
 
 
 class ManagedClusterDriver(ClusterDriver, CatalogCloud):
