@@ -268,3 +268,79 @@ def delete_namespaces(client: Any, names: list[str], timeout_s: float,
         if pending:
             time.sleep(poll_s)
     return errors
+
+
+def eks_tagged(region: str) -> list[Leftover]:
+    """gpuprov's EKS clusters in ``region`` (``gpuprov-managed`` in their tags) and their managed node groups,
+    each with its own tags (the cluster's where a group has none): what the reaper's sweep judges."""
+    from gpuprov.infra.clouds.aws.sdk import boundary as aws_boundary
+    from gpuprov.infra.clouds.aws.sdk import client
+
+    found: list[Leftover] = []
+    with aws_boundary(f"listing gpuprov's EKS clusters and node groups in {region}"):
+        eks = client("eks", region)
+        for page in eks.get_paginator("list_clusters").paginate():
+            for name in page["clusters"]:
+                try:
+                    cluster = eks.describe_cluster(name=name)["cluster"]
+                    tags = dict(cluster.get("tags") or {})
+                    if tags.get(TAG_MANAGED) != "true":
+                        continue
+                    groups = [eks.describe_nodegroup(clusterName=name, nodegroupName=g)["nodegroup"]
+                              for p in eks.get_paginator("list_nodegroups").paginate(clusterName=name)
+                              for g in p["nodegroups"]]
+                except eks.exceptions.ResourceNotFoundException:
+                    continue  # deleted while listing
+                stack = tags.get(TAG_STACK)
+                for g in groups:
+                    found.append(Leftover("eks", "nodegroup", f"{name}/{g['nodegroupName']}", stack, None, region,
+                                          str(g.get("status", "")).lower(), dict(g.get("tags") or tags)))
+                found.append(Leftover("eks", "cluster", name, stack, name, region,
+                                      str(cluster.get("status", "")).lower(), tags))
+    return found
+
+
+def eks_remove(region: str, names: list[str], timeout_s: float, progress: Callable[[str], None] | None = None,
+               poll_s: float = 5.0) -> list[str]:
+    """Delete EKS clusters by name: their node groups first (EKS refuses a cluster that has any), waiting until
+    they are gone, then the cluster. Returns errors, one line each; what was asked goes on after an error."""
+    from gpuprov.infra.clouds.aws.sdk import boundary as aws_boundary
+    from gpuprov.infra.clouds.aws.sdk import client
+
+    eks = client("eks", region)
+
+    def groups_of(name: str) -> list[str] | None:  # None: the cluster is gone
+        try:
+            return [g for p in eks.get_paginator("list_nodegroups").paginate(clusterName=name) for g in p["nodegroups"]]
+        except eks.exceptions.ResourceNotFoundException:
+            return None
+
+    errors: list[str] = []
+    for name in names:
+        try:
+            with aws_boundary(f"removing EKS cluster {name}'s node groups in {region}"):
+                groups = groups_of(name)
+                for g in groups or []:
+                    if progress:
+                        progress(f"eks: deleting node group {name}/{g}")
+                    with contextlib.suppress(eks.exceptions.ResourceNotFoundException):
+                        eks.delete_nodegroup(clusterName=name, nodegroupName=g)
+                groups = groups_of(name) if groups else groups
+                deadline = time.monotonic() + timeout_s
+                while groups and time.monotonic() < deadline:
+                    time.sleep(poll_s)
+                    groups = groups_of(name)
+            if groups is None:
+                continue  # already gone: what was wanted
+            if groups:
+                errors.append(f"eks: node groups {', '.join(groups)} of cluster {name} still there after "
+                              f"{timeout_s:g}s; the cluster was not deleted (run gpuprov reap again)")
+                continue
+            with aws_boundary(f"deleting EKS cluster {name} in {region}"):
+                if progress:
+                    progress(f"eks: deleting cluster {name}")
+                with contextlib.suppress(eks.exceptions.ResourceNotFoundException):
+                    eks.delete_cluster(name=name)
+        except GpuprovError as err:
+            errors.append(str(err))
+    return errors

@@ -309,9 +309,61 @@ class EksDriver(ManagedClusterDriver):
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
         from gpuprov.infra.clouds.kubernetes.cluster import eks_leftovers
 
+        region = str(config.resolved_region if config else self.default_region())
         if stack is None:
-            return []  # the reaper's sweep: the AWS driver lists gpuprov's tagged resources
-        return eks_leftovers(str(config.resolved_region if config else self.default_region()), stack)
+            from gpuprov.infra.clouds.kubernetes.cluster import eks_tagged
+
+            return eks_tagged(region)  # the reaper's sweep: gpuprov's tagged clusters and their node groups
+        return eks_leftovers(region, stack)
+
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """The sweep: a cluster goes, with its node groups, when the policy says its tags go (expired, or the
+        caller's own abandoned run's); a node group alone when its own tags say so. A stack's own teardown
+        (``only_stack``) is Pulumi's destroy, not this."""
+        if only_stack is not None:
+            return super().reap_findings(policy, only_stack, config)
+        items = self.inventory(None, config)
+        doomed = {i.id for i in items if i.kind == "cluster" and policy.instance_reason(i.stack, i.tags)}
+        found = []
+        for item in items:
+            cluster = item.id.split("/", 1)[0]
+            why = policy.instance_reason(item.stack, item.tags)
+            if why is None and cluster in doomed:
+                why = "with-cluster"
+            if why is not None:
+                found.append(Finding(item, why))
+        return found
+
+    def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
+        """Node groups first, then their clusters (:func:`gpuprov.infra.clouds.kubernetes.cluster.eks_remove`)."""
+        from gpuprov.infra.clouds.kubernetes.cluster import eks_remove
+
+        by_region: dict[str, list[str]] = {}
+        errors: list[str] = []
+        for f in items:
+            if f.item.kind == "cluster":
+                by_region.setdefault(str(f.item.region), []).append(f.item.id)
+            elif f.item.kind == "nodegroup" and not any(o.item.id == f.item.id.split("/", 1)[0] for o in items):
+                errors += self._remove_group(f.item, progress)
+            elif f.item.kind != "nodegroup":
+                errors.append(f"eks: gpuprov does not remove {f.item} by tag; `gpuprov down` of its stack does")
+        for region, names in by_region.items():
+            errors += eks_remove(region, names, timeout_s, progress)
+        return errors
+
+    def _remove_group(self, item: Leftover, progress: Progress) -> list[str]:
+        from gpuprov.infra.clouds.aws.sdk import boundary as aws_boundary
+        from gpuprov.infra.clouds.aws.sdk import client
+
+        cluster, group = item.id.split("/", 1)
+        try:
+            with aws_boundary(f"deleting EKS node group {item.id}"):
+                progress(f"eks: deleting node group {item.id}")
+                client("eks", str(item.region)).delete_nodegroup(clusterName=cluster, nodegroupName=group)
+        except GpuprovError as err:
+            return [str(err)]
+        return []
 
 
 class GkeDriver(ManagedClusterDriver):
