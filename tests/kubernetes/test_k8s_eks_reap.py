@@ -5,6 +5,7 @@ refuses a cluster that has any), a colleague's live one stays; AWS's API is moto
 from __future__ import annotations
 
 import json
+import urllib.request
 import time
 from collections.abc import Iterator
 
@@ -25,7 +26,9 @@ def moto_url() -> Iterator[str]:
     server.start()
     try:
         host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        url = f"http://{host}:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
+        yield url  # moto's state is the process's: reset, so no other test's cluster is seen
     finally:
         server.stop()
 

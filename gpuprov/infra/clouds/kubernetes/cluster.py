@@ -130,8 +130,9 @@ def cluster_facts(client: Any) -> ClusterFacts:
 
 
 def labelled(client: Any, stack: str | None) -> list[Leftover]:
-    """gpuprov's namespaces, PVCs and LoadBalancer Services on the cluster (of ``stack`` when named): what
-    bills, or holds what bills, after a ``down``."""
+    """gpuprov's namespaces, PVCs, LoadBalancer Services and nodes on the cluster (of ``stack`` when named):
+    what bills, or holds what bills, after a ``down``. Nodes carry the stack's labels in the pools gpuprov
+    creates (:func:`gpuprov.infra.clouds.kubernetes.program.pool_labels`)."""
     from kubernetes import client as k
 
     selector = f"{TAG_MANAGED}=true" + (f",{TAG_STACK}={stack}" if stack else "")
@@ -145,6 +146,8 @@ def labelled(client: Any, stack: str | None) -> list[Leftover]:
         for svc in core.list_service_for_all_namespaces(label_selector=selector).items:
             if svc.spec and svc.spec.type == "LoadBalancer":
                 found.append(_leftover("load-balancer", svc, svc.metadata.namespace, None))
+        for node in core.list_node(label_selector=selector).items:  # a node pool of the stack's (eks, gke)
+            found.append(_leftover("node", node, None, None))
     return found
 
 
@@ -167,7 +170,8 @@ def eks_leftovers(region: str, stack: str) -> list[Leftover]:
         eks = client("eks", region)
         try:
             cluster = eks.describe_cluster(name=name)["cluster"]
-            found.append(Leftover("eks", "cluster", name, stack, name, region, str(cluster.get("status", "")).lower()))
+            found.append(Leftover("eks", "cluster", name, stack, name, region, str(cluster.get("status", "")).lower(),
+                                  dict(cluster.get("tags") or {})))  # its owner: a teardown removes only its own
         except eks.exceptions.ResourceNotFoundException:
             pass
         ec2 = client("ec2", region)

@@ -291,6 +291,24 @@ class ManagedClusterDriver(ClusterDriver, CatalogCloud):
     def gpu(self, config: StackConfig) -> dict[str, Any]:
         return _catalog_gpu(self, config)
 
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """What the cloud lists; what the cluster's API lists inside it (:meth:`inside`) is for ``down`` to report
+        and goes with the cluster, never removed on its own by tag."""
+        return [f for f in super().reap_findings(policy, only_stack, config) if f.item.cloud != "kubernetes"]
+
+    def inside(self, config: StackConfig | None, stack: str, cloud_lists: list[Leftover]) -> list[Leftover]:
+        """Where the cloud still lists the stack's cluster (or its nodes) and the config names the cluster's
+        kubeconfig or context: what the Kubernetes API lists of the stack in it too (its PVCs and
+        LoadBalancers bill as disks and load balancers; its labelled nodes as machines). [] otherwise: a
+        cluster that is gone has no API to ask."""
+        from gpuprov.infra.clouds.kubernetes.cluster import labelled
+
+        k = config.kubernetes if config else None
+        if not cloud_lists or k is None or not (k.kubeconfig or k.context):
+            return []
+        return labelled(self.api(config), stack)
+
 
 class EksDriver(ManagedClusterDriver):
     name = "eks"
@@ -314,7 +332,8 @@ class EksDriver(ManagedClusterDriver):
             from gpuprov.infra.clouds.kubernetes.cluster import eks_tagged
 
             return eks_tagged(region)  # the reaper's sweep: gpuprov's tagged clusters and their node groups
-        return eks_leftovers(region, stack)
+        found = eks_leftovers(region, stack)
+        return found + self.inside(config, stack, [i for i in found if i.kind in ("cluster", "instance")])
 
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
                       config: StackConfig | None = None) -> list[Finding]:
@@ -387,13 +406,15 @@ class GkeDriver(ManagedClusterDriver):
                                                             "IAM-authenticated")
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
-        """GKE propagates the cluster's resource labels to its node VMs: the GCP driver lists those."""
+        """GKE propagates the cluster's resource labels to its node VMs: the GCP driver lists those (and, while
+        any remains, the Kubernetes API what of the stack is inside: :meth:`inside`)."""
         from gpuprov.infra.clouds.gcp.driver import GcpDriver
 
         if stack is None:
             return []  # the reaper's sweep: the GCP driver lists the labelled node VMs already
-        return [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
-                for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
+        nodes = [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
+                 for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
+        return nodes + self.inside(config, stack, nodes)
 
 
 def require_images(config: StackConfig) -> None:
