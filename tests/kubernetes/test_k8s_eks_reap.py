@@ -5,8 +5,8 @@ refuses a cluster that has any), a colleague's live one stays; AWS's API is moto
 from __future__ import annotations
 
 import json
-import urllib.request
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import boto3
