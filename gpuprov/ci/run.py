@@ -127,19 +127,24 @@ def _run_command(config: StackConfig, host: GpuHost, cmd: list[str], on: str, ti
         env = {**command_env(os.environ, pass_env), "GPUPROV_HOST": host.address, "GPUPROV_STACK": config.stack}
         for service, url in tunnel.urls.items():
             env[f"GPUPROV_URL_{service.upper()}"] = url
-        proc = subprocess.Popen(cmd, env=env)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise CiTimeout() from None
-        finally:
-            if proc.poll() is None:  # interrupted: the command goes too, before the host does
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        return _run_here(cmd, env, timeout_s)
+
+
+def _run_here(cmd: list[str], env: dict[str, str], timeout_s: float) -> int:
+    """CMD on this machine; stopped (TERM, then KILL) when the run is interrupted, before the teardown."""
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise CiTimeout() from None
+    finally:
+        if proc.poll() is None:  # interrupted: the command goes too, before the host does
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: float = 3600.0,
@@ -162,7 +167,11 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
         raise StackBusy(f"stack '{config.stack}' is held by {who}; pick another --stack or wait for it "
                         f"(its run ends by {held.deadline})")
     from gpuprov.apps.fit import require_fit
+    from gpuprov.ci import cluster
 
+    on_cluster = cluster.is_cluster(config)
+    if on_cluster:  # before anything bills: CMD's place and the run's own namespace
+        config = cluster.for_run(config, on, progress)
     require_fit(config)  # before anything bills: the apps must run on the type's GPU, and fit on it
     # Imported now, not mid-run: a signal raised inside an import can come out wrapped in another error.
     import gpuprov.infra.clouds.local.sandbox  # noqa: F401
@@ -198,7 +207,12 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
             summary.instance_id, summary.region = host.instance_id, host.region
             summary.instance_type, summary.address, summary.usd_hour = host.instance_type, host.address, host.usd_hour
             progress(f"{config.stack}: {host.cloud} host {host.instance_id} up at {host.address}")
-            if deploy:
+            if deploy and on_cluster:  # up applied the workloads: healthy is every Deployment available
+                with timed(summary, "health"):
+                    phases.begin("service_healthy")
+                    cluster.wait_ready(config, min(health_timeout_s, _left(deadline)), progress)
+                    phases.end()
+            elif deploy:
                 from gpuprov.provisioning.deploy import deploy as deploy_stack
                 from gpuprov.provisioning.health import wait_healthy
 
@@ -210,11 +224,13 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                                  phases=phases, model_cache=result.model_cache)
                     phases.end()
             with timed(summary, "command"):
-                code = _run_command(config, host, cmd, on, _left(deadline), pass_env, privileged)
+                code = (_run_here(cmd, cluster.command_env_for(config, pass_env), _left(deadline)) if on_cluster
+                        else _run_command(config, host, cmd, on, _left(deadline), pass_env, privileged))
             summary.command_exit_code = code
             summary.outcome = "passed" if code == 0 else "command-failed"
             if code != 0:
-                summary.error = f"the command exited {code} (the host was fine; its exit code is passed on)"
+                where = "the cluster's workloads were" if on_cluster else "the host was"
+                summary.error = f"the command exited {code} ({where} fine; its exit code is passed on)"
             summary.exit_code = code
             signals.teardown_mode()  # still inside the try: from here on a signal can only be noted
         except BaseException as exc:  # recorded in the summary and the exit code, then teardown

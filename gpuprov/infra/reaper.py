@@ -204,8 +204,9 @@ def cache_verdicts(caches: list[Leftover], instances: list[Leftover], me: str,
 
 
 def reapable_clouds(settings: Settings | None = None) -> list[str]:
-    """The clouds that create paid resources and have credentials on this machine (the reaper asks only those)."""
-    return [d.name for d in all_drivers(settings) if d.creates_cloud_resources and d.has_credentials()]
+    """The clouds that create paid resources and have credentials on this machine, and a cluster gpuprov's
+    namespaces are on (a kubeconfig here): the reaper asks only those (:meth:`CloudDriver.sweeps`)."""
+    return [d.name for d in all_drivers(settings) if d.sweeps()]
 
 
 def teardown_abandoned(progress: Progress, dry_run: bool, settings: Settings) -> tuple[list[str], list[str]]:

@@ -50,6 +50,8 @@ def _handler(state_file: Path) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             url = urlparse(self.path)
+            if _namespaced_list(self, state_file, url.path, parse_qs(url.query)):
+                return
             route = ROUTES.get(url.path)
             if route is None and _namespaced_get(self, url, state_file):  # pods, port-forward, scale: below
                 return
@@ -67,6 +69,10 @@ def _handler(state_file: Path) -> type[BaseHTTPRequestHandler]:
         def do_PATCH(self) -> None:  # noqa: N802 (http.server's name)
             _namespaced_patch(self, urlparse(self.path), state_file)
 
+        def do_DELETE(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # DeleteOptions: the stand-in needs none
+            _delete(self, state_file, urlparse(self.path).path)
+
         def _send(self, code: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
@@ -76,6 +82,74 @@ def _handler(state_file: Path) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+# --- gpuprov ci and the reaper: Deployments of a namespace, and deleting a namespace ------------------------
+# ``GET /apis/apps/v1/namespaces/NS/deployments`` lists ``deployments`` whose metadata.namespace is NS;
+# ``DELETE /api/v1/namespaces/NS`` removes the namespace and every object in it (the API server's namespace
+# controller does that asynchronously, with the namespace Terminating meanwhile; the stand-in does it at once,
+# or, when the namespace's state says ``"finalize_after": N``, after N more list requests, Terminating till then).
+
+NAMESPACED_LISTS = {"deployments": ("/apis/apps/v1/namespaces/", "/deployments", "apps/v1", "DeploymentList")}
+STATE_LOCK = threading.Lock()
+
+
+def _namespaced_list(handler: Any, state_file: Path, path: str, query: dict[str, list[str]]) -> bool:
+    with STATE_LOCK:
+        state = json.loads(state_file.read_text())
+        if _settle(state):
+            state_file.write_text(json.dumps(state))
+    for key, (head, tail, api_version, kind) in NAMESPACED_LISTS.items():
+        if path.startswith(head) and path.endswith(tail):
+            ns = path[len(head):-len(tail)]
+            selector = query.get("labelSelector", [""])[0]
+            items = [i for i in state.get(key, [])
+                     if i.get("metadata", {}).get("namespace") == ns and _matches(i, selector)]
+            handler._send(200, {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"},
+                                "items": items})
+            return True
+    return False
+
+
+def _settle(state: dict[str, Any]) -> bool:
+    """One more list request: Terminating namespaces count down, and go (with their objects) at zero."""
+    changed = False
+    for ns in list(state.get("namespaces", [])):
+        left = ns.get("finalize_after")
+        if ns.get("status", {}).get("phase") != "Terminating" or left is None:
+            continue
+        changed = True
+        if left > 0:
+            ns["finalize_after"] = left - 1
+        else:
+            _drop(state, ns["metadata"]["name"])
+    return changed
+
+
+def _drop(state: dict[str, Any], name: str) -> None:
+    state["namespaces"] = [n for n in state.get("namespaces", []) if n["metadata"]["name"] != name]
+    for key in ("pvcs", "services", *NAMESPACED_LISTS):
+        state[key] = [i for i in state.get(key, []) if i.get("metadata", {}).get("namespace") != name]
+
+
+def _delete(handler: Any, state_file: Path, path: str) -> None:
+    head = "/api/v1/namespaces/"
+    name = path[len(head):] if path.startswith(head) else ""
+    with STATE_LOCK:
+        state = json.loads(state_file.read_text())
+        ns = next((n for n in state.get("namespaces", []) if n["metadata"]["name"] == name), None)
+        if not name or "/" in name or ns is None:
+            handler._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                                "code": 404, "message": f'namespaces "{name}" not found'})
+            return
+        state.setdefault("deleted", []).append(name)  # what a test asks: which namespaces were deleted
+        if ns.get("finalize_after"):
+            ns.setdefault("status", {})["phase"] = "Terminating"
+        else:
+            _drop(state, name)
+        state_file.write_text(json.dumps(state))
+    handler._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200,
+                        "details": {"name": name, "kind": "namespaces"}})
 
 
 @contextmanager
@@ -386,3 +460,11 @@ def wake_cluster(namespace: str, vllm_forward: int, webui_forward: int | None = 
                                "spec": {"scaleTargetRef": {"name": "vllm"}, "minReplicaCount": 0,
                                         "maxReplicaCount": 1}}]
     return state
+
+def deployment(namespace: str, name: str, replicas: int, available: int) -> dict[str, Any]:
+    """A Deployment as the API returns it (the fields the client's model requires), ``available`` of ``replicas``."""
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "gpuprov"}
+    return {"metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": name}]}}},
+            "status": {"replicas": available, "availableReplicas": available} if available else {}}

@@ -32,7 +32,7 @@ def reap_command(
     """Terminate gpuprov instances whose expiry passed, and this caller's CI stacks whose run is provably
     gone; remove their keys, firewall rulesets and security groups; list the clouds again and report.
     Nobody's live, unexpired host is touched: others' stacks go by their expiry tag alone."""
-    sweepable = [d for d in all_drivers(settings()) if d.creates_cloud_resources]
+    sweepable = [d for d in all_drivers(settings()) if d.creates_cloud_resources or d.cluster]
     names = [d.name for d in sweepable]
     clouds = list(cloud or reapable_clouds(settings()))
     for c in clouds:
@@ -57,7 +57,7 @@ def reap_command(
         for stack in report.stacks_torn_down:
             out.print(f"stack {stack}: {'would be torn down' if preview else 'torn down'} (its gpuprov ci process is gone)")
         for f in listed:
-            out.print(f"{verb} {f.item} [{f.reason}]")
+            out.print(f"{verb} {f.item} [{f.reason}]", markup=False)  # as markup, "[expired]" would vanish
         for kept in report.caches:  # never removed by the reaper: said, with what it costs
             price = f", ${kept['usd_month']:.2f}/month" if kept.get("usd_month") is not None else ""
             out.print(f"cache {kept['name']} in {kept['region']} ({kept['cloud']}{price}): {kept['verdict']}: "

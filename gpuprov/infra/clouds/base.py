@@ -274,6 +274,10 @@ class CloudDriver(abc.ABC):
         """Delete one cache (``down --purge``). Raises :class:`CloudError` when it cannot."""
         raise CloudError(f"{self.title}: gpuprov keeps no cache here")
 
+    def sweeps(self) -> bool:
+        """Whether ``gpuprov reap`` asks this cloud by default: it creates paid resources and has credentials here."""
+        return self.creates_cloud_resources and self.has_credentials()
+
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
                       config: StackConfig | None = None) -> list[Finding]:
         """The resources the reaper should remove here, each with the policy's reason."""

@@ -16,9 +16,11 @@ from gpuprov.infra.clouds.base import (
     CloudDriver,
     CloudError,
     ExposureRow,
+    Finding,
     IdleAction,
     Leftover,
     Progress,
+    ReapPolicy,
     catalog_defaults,
     catalog_name,
 )
@@ -252,6 +254,33 @@ class KubernetesDriver(ClusterDriver):
             return []  # asked for no stack's config and no kubeconfig here: no cluster to look at
         return labelled(self.api(config), stack)
 
+    # --- the reaper's label sweep ---------------------------------------------------------------------
+
+    def sweeps(self) -> bool:
+        """gpuprov creates no paid resource on a cluster it is given, but its namespaces hold what bills (PVCs,
+        LoadBalancers, the GPU nodes their pods keep up). Swept when asked (``gpuprov reap --cloud kubernetes``),
+        not by default: a kubeconfig here may name clusters that are not gpuprov's, or that no longer answer."""
+        return False
+
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """gpuprov's namespaces the policy says go (expired, or the caller's own abandoned run's; never a live
+        one of someone else's). A namespace is the unit: its PVCs and LoadBalancer Services go with it."""
+        items = self.inventory(only_stack, config)
+        found = []
+        for ns in (i for i in items if i.kind == "namespace"):
+            why = policy.instance_reason(ns.stack, ns.tags)
+            if why is not None:
+                found.append(Finding(ns, why))
+        return found
+
+    def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
+        """Delete each namespace, then wait until the API lists none of them (they terminate asynchronously)."""
+        from gpuprov.infra.clouds.kubernetes.cluster import delete_namespaces
+
+        names = [f.item.id for f in items if f.item.kind == "namespace"]
+        return delete_namespaces(self.api(None), names, timeout_s, progress) if names else []
+
 
 class ManagedClusterDriver(ClusterDriver, CatalogCloud):
     """A cluster gpuprov creates (EKS, GKE): its API's ranges are required, its GPU comes from the catalog."""
@@ -262,6 +291,24 @@ class ManagedClusterDriver(ClusterDriver, CatalogCloud):
 
     def gpu(self, config: StackConfig) -> dict[str, Any]:
         return _catalog_gpu(self, config)
+
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """What the cloud lists; what the cluster's API lists inside it (:meth:`inside`) is for ``down`` to report
+        and goes with the cluster, never removed on its own by tag."""
+        return [f for f in super().reap_findings(policy, only_stack, config) if f.item.cloud != "kubernetes"]
+
+    def inside(self, config: StackConfig | None, stack: str, cloud_lists: list[Leftover]) -> list[Leftover]:
+        """Where the cloud still lists the stack's cluster (or its nodes) and the config names the cluster's
+        kubeconfig or context: what the Kubernetes API lists of the stack in it too (its PVCs and
+        LoadBalancers bill as disks and load balancers; its labelled nodes as machines). [] otherwise: a
+        cluster that is gone has no API to ask."""
+        from gpuprov.infra.clouds.kubernetes.cluster import labelled
+
+        k = config.kubernetes if config else None
+        if not cloud_lists or k is None or not (k.kubeconfig or k.context):
+            return []
+        return labelled(self.api(config), stack)
 
 
 class EksDriver(ManagedClusterDriver):
@@ -281,9 +328,62 @@ class EksDriver(ManagedClusterDriver):
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
         from gpuprov.infra.clouds.kubernetes.cluster import eks_leftovers
 
+        region = str(config.resolved_region if config else self.default_region())
         if stack is None:
-            return []  # the reaper's sweep: the AWS driver lists gpuprov's tagged resources
-        return eks_leftovers(str(config.resolved_region if config else self.default_region()), stack)
+            from gpuprov.infra.clouds.kubernetes.cluster import eks_tagged
+
+            return eks_tagged(region)  # the reaper's sweep: gpuprov's tagged clusters and their node groups
+        found = eks_leftovers(region, stack)
+        return found + self.inside(config, stack, [i for i in found if i.kind in ("cluster", "instance")])
+
+    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
+                      config: StackConfig | None = None) -> list[Finding]:
+        """The sweep: a cluster goes, with its node groups, when the policy says its tags go (expired, or the
+        caller's own abandoned run's); a node group alone when its own tags say so. A stack's own teardown
+        (``only_stack``) is Pulumi's destroy, not this."""
+        if only_stack is not None:
+            return super().reap_findings(policy, only_stack, config)
+        items = self.inventory(None, config)
+        doomed = {i.id for i in items if i.kind == "cluster" and policy.instance_reason(i.stack, i.tags)}
+        found = []
+        for item in items:
+            cluster = item.id.split("/", 1)[0]
+            why = policy.instance_reason(item.stack, item.tags)
+            if why is None and cluster in doomed:
+                why = "with-cluster"
+            if why is not None:
+                found.append(Finding(item, why))
+        return found
+
+    def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
+        """Node groups first, then their clusters (:func:`gpuprov.infra.clouds.kubernetes.cluster.eks_remove`)."""
+        from gpuprov.infra.clouds.kubernetes.cluster import eks_remove
+
+        by_region: dict[str, list[str]] = {}
+        errors: list[str] = []
+        for f in items:
+            if f.item.kind == "cluster":
+                by_region.setdefault(str(f.item.region), []).append(f.item.id)
+            elif f.item.kind == "nodegroup" and not any(o.item.id == f.item.id.split("/", 1)[0] for o in items):
+                errors += self._remove_group(f.item, progress)
+            elif f.item.kind != "nodegroup":
+                errors.append(f"eks: gpuprov does not remove {f.item} by tag; `gpuprov down` of its stack does")
+        for region, names in by_region.items():
+            errors += eks_remove(region, names, timeout_s, progress)
+        return errors
+
+    def _remove_group(self, item: Leftover, progress: Progress) -> list[str]:
+        from gpuprov.infra.clouds.aws.sdk import boundary as aws_boundary
+        from gpuprov.infra.clouds.aws.sdk import client
+
+        cluster, group = item.id.split("/", 1)
+        try:
+            with aws_boundary(f"deleting EKS node group {item.id}"):
+                progress(f"eks: deleting node group {item.id}")
+                client("eks", str(item.region)).delete_nodegroup(clusterName=cluster, nodegroupName=group)
+        except GpuprovError as err:
+            return [str(err)]
+        return []
 
 
 class GkeDriver(ManagedClusterDriver):
@@ -307,13 +407,15 @@ class GkeDriver(ManagedClusterDriver):
                                                             "IAM-authenticated")
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
-        """GKE propagates the cluster's resource labels to its node VMs: the GCP driver lists those."""
+        """GKE propagates the cluster's resource labels to its node VMs: the GCP driver lists those (and, while
+        any remains, the Kubernetes API what of the stack is inside: :meth:`inside`)."""
         from gpuprov.infra.clouds.gcp.driver import GcpDriver
 
         if stack is None:
             return []  # the reaper's sweep: the GCP driver lists the labelled node VMs already
-        return [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
-                for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
+        nodes = [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
+                 for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
+        return nodes + self.inside(config, stack, nodes)
 
 
 def require_images(config: StackConfig) -> None:

@@ -31,7 +31,7 @@ import pulumi
 from gpuprov.infra.clouds.kubernetes import workloads as wl
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
-from gpuprov.infra.tags import stack_tags
+from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, stack_tags
 
 COMPONENT_TYPE = "gpuprov:kubernetes:Stack"
 CHARTS = {  # name -> (repository, chart, version): pinned, as images are
@@ -72,6 +72,12 @@ def _gke_kubeconfig(endpoint: str, ca: str, name: str) -> str:
                                                    "installHint": "gcloud components install gke-gcloud-auth-plugin"}}}],
     })
 
+
+
+def pool_labels(config: StackConfig, pool: str) -> dict[str, str]:
+    """The Kubernetes labels of a node pool's nodes: the pool (the workloads' nodeSelector) and the stack's own,
+    so ``down`` and the reaper can ask the API for gpuprov's nodes (:func:`.cluster.labelled`)."""
+    return {wl.POOL_LABEL: pool, TAG_MANAGED: "true", TAG_STACK: config.stack}
 
 class ClusterStack(pulumi.ComponentResource):
     """The cluster (when gpuprov makes one) and the stack's workloads on it; ``host`` is a GpuHost dict."""
@@ -165,7 +171,7 @@ class ClusterStack(pulumi.ComponentResource):
         eks.ManagedNodeGroup(
             f"{name}-system", cluster=cluster.core, node_role_arn=role.arn, instance_types=["t3.medium"],
             scaling_config={"min_size": 1, "desired_size": 1, "max_size": 2},
-            labels={wl.POOL_LABEL: "system"}, tags=tags, opts=self.child)
+            labels=pool_labels(config, "system"), tags=tags, opts=self.child)
         autoscaler_tags = {
             f"k8s.io/cluster-autoscaler/node-template/label/{wl.POOL_LABEL}": "gpu",
             "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu": "1",
@@ -175,7 +181,7 @@ class ClusterStack(pulumi.ComponentResource):
             f"{name}-gpu", cluster=cluster.core, node_role_arn=role.arn, ami_type=EKS_GPU_AMI, instance_types=[gpu_type],
             scaling_config={"min_size": self.low, "desired_size": self.low, "max_size": self.high},
             ignore_scaling_changes=True,  # the autoscaler moves desired_size; an `up` must not move it back
-            labels={wl.POOL_LABEL: "gpu"},
+            labels=pool_labels(config, "gpu"),
             taints=[{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
             tags={**tags, **autoscaler_tags}, opts=self.child)
         aws.eks.Addon(f"{name}-ebs-csi", cluster_name=cluster_name, addon_name="aws-ebs-csi-driver",
@@ -211,12 +217,12 @@ class ClusterStack(pulumi.ComponentResource):
                      "shielded_instance_config": {"enable_secure_boot": True}}
         gcp.container.NodePool(  # type: ignore[call-overload]
             f"{name}-system", cluster=cluster.name, location=zone, node_count=1,
-            node_config={**node_base, "machine_type": "e2-standard-2", "labels": {wl.POOL_LABEL: "system"}},
+            node_config={**node_base, "machine_type": "e2-standard-2", "labels": pool_labels(config, "system")},
             opts=self.child)
         gcp.container.NodePool(  # type: ignore[call-overload]
             f"{name}-gpu", cluster=cluster.name, location=zone, initial_node_count=self.low,
             autoscaling={"min_node_count": self.low, "max_node_count": self.high},
-            node_config={**node_base, "machine_type": gpu_type, "labels": {wl.POOL_LABEL: "gpu"},
+            node_config={**node_base, "machine_type": gpu_type, "labels": pool_labels(config, "gpu"),
                          "guest_accelerators": [{"type": accelerator, "count": 1, "gpu_driver_installation_config": {
                              "gpu_driver_version": "LATEST"}}]},  # GKE installs the driver; it runs the plugin
             opts=self.child)
