@@ -83,8 +83,11 @@ def test_up_makes_the_volume_once_pins_the_instance_to_its_zone_and_mounts_it(
                                                         mount_point(NAME, "aws"))]]
     assert f"nvme-Amazon_Elastic_Block_Store_{vol['VolumeId'].replace('-', '')}" in body["runcmd"][0][2]
 
-    _up(monkeypatch)  # a later up (another machine's, or after `down`): the same volume, the same zone
+    MockStateFile(mock_state_path(build_config(VALUES), Settings.from_env())).remove()  # as `down` leaves it
+    again, _ = _up(monkeypatch)  # a later up, after `down`: the same volume found again, the instance in its zone
     assert [v["VolumeId"] for v in _volumes(ec2)] == [vol["VolumeId"]]
+    assert again["aws:ec2/volumeAttachment:VolumeAttachment"][0]["volumeId"] == vol["VolumeId"]
+    assert again["aws:ec2/instance:Instance"][0]["availabilityZone"] == vol["AvailabilityZone"]
 
 
 def test_down_keeps_the_volume_and_says_its_price_and_purge_deletes_it(

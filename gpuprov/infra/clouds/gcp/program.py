@@ -12,7 +12,10 @@ What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
   the Deep Learning VM image of a family resolved at run time,
   ``on_host_maintenance = TERMINATE`` (GPUs cannot live-migrate), optional spot
   with the fields spot needs, the SSH key in metadata (project-wide keys blocked),
-  no service account (the host needs no Google API), labels from :mod:`gpuprov.infra.tags`.
+  no service account (the host needs no Google API), labels from :mod:`gpuprov.infra.tags`;
+- with ``cache: true``: the stack's cache, a pd-balanced disk kept across ``down``
+  (:mod:`gpuprov.infra.clouds.gcp.cache`), attached as a secondary disk and mounted by the
+  VM's cloud-init user data at the cache mount point.
 """
 
 from __future__ import annotations
@@ -24,11 +27,20 @@ from typing import Any, cast
 import pulumi
 
 from gpuprov.cost import catalog
-from gpuprov.infra.clouds.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag, split_image
+from gpuprov.infra.cache import cache_name, mount_point, with_disk_mount
+from gpuprov.infra.clouds.gcp.cache import GcpCacheDisk
+from gpuprov.infra.clouds.gcp.sdk import (
+    CACHE_DEVICE_NAME,
+    DLVM_FAMILY,
+    DLVM_PROJECT,
+    cache_device_path,
+    network_tag,
+    split_image,
+)
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.keys import public_key
-from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, expires_at, stack_tags
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_OWNER, expires_at, stack_tags
 
 COMPONENT_TYPE = "gpuprov:gcp:GpuHost"
 SSH_USER = "gpuprov"  # the user the metadata ssh-keys entry creates on the host
@@ -127,6 +139,15 @@ class GcpGpuHost(pulumi.ComponentResource):
         # n1 machines take the GPU as an attached accelerator; g2 machines have their L4 built in.
         accelerators: Any = ([{"type": offer.accelerator, "count": offer.gpus}]
                         if offer.accelerator and machine_type.startswith("n1-") else [])
+        attached: Any = []
+        mount_data: dict[str, str] = {}
+        if config.cache:  # the stack's cache disk (found or made once; `down` keeps it), mounted by cloud-init
+            name_ = cache_name(config.stack, labels[TAG_OWNER])
+            disk = GcpCacheDisk(f"{name}-cache", cache_name=name_, zone=zone, size_gb=config.cache_size_gb,
+                                labels={k: v for k, v in labels.items() if k != TAG_EXPIRES_AT}, opts=child)
+            attached = [{"source": disk.self_link, "device_name": CACHE_DEVICE_NAME, "mode": "READ_WRITE"}]
+            mount_data = {"user-data": with_disk_mount("#cloud-config\n", cache_device_path(),
+                                                       mount_point(name_, "gcp"))}
         instance = gcp.compute.Instance(
             f"{name}-vm",
             zone=zone,
@@ -134,6 +155,7 @@ class GcpGpuHost(pulumi.ComponentResource):
             boot_disk=cast(Any, {"auto_delete": True, "initialize_params": {
                 "image": image, "size": BOOT_DISK_GB, "type": "pd-balanced", "labels": labels}}),
             guest_accelerators=accelerators,
+            attached_disks=attached,
             scheduling=cast(Any, scheduling(config)),
             network_interfaces=cast(Any, [{"network": network.id, "subnetwork": subnet.id,
                                            "access_configs": [{}]}]),  # ephemeral external IPv4
@@ -143,6 +165,7 @@ class GcpGpuHost(pulumi.ComponentResource):
                 "ssh-keys": f"{SSH_USER}:{public_key(config)}",
                 "block-project-ssh-keys": "true",  # only the stack's key logs in
                 "install-nvidia-driver": "True",  # the DLVM installs its driver on first boot when missing
+                **mount_data,
             },
             allow_stopping_for_update=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=rules, ignore_changes=_ONCE_LABELS),
