@@ -167,3 +167,21 @@ def test_the_mount_script_formats_only_a_blank_device_and_is_quoted() -> None:
     merged = yaml.safe_load(with_disk_mount("#cloud-config\nssh_deletekeys: true\n", "/dev/x", "/mnt/y")
                             .removeprefix("#cloud-config\n"))
     assert merged["ssh_deletekeys"] is True and merged["runcmd"] == [["sh", "-c", mount_script("/dev/x", "/mnt/y")]]
+
+
+def test_deploy_takes_only_a_mounted_disk_for_the_cache_not_a_bare_folder(tmp_path: Path) -> None:
+    """On AWS and GCP the cache is a block device: a folder at the mount point that nothing is mounted on (the
+    mount failed) is the root disk, and deploy must say nothing is mounted rather than fill the root disk."""
+    import subprocess
+
+    from gpuprov.provisioning.facts import probe_script
+
+    mount = mount_point(NAME, "aws")
+    [line] = [x for x in probe_script("/", [], [], mount).splitlines() if x.startswith("s cache;")]
+    (tmp_path / mount.lstrip("/") / "huggingface").mkdir(parents=True)
+    (tmp_path / mount.lstrip("/") / "huggingface" / "model").write_text("x")
+    env = {"GPUPROV_HOST_ROOT": str(tmp_path), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    shown = subprocess.run(["bash", "-c", f"SUDO=; s() {{ echo \"== $1\"; }}; {line}"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "== cache"  # neither "mounted" nor "warm"

@@ -200,7 +200,8 @@ class AwsDriver(CatalogCloud):
 
         by_region: dict[str, list[str]] = {}
         for item in items:
-            by_region.setdefault(str(item.region), []).append(item.id)
+            if item.kind != "cache":  # kept on purpose, never the reaper's: it carries no expiry
+                by_region.setdefault(str(item.region), []).append(item.id)
         for region, ids in by_region.items():
             sdk.set_expiry_tag(region, ids, expires)
 
