@@ -48,10 +48,10 @@ def parse_cache_name(name: str | None) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
-def mount_point(name: str, cloud: str = "lambda") -> str:
-    """Where the cache ``name`` is mounted on a ``cloud`` host: Lambda's own place for a filesystem, else
-    :data:`DISK_MOUNT_ROOT` (the block device gpuprov formats and mounts, :func:`with_disk_mount`)."""
-    return f"{MOUNT_ROOT}/{name}" if cloud == "lambda" else f"{DISK_MOUNT_ROOT}/{name}"
+def mount_point(name: str, root: str = MOUNT_ROOT) -> str:
+    """Where the cache ``name`` is mounted under ``root``, the driver's ``cache_mount_root``: Lambda's own place
+    for a filesystem, or :data:`DISK_MOUNT_ROOT` (a block device gpuprov formats and mounts, :func:`with_disk_mount`)."""
+    return f"{root}/{name}"
 
 
 def _size_gb(item: Leftover) -> float | None:

@@ -80,7 +80,7 @@ def test_up_makes_the_volume_once_pins_the_instance_to_its_zone_and_mounts_it(
     body = yaml.safe_load(inst["userData"].removeprefix("#cloud-config\n"))
     assert "ed25519_public" in body["ssh_keys"]
     assert body["runcmd"] == [["sh", "-c", mount_script(sdk.cache_device_path(vol["VolumeId"]),
-                                                        mount_point(NAME, "aws"))]]
+                                                        mount_point(NAME, DISK_MOUNT_ROOT))]]
     assert f"nvme-Amazon_Elastic_Block_Store_{vol['VolumeId'].replace('-', '')}" in body["runcmd"][0][2]
 
     MockStateFile(mock_state_path(build_config(VALUES), Settings.from_env())).remove()  # as `down` leaves it
@@ -176,7 +176,7 @@ def test_deploy_takes_only_a_mounted_disk_for_the_cache_not_a_bare_folder(tmp_pa
 
     from gpuprov.provisioning.facts import probe_script
 
-    mount = mount_point(NAME, "aws")
+    mount = mount_point(NAME, DISK_MOUNT_ROOT)
     [line] = [x for x in probe_script("/", [], [], mount).splitlines() if x.startswith("s cache;")]
     (tmp_path / mount.lstrip("/") / "huggingface").mkdir(parents=True)
     (tmp_path / mount.lstrip("/") / "huggingface" / "model").write_text("x")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import gpuprov.infra
-from gpuprov.infra.cache import cache_name_for, mount_point, mount_script
+from gpuprov.infra.cache import DISK_MOUNT_ROOT, cache_name_for, mount_point, mount_script
 from gpuprov.infra.clouds.gcp import sdk
 from gpuprov.infra.config import build_config
 from gpuprov.infra.mock_runtime import EngineMocks, MockStateFile, run_program
@@ -84,7 +84,7 @@ def test_up_makes_the_disk_once_in_the_zone_attaches_and_mounts_it(gcp: ComputeS
     [vm] = res["gcp:compute/instance:Instance"]
     assert vm["attachedDisks"] == [{"source": disk["selfLink"], "deviceName": "gpcache", "mode": "READ_WRITE"}]
     body = yaml.safe_load(vm["metadata"]["user-data"].removeprefix("#cloud-config\n"))
-    assert body["runcmd"] == [["sh", "-c", mount_script("/dev/disk/by-id/google-gpcache", mount_point(NAME, "gcp"))]]
+    assert body["runcmd"] == [["sh", "-c", mount_script("/dev/disk/by-id/google-gpcache", mount_point(NAME, DISK_MOUNT_ROOT))]]
     assert vm["bootDisk"]["autoDelete"] is True  # the boot disk goes with the VM; the cache disk is not auto-deleted
 
     _forget_state()

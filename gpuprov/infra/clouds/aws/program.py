@@ -32,6 +32,7 @@ import pulumi
 from gpuprov.cost import catalog
 from gpuprov.infra.cache import cache_name, mount_point, with_disk_mount
 from gpuprov.infra.clouds.aws.cache import AwsCacheVolume
+from gpuprov.infra.clouds.aws.driver import AwsDriver
 from gpuprov.infra.clouds.aws.sdk import CACHE_DEVICE, DLAMI_SSM_PARAMETER, cache_device_path
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
@@ -149,7 +150,7 @@ class AwsGpuHost(pulumi.ComponentResource):
         if config.cache:
             cache = _cache_volume(name, config, region, instance_type, tags, child)
             zone = cache.availability_zone  # an EBS volume attaches only in its own zone
-            mount = mount_point(cache_name(config.stack, tags[TAG_OWNER]), "aws")
+            mount = mount_point(cache_name(config.stack, tags[TAG_OWNER]), AwsDriver.cache_mount_root)
             user_data = cache.volume_id.apply(
                 lambda vid: with_disk_mount(user_data_for(host_key_file, host_key), cache_device_path(vid), mount))
         instance = aws.ec2.Instance(

@@ -29,6 +29,7 @@ import pulumi
 from gpuprov.cost import catalog
 from gpuprov.infra.cache import cache_name, mount_point, with_disk_mount
 from gpuprov.infra.clouds.gcp.cache import GcpCacheDisk
+from gpuprov.infra.clouds.gcp.driver import GcpDriver
 from gpuprov.infra.clouds.gcp.sdk import (
     CACHE_DEVICE_NAME,
     DLVM_FAMILY,
@@ -147,7 +148,7 @@ class GcpGpuHost(pulumi.ComponentResource):
                                 labels={k: v for k, v in labels.items() if k != TAG_EXPIRES_AT}, opts=child)
             attached = [{"source": disk.self_link, "device_name": CACHE_DEVICE_NAME, "mode": "READ_WRITE"}]
             mount_data = {"user-data": with_disk_mount("#cloud-config\n", cache_device_path(),
-                                                       mount_point(name_, "gcp"))}
+                                                       mount_point(name_, GcpDriver.cache_mount_root))}
         instance = gcp.compute.Instance(
             f"{name}-vm",
             zone=zone,
