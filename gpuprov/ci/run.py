@@ -22,6 +22,7 @@ from collections.abc import Callable
 from gpuprov.ci.env import command_env
 from gpuprov.ci.signals import CiSignal, CiTimeout, RunSignals
 from gpuprov.ci.summary import EXIT_INFRA, EXIT_TEARDOWN, CiSummary, record, timed
+from gpuprov.infra.clouds.base import Leftover
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.host import GpuHost, utcnow
@@ -52,8 +53,9 @@ def _teardown_until_done(config: StackConfig, settings: Settings, summary: CiSum
     last: BaseException | None = None
     for attempt in range(1, TEARDOWN_ATTEMPTS + 1):
         try:
-            teardown(config, progress, settings)
+            kept = teardown(config, progress, settings)
             summary.teardown, last = "verified", None
+            _say_kept(config, kept, summary, progress)
             break
         except CiSignal:  # only in the instant before teardown_mode took effect
             continue
@@ -65,6 +67,15 @@ def _teardown_until_done(config: StackConfig, settings: Settings, summary: CiSum
         summary.teardown, summary.teardown_error = "failed", f"{type(last).__name__}: {last}"
     summary.timings_s["teardown"] = round(time.monotonic() - start, 3)
     summary.signals_during_teardown = list(signals.noted)
+
+
+def _say_kept(config: StackConfig, kept: list[Leftover], summary: CiSummary, progress: Progress) -> None:
+    """The cache teardown kept (``cache: true``): in the summary and said, with what it costs per month."""
+    from gpuprov.infra.cache import cache_json, monthly_cost_line
+
+    summary.caches_kept = [cache_json(item) for item in kept]
+    for item in kept:
+        progress(f"kept {monthly_cost_line(item)}; `gpuprov down --purge -s {config.stack}` deletes it")
 
 
 SUDO = 'if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi\n'

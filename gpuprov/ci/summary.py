@@ -39,6 +39,8 @@ class CiSummary:
     teardown: str = "not-run"  # verified | failed
     teardown_error: str | None = None
     signals_during_teardown: list[str] = field(default_factory=list)
+    # The stack's cache (cache: true) that teardown kept on purpose, as `status --json` lists it: it bills on.
+    caches_kept: list[dict[str, Any]] = field(default_factory=list)
     deploy: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     # Seconds per phase (gpuprov.provisioning.phases.PHASES): launch, boot, ssh_ready, bootstrap,

@@ -184,7 +184,7 @@ def stack_cache_mount(config: StackConfig) -> str | None:
         return None
     from gpuprov.infra.cache import cache_name_for, mount_point
 
-    return mount_point(cache_name_for(config.stack, owner_reference()))
+    return mount_point(cache_name_for(config.stack, owner_reference()), driver_class(config.cloud).cache_mount_root)
 
 
 def _say_cache(config: StackConfig, facts: HostFacts, mount: str | None, say: Callable[[str], None]) -> str | None:

@@ -74,10 +74,18 @@ def probe_script(root: str, paths: list[str], images: list[str], cache: str | No
     ``cache``: the logical path where the stack's cache would be mounted (cache: true)."""
     q = shlex.quote
     if cache:
-        from gpuprov.infra.cache import HF_DIR
+        from gpuprov.infra.cache import DISK_MOUNT_ROOT, HF_DIR
 
-        hf = on_host(f"{cache}/{HF_DIR}")
-        cache_line = (f"if [ -d {on_host(cache)} ]; then if [ -n \"$($SUDO ls -A {hf} 2>/dev/null)\" ]; "
+        hf, mnt = on_host(f"{cache}/{HF_DIR}"), on_host(cache)
+        there, wait = f"[ -d {mnt} ]", ""
+        if cache.startswith(f"{DISK_MOUNT_ROOT}/"):  # a block device the boot mounts: mounted, not a bare dir
+            there = f"mountpoint -q {mnt}"
+            # Mounted by cloud-init (AWS) or by Compute Engine's startup script (GCP's images have no cloud-init).
+            wait = (f"if ! {there} && command -v cloud-init >/dev/null 2>&1; then "
+                    "$SUDO cloud-init status --wait >/dev/null 2>&1 || true; fi; "
+                    "n=0; while ! " + there + " && [ $n -lt 600 ] && [ \"$(systemctl is-active "
+                    "google-startup-scripts.service 2>/dev/null)\" = activating ]; do n=$((n+1)); sleep 1; done; ")
+        cache_line = (f"{wait}if {there}; then if [ -n \"$($SUDO ls -A {hf} 2>/dev/null)\" ]; "
                       "then echo warm; else echo mounted; fi; fi")
     else:
         cache_line = ":"

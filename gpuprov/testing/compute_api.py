@@ -2,7 +2,8 @@
 
 It answers the real ``/compute/v1/...`` paths with the real JSON shapes for the
 calls gpuprov makes (images by family, machine and accelerator types, instances
-aggregated list and delete, guest attributes, firewalls list and delete, operations), from
+aggregated list and delete, guest attributes, firewalls list and delete, persistent disks aggregated list,
+insert, get and delete (refused while attached, as the API does), operations), from
 in-memory state a test fills. Everything else answers 404 the way the API does,
 so a helper that calls an unexpected path fails loudly.
 """
@@ -36,6 +37,7 @@ class ComputeStandIn:
         self.guest_attributes: dict[tuple[str, str], list[dict[str, str]]] = {}
         self.guest_attributes_after: dict[tuple[str, str], int] = {}  # 404s to answer before they appear (boot)
         self.guest_queries: list[str] = []  # the queryPath of each getGuestAttributes request
+        self.disks: dict[tuple[str, str], dict[str, Any]] = {}  # (zone, name) -> disk
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, for assertions
         self._ops = 0
         self._server: ThreadingHTTPServer | None = None
@@ -81,6 +83,10 @@ class ComputeStandIn:
             "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "direction": "INGRESS",
         }
 
+    def attach_disk(self, zone: str, name: str, instance: str) -> None:
+        """Mark a disk as attached to ``instance`` (``users``), as a VM with it in ``attachedDisks`` does."""
+        self.disks[(zone, name)]["users"].append(instance)
+
     def _operation(self, project: str, zone: str | None, target: str) -> dict[str, Any]:
         self._ops += 1
         op: dict[str, Any] = {
@@ -106,6 +112,10 @@ class ComputeStandIn:
             ("POST", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/setLabels", self._set_labels),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/getGuestAttributes",
              self._guest_attributes),
+            ("GET", BASE + "/aggregated/disks", self._aggregated_disks),
+            ("POST", BASE + "/zones/(?P<zone>[^/]+)/disks", self._insert_disk),
+            ("GET", BASE + "/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)", self._get_disk),
+            ("DELETE", BASE + "/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)", self._delete_disk),
             ("GET", BASE + "/global/firewalls", self._list_firewalls),
             ("DELETE", BASE + "/global/firewalls/(?P<name>[^/]+)", self._delete_firewall),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", self._get_operation),
@@ -116,8 +126,8 @@ class ComputeStandIn:
         for verb, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
             if verb == method and m:
-                extra = {"body": body} if fn == self._set_labels else {"query": query} \
-                    if fn == self._guest_attributes else {}
+                extra = ({"body": body} if fn in (self._set_labels, self._insert_disk)
+                         else {"query": query} if fn == self._guest_attributes else {})
                 return fn(**m.groupdict(), **extra)
         return _not_found(f"no such path in the stand-in: {method} {path}")
 
@@ -180,6 +190,43 @@ class ComputeStandIn:
         if self.instances.pop((zone, name), None) is None:
             return _not_found(f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found")
         return 200, self._operation(project, zone, f"projects/{project}/zones/{zone}/instances/{name}")
+
+    def _aggregated_disks(self, project: str) -> tuple[int, dict[str, Any]]:
+        items: dict[str, Any] = {}
+        for (zone, _name), disk in sorted(self.disks.items()):
+            items.setdefault(f"zones/{zone}", {"disks": []})["disks"].append(disk)
+        return 200, {"kind": "compute#diskAggregatedList", "items": items}
+
+    def _insert_disk(self, project: str, zone: str, body: Any) -> tuple[int, dict[str, Any]]:
+        name = str((body or {}).get("name") or "")
+        if (zone, name) in self.disks:
+            message = f"The resource 'projects/{project}/zones/{zone}/disks/{name}' already exists"
+            return 409, {"error": {"code": 409, "message": message, "errors": [{"reason": "alreadyExists",
+                                                                                "message": message}]}}
+        link = f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/disks/{name}"
+        self.disks[(zone, name)] = {
+            "kind": "compute#disk", "id": str(abs(hash(name)) % 10**12), "name": name, "status": "READY",
+            "sizeGb": str(body.get("sizeGb") or "10"), "zone": f"https://www.googleapis.com/compute/v1/projects/"
+            f"{project}/zones/{zone}", "type": str(body.get("type") or ""), "labels": dict(body.get("labels") or {}),
+            "selfLink": link, "users": [],
+        }
+        return 200, self._operation(project, zone, link)
+
+    def _get_disk(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        disk = self.disks.get((zone, name))
+        return (200, disk) if disk else _not_found(f"The resource 'projects/{project}/zones/{zone}/disks/{name}' was not found")
+
+    def _delete_disk(self, project: str, zone: str, name: str) -> tuple[int, dict[str, Any]]:
+        disk = self.disks.get((zone, name))
+        if disk is None:
+            return _not_found(f"The resource 'projects/{project}/zones/{zone}/disks/{name}' was not found")
+        if disk["users"]:
+            message = (f"The disk resource 'projects/{project}/zones/{zone}/disks/{name}' is already being used by "
+                       f"'{disk['users'][0]}'")
+            return 400, {"error": {"code": 400, "message": message, "errors": [
+                {"reason": "resourceInUseByAnotherResource", "message": message}]}}
+        del self.disks[(zone, name)]
+        return 200, self._operation(project, zone, disk["selfLink"])
 
     def _list_firewalls(self, project: str) -> tuple[int, dict[str, Any]]:
         return 200, {"kind": "compute#firewallList", "items": list(self.firewalls.values())}

@@ -118,8 +118,8 @@ def test_the_reaper_keeps_an_owned_cache_and_reports_an_ownerless_one(standin: L
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"cloud": "aws", "cache": True}, "config key 'cache': True is not allowed; a cache kept across `down` is made "
-                                      "on lambda only so far, not on aws; remove cache: true"),
+    ({"cloud": "local", "cache": True}, "config key 'cache': True is not allowed; a cache kept across `down` is "
+                                        "made on lambda, aws or gcp only so far, not on local; remove cache: true"),
     ({"cloud": "lambda", "cache": True, "cache_size_gb": 5}, "config key 'cache_size_gb': 5 is not allowed; "
                                                               "expected a size from 10 to 16384 GB"),
 ])
@@ -129,3 +129,22 @@ def test_cache_settings_are_checked(tmp_path: Path, gpuprov_home: Path, values: 
     plan = run_cli("plan", "-c", str(path), env=ENV)
     assert plan.returncode == 2, plan.stdout + plan.stderr
     assert plan.stderr.strip().splitlines()[-1] == f"error: {message}"
+
+
+def test_ci_says_in_its_summary_and_on_stderr_that_it_kept_the_cache(standin: LambdaStandIn, tmp_path: Path,
+                                                                     gpuprov_home: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    name = cache_name_for("ci-cache", ME)
+    ci = run_cli("ci", "--on", "local", "--no-deploy", "--summary", str(summary_file), "-s", "ci-cache",
+                 "-c", _config(tmp_path), "--", "true", env=ENV)
+    # The stand-in's host has no sshd, so the run itself may fail (exit 90) once the tunnel is tried: a failed run
+    # keeps the cache too, and must say so as much as a passed one.
+    assert ci.returncode in (0, 90) and "Traceback" not in ci.stderr, ci.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["teardown"] == "verified"
+    [kept] = summary["caches_kept"]
+    assert (kept["cloud"], kept["name"], kept["region"]) == ("lambda", name, "us-east-1")
+    assert kept["usd_gb_month"] == 0.20  # Lambda bills what it holds, which the API did not say yet
+    assert (f"gpuprov ci: cache kept: {name} in us-east-1 (lambda, $0.20/GB-month); "
+            "`gpuprov down --purge -s ci-cache` deletes it") in ci.stderr
+    assert [f["name"] for f in standin.filesystems()] == [name]  # still there, as said

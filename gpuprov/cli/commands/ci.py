@@ -112,6 +112,11 @@ def ci(
     if summary.teardown_error:
         err.print(f"[bold red]error:[/bold red] teardown failed, resources may still bill: {summary.teardown_error}")
     err.print(line)
+    for kept in summary.caches_kept:  # torn down, but this bills on, on purpose: say so where the run's outcome is
+        price = f"${kept['usd_month']:.2f}/month" if kept.get("usd_month") is not None else (
+            f"${kept['usd_gb_month']:.2f}/GB-month" if kept.get("usd_gb_month") is not None else "price not catalogued")
+        err.print(f"gpuprov ci: cache kept: {kept['name']} in {kept['region']} ({kept['cloud']}, {price}); "
+                  f"`gpuprov down --purge -s {cfg.stack}` deletes it", markup=False)
     # The job is done and torn down: signals from here on must not turn the exit code into a kill
     # (Python restores the default handlers while it shuts down), so they stay pending until exit.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

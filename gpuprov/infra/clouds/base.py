@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from gpuprov.infra.cache import DISK_MOUNT_ROOT
 from gpuprov.infra.errors import GpuprovError
 from gpuprov.infra.settings import Settings
 
@@ -154,6 +155,9 @@ class CloudDriver(abc.ABC):
     #: Whether stacks here may keep a cache across ``down`` (``cache: true``): its driver lists caches
     #: (kind ``cache`` in :meth:`inventory`) and implements :meth:`purge_cache`.
     keeps_caches: ClassVar[bool] = False
+    #: Where a cache is mounted on the host (``<root>/<name>``): DISK_MOUNT_ROOT, where the
+    #: user data mounts a block device (EBS, persistent disk); Lambda mounts its filesystems elsewhere.
+    cache_mount_root: ClassVar[str] = DISK_MOUNT_ROOT
     #: Whether spot / preemptible capacity can be asked for.
     supports_spot: ClassVar[bool] = False
     #: Whether the program opens SSH to the operator's detected egress address when the config lists no

@@ -39,6 +39,7 @@ class AwsDriver(CatalogCloud):
     title = "AWS"
     ssh_from_egress = True
     supports_spot = True
+    keeps_caches = True  # an EBS volume (gpuprov.infra.clouds.aws.cache)
     image_grammar = (re.compile(r"^ami-[0-9a-f]{8,17}\Z"), "an AMI id such as ami-0123456789abcdef0")
     credential_hint = "AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID...)"
     # boto3's credential variables (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/credentials.html)
@@ -80,6 +81,9 @@ class AwsDriver(CatalogCloud):
             return {"keyName": args.inputs.get("keyName") or args.name}
         if args.typ == INSTANCE:
             return {"publicIp": f"{ASSIGNED_AT_UP} public IPv4", "privateIp": ASSIGNED_AT_UP}
+        if args.typ == "pulumi-python:dynamic:Resource" and "cache_name" in args.inputs:  # the cache volume
+            return {"volume_id": f"{ASSIGNED_AT_UP} vol-", "availability_zone":
+                    f"{ASSIGNED_AT_UP} (the cache volume's zone)"}
         return {}
 
     def exposure(self, config: StackConfig, resources: list[dict[str, Any]]) -> list[ExposureRow]:
@@ -139,7 +143,28 @@ class AwsDriver(CatalogCloud):
                       for g in sdk.find_tagged_security_groups(region, stack)]
             found += [Leftover(self.name, "key-pair", k.id, k.stack, k.name, region, tags=k.tags)
                       for k in sdk.find_tagged_key_pairs(region, stack)]
+            found += [self._cache_leftover(v) for v in sdk.find_cache_volumes(region, stack)]
         return found
+
+    def _cache_leftover(self, vol: Any) -> Leftover:
+        """A cache volume as a Leftover: its owner from its name, its size (what EBS bills), its zone."""
+        from gpuprov.infra.cache import OWNER_HASH_TAG, SIZE_TAG, parse_cache_name
+
+        parsed = parse_cache_name(vol.name)
+        tags = {**vol.tags, SIZE_TAG: str(vol.size_gb or 0)}
+        if parsed:
+            tags[OWNER_HASH_TAG] = parsed[1]
+        if vol.zone:
+            tags["availability-zone"] = vol.zone
+        return Leftover(self.name, "cache", vol.id, vol.stack or (parsed[0] if parsed else None), vol.name,
+                        vol.region, "in-use" if vol.state == "in-use" else "kept", tags)
+
+    def purge_cache(self, item: Leftover, progress: Progress) -> None:
+        """Delete the cache volume; EC2 refuses while a terminating instance still has it attached: retried."""
+        from gpuprov.infra.clouds.aws import sdk
+
+        sdk.delete_volume(str(item.region), item.id)
+        progress(f"aws {item.region}: deleted cache volume {item.name} ({item.id})")
 
     def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
         from gpuprov.infra.clouds.aws import sdk
@@ -175,7 +200,8 @@ class AwsDriver(CatalogCloud):
 
         by_region: dict[str, list[str]] = {}
         for item in items:
-            by_region.setdefault(str(item.region), []).append(item.id)
+            if item.kind != "cache":  # kept on purpose, never the reaper's: it carries no expiry
+                by_region.setdefault(str(item.region), []).append(item.id)
         for region, ids in by_region.items():
             sdk.set_expiry_tag(region, ids, expires)
 

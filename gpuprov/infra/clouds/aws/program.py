@@ -13,6 +13,9 @@ What it creates (children of one ``gpuprov:aws:GpuHost``):
   given), the stack's own SSH host key installed by cloud-init from its user data (a
   Pulumi secret; the public key is the pin before the first connect), IMDSv2 required, an encrypted gp3 root volume sized for the images and the
   model cache, OS shutdown = stop, optional one-time spot;
+- with ``cache: true``: the stack's cache, an EBS gp3 volume kept across ``down``
+  (:mod:`gpuprov.infra.clouds.aws.cache`), the instance in its availability zone, an
+  ``aws.ec2.VolumeAttachment`` and user data that mounts it at the cache mount point;
 - with ``budget_usd``: an AWS Budgets monthly budget for the stack's tag, alerting
   at 80 % and 100 %.
 """
@@ -27,12 +30,15 @@ from typing import Any, cast
 import pulumi
 
 from gpuprov.cost import catalog
-from gpuprov.infra.clouds.aws.sdk import DLAMI_SSM_PARAMETER
+from gpuprov.infra.cache import cache_name, mount_point, with_disk_mount
+from gpuprov.infra.clouds.aws.cache import AwsCacheVolume
+from gpuprov.infra.clouds.aws.driver import AwsDriver
+from gpuprov.infra.clouds.aws.sdk import CACHE_DEVICE, DLAMI_SSM_PARAMETER, cache_device_path
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.host_keys import TAG_HOST_KEY, stack_host_keypair, user_data_for
 from gpuprov.infra.keys import public_key
-from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_STACK, expires_at, stack_tags
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_OWNER, TAG_STACK, expires_at, stack_tags
 
 COMPONENT_TYPE = "gpuprov:aws:GpuHost"
 SSH_USER = "ubuntu"  # the Deep Learning Base AMI is Ubuntu 22.04
@@ -138,9 +144,19 @@ class AwsGpuHost(pulumi.ComponentResource):
         # The host key goes in at launch only: a later `up` (a colleague's machine has its own pair) neither
         # replaces nor restarts the instance; the tag keeps the public key it was launched with.
         host_key_file, host_key = stack_host_keypair(config.stack)
+        user_data: pulumi.Input[str] = user_data_for(host_key_file, host_key)
+        zone: pulumi.Input[str] | None = None
+        cache = None
+        if config.cache:
+            cache = _cache_volume(name, config, region, instance_type, tags, child)
+            zone = cache.availability_zone  # an EBS volume attaches only in its own zone
+            mount = mount_point(cache_name(config.stack, tags[TAG_OWNER]), AwsDriver.cache_mount_root)
+            user_data = cache.volume_id.apply(
+                lambda vid: with_disk_mount(user_data_for(host_key_file, host_key), cache_device_path(vid), mount))
         instance = aws.ec2.Instance(
             f"{name}-instance",
-            user_data=pulumi.Output.secret(user_data_for(host_key_file, host_key)),
+            user_data=pulumi.Output.secret(user_data),
+            availability_zone=zone,
             ami=image,
             instance_type=instance_type,
             key_name=key.key_name,
@@ -165,6 +181,11 @@ class AwsGpuHost(pulumi.ComponentResource):
                 *_ONCE_TAGS, "userData", f'tags["{TAG_HOST_KEY}"]', f'rootBlockDevice.tags["{TAG_CREATED_AT}"]', f'rootBlockDevice.tags["{TAG_EXPIRES_AT}"]'])),
         )
 
+        if cache is not None:
+            # Destroyed on `down` (detached), the volume stays; stop first so the filesystem is clean.
+            aws.ec2.VolumeAttachment(f"{name}-cache-attachment", device_name=CACHE_DEVICE, volume_id=cache.volume_id,
+                                     instance_id=instance.id, stop_instance_before_detaching=True, opts=child)
+
         if config.budget_usd is not None:
             _budget(aws, name, config, tags, child)
 
@@ -184,6 +205,16 @@ class AwsGpuHost(pulumi.ComponentResource):
 
         self.host = pulumi.Output.all(instance.public_ip, instance.id, instance.tags).apply(to_host)
         self.register_outputs({"host": self.host, "security_group_id": group.id, "instance_id": instance.id})
+
+
+def _cache_volume(name: str, config: StackConfig, region: str, instance_type: str, tags: dict[str, str],
+                  opts: pulumi.ResourceOptions) -> AwsCacheVolume:
+    """The stack's cache volume (found or made once; never deleted by ``down``), tagged as the stack's
+    without an expiry: a cache is kept on purpose, and never the reaper's."""
+    kept = {k: v for k, v in tags.items() if k != TAG_EXPIRES_AT}
+    return AwsCacheVolume(f"{name}-cache", cache_name=cache_name(config.stack, tags[TAG_OWNER]), region=region,
+                          size_gb=config.cache_size_gb, instance_type=instance_type, tags=kept,
+                          opts=pulumi.ResourceOptions(parent=opts.parent))
 
 
 def _budget(aws: Any, name: str, config: StackConfig, tags: dict[str, str], opts: pulumi.ResourceOptions) -> None:

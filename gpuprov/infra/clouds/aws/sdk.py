@@ -125,6 +125,8 @@ class Tagged:
     tags: dict[str, str] = field(default_factory=dict)
     state: str | None = None  # instances only
     instance_type: str | None = None  # instances only
+    zone: str | None = None  # volumes only: their availability zone
+    size_gb: int | None = None  # volumes only
 
     @property
     def stack(self) -> str | None:
@@ -262,3 +264,88 @@ def delete_key_pair(region: str, key_name: str) -> None:
     By name rather than id: both work on AWS, and moto honours only the name.
     """
     client("ec2", region).delete_key_pair(KeyName=key_name)
+
+
+# --- a stack's cache: an EBS volume kept across `down` ----------------------------------------
+
+TAG_CACHE = "gpuprov-cache"  # on the cache volume: its name (gpuprov.infra.cache.cache_name)
+CACHE_DEVICE = "/dev/sdf"  # the attachment's device name; on Nitro hosts it shows as an NVMe disk (by-id, below)
+
+
+def cache_device_path(volume_id: str) -> str:
+    """The cache volume's stable path on a Nitro host: NVMe disks carry the volume id as their serial
+    (https://docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html)."""
+    return f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
+
+
+def _volume(v: dict[str, Any], region: str) -> Tagged:
+    return Tagged(id=v["VolumeId"], region=region, name=_tag_dict(v.get("Tags")).get(TAG_CACHE),
+                  tags=_tag_dict(v.get("Tags")), state=v.get("State"), zone=v.get("AvailabilityZone"),
+                  size_gb=v.get("Size"))
+
+
+@aws_call("listing gpuprov cache volumes in {region}")
+def find_cache_volumes(region: str, stack: str | None = None, name: str | None = None) -> list[Tagged]:
+    """The stacks' cache volumes in ``region`` (of one stack, or one cache name, when given), not yet deleted."""
+    filters = [*_tag_filters(stack), {"Name": "tag-key", "Values": [TAG_CACHE]},
+               {"Name": "status", "Values": ["creating", "available", "in-use"]}]
+    if name is not None:
+        filters.append({"Name": f"tag:{TAG_CACHE}", "Values": [name]})
+    found: list[Tagged] = []
+    for page in client("ec2", region).get_paginator("describe_volumes").paginate(Filters=filters):
+        found += [_volume(v, region) for v in page["Volumes"]]
+    return found
+
+
+@aws_call("finding an availability zone of {region} that sells {instance_type}")
+def zone_for(region: str, instance_type: str) -> str:
+    """The first availability zone (by name) of ``region`` where ``instance_type`` is sold: where a new cache
+    volume goes, since the instance must launch in the volume's zone to attach it."""
+    answer = client("ec2", region).describe_instance_type_offerings(
+        LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": [instance_type]}])
+    zones = sorted(o["Location"] for o in answer.get("InstanceTypeOfferings", []))
+    if not zones:
+        raise InstanceTypeNotOffered(instance_type, region)
+    return zones[0]
+
+
+@aws_call("creating the cache volume {name} in {region}")
+def ensure_cache_volume(region: str, name: str, size_gb: int, instance_type: str, tags: dict[str, str],
+                        progress: Callable[[str], None] | None = None) -> Tagged:
+    """The cache volume ``name``: the one already there (kept by an earlier ``down``), else a new encrypted gp3
+    volume of ``size_gb`` in a zone selling ``instance_type``, tagged as the stack's and with its name."""
+    say = progress or (lambda _m: None)
+    found = find_cache_volumes(region, name=name)
+    if found:
+        vol = sorted(found, key=lambda v: v.id)[0]
+        say(f"using the stack's cache volume {name} ({vol.id}, {vol.size_gb} GB) in {vol.zone}")
+        return vol
+    zone = zone_for(region, instance_type)
+    say(f"creating the stack's cache volume {name} ({size_gb} GB gp3) in {zone} (kept across `gpuprov down`)")
+    ec2 = client("ec2", region)
+    made = ec2.create_volume(
+        AvailabilityZone=zone, Size=size_gb, VolumeType="gp3", Encrypted=True,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [
+            {"Key": k, "Value": v} for k, v in {**tags, TAG_CACHE: name, "Name": name}.items()]}])
+    ec2.get_waiter("volume_available").wait(VolumeIds=[made["VolumeId"]], WaiterConfig={"Delay": 2, "MaxAttempts": 60})
+    return _volume({**made, "State": "available"}, region)
+
+
+def _volume_in_use(err: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(err, ClientError) and err.response["Error"]["Code"] == "VolumeInUse"
+
+
+@aws_call("deleting cache volume {volume_id} in {region}")
+@retry(retry=retry_if_exception(_volume_in_use), stop=stop_after_delay(300),
+       wait=wait_exponential(multiplier=1, max=15), reraise=True)
+def delete_volume(region: str, volume_id: str) -> None:
+    """Delete a volume; retried while a terminating instance still has it attached. Gone already is fine."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client("ec2", region).delete_volume(VolumeId=volume_id)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "InvalidVolume.NotFound":
+            raise

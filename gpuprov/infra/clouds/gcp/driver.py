@@ -42,6 +42,7 @@ class GcpDriver(CatalogCloud):
     title = "Google Cloud"
     ssh_from_egress = True
     supports_spot = True
+    keeps_caches = True  # a persistent disk (gpuprov.infra.clouds.gcp.cache)
     image_grammar = (re.compile(r"^(family/[a-z][a-z0-9-]{0,62}|(https://[a-z.]+/compute/v1/)?"
                                 r"projects/[a-z0-9-]+/global/images/[a-z0-9-]+)\Z"),
                      "an image link (projects/P/global/images/NAME) or family/NAME")
@@ -94,6 +95,9 @@ class GcpDriver(CatalogCloud):
     def plan_outputs(self, args: MockResourceArgs) -> dict[str, Any]:
         from gpuprov.infra.plan import ASSIGNED_AT_UP
 
+        if args.typ == "pulumi-python:dynamic:Resource" and "cache_name" in args.inputs:  # the cache disk
+            return {"self_link": f"{ASSIGNED_AT_UP} projects/-/zones/{args.inputs.get('zone')}/disks/"
+                                 f"{args.inputs.get('cache_name')}"}
         if args.typ != INSTANCE:
             return {}
         nics = [dict(n) for n in args.inputs.get("networkInterfaces", [])]
@@ -147,7 +151,24 @@ class GcpDriver(CatalogCloud):
         found = [Leftover(self.name, "instance", i.name, i.stack, i.name, i.zone, i.status, i.labels)
                  for i in api.find_labelled_instances(project, stack)]  # TERMINATED still holds billed disks
         found += [Leftover(self.name, "firewall", f.name, f.stack, f.name) for f in api.find_gpuprov_firewalls(project, stack)]
+        found += [self._cache_leftover(d) for d in api.find_cache_disks(project, stack)]
         return found
+
+    def _cache_leftover(self, disk: Any) -> Leftover:
+        """A cache disk as a Leftover: its owner from its name, its size (what the disk bills), its zone."""
+        from gpuprov.infra.cache import OWNER_HASH_TAG, SIZE_TAG, parse_cache_name
+
+        parsed = parse_cache_name(disk.name)
+        tags = {**disk.labels, SIZE_TAG: str(disk.size_gb or 0)}
+        if parsed:
+            tags[OWNER_HASH_TAG] = parsed[1]
+        return Leftover(self.name, "cache", disk.name, disk.stack or (parsed[0] if parsed else None), disk.name,
+                        disk.zone, "in-use" if disk.users else "kept", tags)
+
+    def purge_cache(self, item: Leftover, progress: Progress) -> None:
+        """Delete the cache disk; refused while a VM being deleted still has it attached: retried."""
+        self.api().delete_disk(self.project(), str(item.region), item.id)
+        progress(f"gcp: deleted cache disk {item.name} in {item.region}")
 
     def set_expiry(self, items: list[Leftover], expires: datetime) -> None:
         """The instances' expiry label; firewall rules carry no labels (they go with their instances)."""

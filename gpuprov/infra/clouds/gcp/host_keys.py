@@ -83,7 +83,10 @@ class GcpHostKeysProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         from gpuprov.infra.settings import Settings
 
-        api = ComputeApi(Settings.from_env().gcp_api_endpoint)
+        settings = Settings.from_env()
+        api = ComputeApi(settings.gcp_api_endpoint)
+        # The instance's project; where the engine does not know it yet (a preview), the one gpuprov works in.
+        props = {**props, "project": props.get("project") or settings.gcp_project}
         key = wait_for_host_key(api, str(props["project"]), str(props["zone"]), str(props["instance"]),
                                 timeout_s=float(props.get("timeout_s") or WAIT_S), progress=_log)
         return CreateResult(id_=f"{props['zone']}/{props['instance']}", outs={**props, "host_key": key})

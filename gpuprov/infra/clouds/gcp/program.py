@@ -16,7 +16,10 @@ What it creates (children of one ``gpuprov:gcp:GpuHost``), in the project of the
   guest attributes enabled, so the guest agent publishes sshd's host keys;
 - the host key reading (:class:`~gpuprov.infra.clouds.gcp.host_keys.GcpHostKeys`): the key the instance
   published, read through the Compute API after the launch, is the host's declared ``host_key``, so the
-  first connect is verified against it.
+  first connect is verified against it;
+- with ``cache: true``: the stack's cache, a pd-balanced disk kept across ``down``
+  (:mod:`gpuprov.infra.clouds.gcp.cache`), attached as a secondary disk and mounted by the
+  VM's startup script (the Deep Learning VM images have no cloud-init) at the cache mount point.
 """
 
 from __future__ import annotations
@@ -28,12 +31,22 @@ from typing import Any, cast
 import pulumi
 
 from gpuprov.cost import catalog
+from gpuprov.infra.cache import cache_name, mount_point, mount_script
+from gpuprov.infra.clouds.gcp.cache import GcpCacheDisk
+from gpuprov.infra.clouds.gcp.driver import GcpDriver
 from gpuprov.infra.clouds.gcp.host_keys import GcpHostKeys
-from gpuprov.infra.clouds.gcp.sdk import DLVM_FAMILY, DLVM_PROJECT, network_tag, split_image
+from gpuprov.infra.clouds.gcp.sdk import (
+    CACHE_DEVICE_NAME,
+    DLVM_FAMILY,
+    DLVM_PROJECT,
+    cache_device_path,
+    network_tag,
+    split_image,
+)
 from gpuprov.infra.config import StackConfig
 from gpuprov.infra.host import GpuHost, utcnow
 from gpuprov.infra.keys import public_key
-from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, expires_at, stack_tags
+from gpuprov.infra.tags import TAG_CREATED_AT, TAG_EXPIRES_AT, TAG_OWNER, expires_at, stack_tags
 
 COMPONENT_TYPE = "gpuprov:gcp:GpuHost"
 SSH_USER = "gpuprov"  # the user the metadata ssh-keys entry creates on the host
@@ -132,6 +145,17 @@ class GcpGpuHost(pulumi.ComponentResource):
         # n1 machines take the GPU as an attached accelerator; g2 machines have their L4 built in.
         accelerators: Any = ([{"type": offer.accelerator, "count": offer.gpus}]
                         if offer.accelerator and machine_type.startswith("n1-") else [])
+        attached: Any = []
+        mount_data: dict[str, str] = {}
+        if config.cache:  # the stack's cache disk (found or made once; `down` keeps it), mounted at boot
+            name_ = cache_name(config.stack, labels[TAG_OWNER])
+            disk = GcpCacheDisk(f"{name}-cache", cache_name=name_, zone=zone, size_gb=config.cache_size_gb,
+                                labels={k: v for k, v in labels.items() if k != TAG_EXPIRES_AT}, opts=child)
+            attached = [{"source": disk.self_link, "device_name": CACHE_DEVICE_NAME, "mode": "READ_WRITE"}]
+            # Compute Engine's guest environment runs the startup script as root at every boot (the Deep
+            # Learning VM images have no cloud-init): https://cloud.google.com/compute/docs/instances/startup-scripts
+            mount_data = {"startup-script": "#!/bin/sh\n" + mount_script(cache_device_path(),
+                                                                         mount_point(name_, GcpDriver.cache_mount_root))}
         instance = gcp.compute.Instance(
             f"{name}-vm",
             zone=zone,
@@ -139,6 +163,7 @@ class GcpGpuHost(pulumi.ComponentResource):
             boot_disk=cast(Any, {"auto_delete": True, "initialize_params": {
                 "image": image, "size": BOOT_DISK_GB, "type": "pd-balanced", "labels": labels}}),
             guest_accelerators=accelerators,
+            attached_disks=attached,
             scheduling=cast(Any, scheduling(config)),
             network_interfaces=cast(Any, [{"network": network.id, "subnetwork": subnet.id,
                                            "access_configs": [{}]}]),  # ephemeral external IPv4
@@ -149,6 +174,7 @@ class GcpGpuHost(pulumi.ComponentResource):
                 "block-project-ssh-keys": "true",  # only the stack's key logs in
                 "install-nvidia-driver": "True",  # the DLVM installs its driver on first boot when missing
                 "enable-guest-attributes": "TRUE",  # the guest agent publishes sshd's host keys (hostkeys/)
+                **mount_data,
             },
             allow_stopping_for_update=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=rules, ignore_changes=_ONCE_LABELS),

@@ -30,6 +30,15 @@ DLVM_PROJECT = "deeplearning-platform-release"
 DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
 NETWORK_TAG_PREFIX = "gpuprov-"
 HOSTKEYS_NAMESPACE = "hostkeys"  # the guest attributes namespace the guest agent publishes sshd's host keys in
+LABEL_CACHE = "gpuprov-cache"  # on the stack's cache disk: its name (gpuprov.infra.cache.cache_name)
+CACHE_DEVICE_NAME = "gpcache"  # the attached disk's device name: /dev/disk/by-id/google-gpcache on the host
+CACHE_DISK_TYPE = "pd-balanced"
+
+
+def cache_device_path() -> str:
+    """Where the cache disk shows on the host: Compute Engine names attached disks by their device name
+    (https://cloud.google.com/compute/docs/disks/set-persistent-device-name-in-linux-vm)."""
+    return f"/dev/disk/by-id/google-{CACHE_DEVICE_NAME}"
 
 
 class GcpError(CloudError):
@@ -95,6 +104,9 @@ class Labelled:
     status: str | None = None  # instances only
     labels: dict[str, str] = field(default_factory=dict)
     target_tags: tuple[str, ...] = ()  # firewall rules only
+    size_gb: int | None = None  # disks only
+    users: tuple[str, ...] = ()  # disks only: the instances it is attached to
+    self_link: str | None = None  # disks only
 
     @property
     def stack(self) -> str | None:
@@ -294,3 +306,76 @@ class ComputeApi:
         for item in items:
             if item.zone is None:
                 self.delete_firewall(item.project, item.name)
+
+    # --- a stack's cache: a persistent disk kept across `down` ---------------------------------------
+
+    @staticmethod
+    def _disk(project: str, disk: Any) -> Labelled:
+        return Labelled(name=disk.name, project=project, zone=str(disk.zone).rsplit("/", 1)[-1],
+                        status=disk.status, labels=dict(disk.labels), size_gb=int(disk.size_gb),
+                        users=tuple(disk.users), self_link=str(disk.self_link))
+
+    @gcp_call("listing gpuprov cache disks in project {project}")
+    def find_cache_disks(self, project: str, stack: str | None = None, name: str | None = None) -> list[Labelled]:
+        """The stacks' cache disks in every zone of ``project`` (of one stack, or one cache name, when given)."""
+        found: list[Labelled] = []
+        for _scope, scoped in self._client("DisksClient").aggregated_list(project=project):
+            for disk in scoped.disks:
+                labels = dict(disk.labels)
+                if labels.get(TAG_MANAGED) != "true" or LABEL_CACHE not in labels:
+                    continue
+                if (stack is not None and labels.get(TAG_STACK) != stack) or (name is not None and disk.name != name):
+                    continue
+                found.append(self._disk(project, disk))
+        return found
+
+    @gcp_call("creating the cache disk {name} in {zone}")
+    def ensure_cache_disk(self, project: str, zone: str, name: str, size_gb: int, labels: dict[str, str],
+                          progress: Callable[[str], None] | None = None) -> Labelled:
+        """The cache disk ``name``: the one kept by an earlier ``down``, else a new pd-balanced disk in ``zone``.
+        One in another zone is refused: a disk attaches only to a VM of its own zone."""
+        from google.cloud import compute_v1
+
+        say = progress or (lambda _m: None)
+        found = self.find_cache_disks(project, name=name)
+        if found:
+            disk = found[0]
+            if disk.zone != zone:
+                raise GcpError(f"the stack's cache disk {name} is in zone {disk.zone}, not {zone}, and a disk "
+                               f"attaches only in its zone; set zone: {disk.zone} in the stack config, or "
+                               "`gpuprov down --purge` to drop the cache")
+            say(f"using the stack's cache disk {name} ({disk.size_gb} GB) in {zone}")
+            return disk
+        say(f"creating the stack's cache disk {name} ({size_gb} GB {CACHE_DISK_TYPE}) in {zone} "
+            "(kept across `gpuprov down`)")
+        disks = self._client("DisksClient")
+        resource = compute_v1.Disk(name=name, size_gb=size_gb, type_=f"zones/{zone}/diskTypes/{CACHE_DISK_TYPE}",
+                                   labels={**labels, LABEL_CACHE: name})
+        disks.insert(project=project, zone=zone, disk_resource=resource).result(timeout=300)
+        return self._disk(project, disks.get(project=project, zone=zone, disk=name))
+
+    @gcp_call("deleting cache disk {name} in {zone}")
+    def delete_disk(self, project: str, zone: str, name: str, timeout_s: float = 300.0) -> None:
+        """Delete a disk; retried while a VM being deleted still has it attached. Gone already is fine."""
+        import time
+
+        from google.api_core.exceptions import BadRequest
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                operation = self._client("DisksClient").delete(project=project, zone=zone, disk=name)
+            except BadRequest as err:  # resourceInUseByAnotherResource
+                text = f"{err} {getattr(err, 'errors', '')}".lower()
+                if not any(w in text for w in ("being used", "in use", "resourceinusebyanotherresource")):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(2)
+                continue
+            except Exception as err:
+                if _not_found(err):
+                    return
+                raise
+            operation.result(timeout=300)
+            return

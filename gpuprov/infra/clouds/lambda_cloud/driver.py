@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gpuprov.infra.cache import MOUNT_ROOT
 from gpuprov.infra.clouds.base import (
     CatalogCloud,
     ExposureRow,
@@ -74,6 +75,7 @@ class LambdaDriver(CatalogCloud):
     credential_hint = "LAMBDA_API_KEY"
     secret_env = ("LAMBDA_API_KEY", AGENT_KEY_ENV)
     keeps_caches = True
+    cache_mount_root = MOUNT_ROOT  # Filesystem.mount_point's folder (OpenAPI 1.8.3)
 
     # --- config ----------------------------------------------------------------------------------
 
