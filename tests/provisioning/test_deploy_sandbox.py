@@ -125,8 +125,9 @@ def test_a_recreated_monai_label_container_reuses_its_downloaded_weights(deploye
     assert "downloading" not in logs
 
 
-def test_an_arm64_host_is_refused_before_anything_changes(on_sandbox, monkeypatch):
-    """The decision on the host's own architecture fact (the sandbox is x86_64: the fact is faked)."""
+def refused_before_anything_changes(on_sandbox, monkeypatch, fact: str, value: str, match: str) -> None:
+    """Deploy to a host whose ``fact`` says ``value`` (faked: the sandbox is an x86_64 box without a GPU)
+    stops with ``match`` and leaves every container as it was."""
     from gpuprov.apps.fit import DoesNotFit
     from gpuprov.provisioning import deploy as deploying
 
@@ -136,38 +137,29 @@ def test_an_arm64_host_is_refused_before_anything_changes(on_sandbox, monkeypatc
     before = state()
     real = deploying.parse_facts
 
-    def on_arm64(text: str):
+    def faked(text: str):
         facts = real(text)
-        facts.arch = "aarch64"
+        setattr(facts, fact, value)
         return facts
 
-    monkeypatch.setattr(deploying, "parse_facts", on_arm64)
-    with pytest.raises(DoesNotFit, match=r"vllm/vllm-openai:v0\.30\.0@sha256:[0-9a-f]{64} has no arm64 build .* nvcr\.io/nvidia/vllm"):
+    monkeypatch.setattr(deploying, "parse_facts", faked)
+    with pytest.raises(DoesNotFit, match=match):
         deploy(cfg, host)
     assert state() == before
+
+
+def test_an_arm64_host_is_refused_before_anything_changes(on_sandbox, monkeypatch):
+    """The decision on the host's own architecture fact."""
+    refused_before_anything_changes(on_sandbox, monkeypatch, "arch", "aarch64",
+                                    r"vllm/vllm-openai:v0\.30\.0@sha256:[0-9a-f]{64} has no arm64 build .* "
+                                    r"nvcr\.io/nvidia/vllm")
 
 
 def test_a_host_whose_driver_is_too_old_for_the_vllm_image_is_refused_before_anything_changes(on_sandbox, monkeypatch):
-    """The driver fact as nvidia-smi reports it (the sandbox has no GPU: the fact is faked)."""
-    from gpuprov.apps.fit import DoesNotFit
-    from gpuprov.provisioning import deploy as deploying
-
-    cfg, host = on_sandbox
-    deploy(cfg, host)
-    state = lambda: on_host(cfg, host, "docker ps -a --format '{{.Names}} {{.ID}} {{.Image}}' | sort")  # noqa: E731
-    before = state()
-    real = deploying.parse_facts
-
-    def old_driver(text: str):
-        facts = real(text)
-        facts.nvidia_driver = "570.133.20"
-        return facts
-
-    monkeypatch.setattr(deploying, "parse_facts", old_driver)
-    with pytest.raises(DoesNotFit, match=r"built for CUDA 13, .*driver is 570\.133\.20: set vllm_image to "
-                                         r"vllm/vllm-openai:v0\.30\.0-cu129"):
-        deploy(cfg, host)
-    assert state() == before
+    """The driver fact as nvidia-smi reports it."""
+    refused_before_anything_changes(on_sandbox, monkeypatch, "nvidia_driver", "570.133.20",
+                                    r"built for CUDA 13, .*driver is 570\.133\.20: set vllm_image to "
+                                    r"vllm/vllm-openai:v0\.30\.0-cu129")
 
 
 def test_a_changed_host_key_is_refused(on_sandbox, tmp_path):

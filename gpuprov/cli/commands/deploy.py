@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -226,20 +226,25 @@ def tunnel(cloud: CloudOpt = None, config: ConfigOpt = None, stack: StackOpt = N
     record = records.load(cfg.stack)
     services = (record.deployed if record else None) or None  # what deploy recorded; else what the config says
     with Tunnel(cfg, host, services=services, same_ports=True, progress=progress, local_ports=ports) as t:
-        unknown = sorted(set(ports) - set(t.urls))
-        if unknown:
-            raise typer.BadParameter(f"{', '.join(unknown)}: not a tunnelled service ({', '.join(t.urls)})",
-                                     param_hint="--port")
-        for service, url in t.urls.items():
-            print(f"{service}  {url}", flush=True)
-        hint = auth_hint(cfg.stack, list(t.urls))
-        if hint:
-            err.print(hint, markup=False)
-        err.print("[dim]forwarding over SSH; Ctrl-C to stop[/dim]")
-        try:
-            t.run_forever()
-        except KeyboardInterrupt:
-            err.print("tunnel closed")
+        hold_tunnel(cfg.stack, t, ports, "over SSH")
+
+
+def hold_tunnel(stack: str, tunnel: Any, ports: dict[str, int], how: str) -> None:
+    """An open tunnel as ``gpuprov tunnel`` shows it (a line per service on stdout, the key hint), held until Ctrl-C."""
+    unknown = sorted(set(ports) - set(tunnel.urls))
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: not a tunnelled service ({', '.join(tunnel.urls)})",
+                                 param_hint="--port")
+    for service, url in tunnel.urls.items():
+        print(f"{service}  {url}", flush=True)
+    hint = auth_hint(stack, list(tunnel.urls))
+    if hint:
+        err.print(hint, markup=False)
+    err.print(f"[dim]forwarding {how}; Ctrl-C to stop[/dim]")
+    try:
+        tunnel.run_forever()
+    except KeyboardInterrupt:
+        err.print("tunnel closed")
 
 
 @app.command()

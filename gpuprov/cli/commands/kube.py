@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuprov.cli.app import CloudOpt, ConfigOpt, StackOpt, app, err, load_existing, out, progress, settings
+from gpuprov.cli.app import CloudOpt, ConfigOpt, StackOpt, app, load_existing, out, progress, settings
 from gpuprov.infra import records
 from gpuprov.infra.config import StackConfig
 
@@ -55,7 +55,7 @@ def cluster_api(cfg: StackConfig) -> Any:
 
 def cluster_tunnel(cfg: StackConfig, ports: dict[str, int], wake_timeout: float = 1800.0) -> None:
     """``gpuprov tunnel`` on a cluster stack: the same ports and lines as over SSH, through the API's port-forward."""
-    from gpuprov.cli.commands.deploy import auth_hint
+    from gpuprov.cli.commands.deploy import hold_tunnel
     from gpuprov.infra.clouds.kubernetes.portforward import KubeTunnel
     from gpuprov.provisioning.deploy import deployed_services
 
@@ -65,21 +65,7 @@ def cluster_tunnel(cfg: StackConfig, ports: dict[str, int], wake_timeout: float 
     client = cluster_api(cfg)
     with KubeTunnel(cfg, client, services=services, same_ports=True, progress=progress, local_ports=ports,
                     wake_timeout_s=wake_timeout) as t:
-        unknown = sorted(set(ports) - set(t.urls))
-        if unknown:
-            raise typer.BadParameter(f"{', '.join(unknown)}: not a tunnelled service ({', '.join(t.urls)})",
-                                     param_hint="--port")
-        for service, url in t.urls.items():
-            print(f"{service}  {url}", flush=True)
-        hint = auth_hint(cfg.stack, list(t.urls))
-        if hint:
-            err.print(hint, markup=False)
-        err.print(f"[dim]forwarding through the Kubernetes API's port-forward (namespace {t.namespace}); "
-                  "Ctrl-C to stop[/dim]")
-        try:
-            t.run_forever()
-        except KeyboardInterrupt:
-            err.print("tunnel closed")
+        hold_tunnel(cfg.stack, t, ports, f"through the Kubernetes API's port-forward (namespace {t.namespace})")
 
 
 @app.command()
