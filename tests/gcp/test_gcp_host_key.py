@@ -97,6 +97,7 @@ def test_the_first_connect_is_verified_against_the_published_key_and_an_impostor
     # The program's reading, as the engine drives it during `up` (the endpoint: the fixture's setting).
     outs = GcpHostKeysProvider().create({"project": PROJECT, "zone": ZONE, "instance": "gpuprov-g1-vm",
                                          "instance_id": "4242", "timeout_s": 30}).outs
+    assert outs is not None
     assert outs["host_key"] == f"ssh-ed25519 {presented}"
     login_key, _ = stack_keypair(box.name, tmp_path / "boxes")
     cfg = build_config({"stack": "g1", "cloud": "gcp"})

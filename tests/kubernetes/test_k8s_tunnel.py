@@ -167,7 +167,7 @@ def popen(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[s
 
 
 def urls_of(proc: subprocess.Popen[str], count: int) -> dict[str, str]:
-    urls = {}
+    urls: dict[str, str] = {}
     assert proc.stdout is not None
     while len(urls) < count:
         line = proc.stdout.readline()

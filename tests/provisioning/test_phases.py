@@ -15,7 +15,8 @@ class Clock:
 
 
 def test_a_backend_that_sees_the_launch_accepted_starts_boot_on_the_running_stopwatch() -> None:
-    clock, said = Clock(), []
+    clock = Clock()
+    said: list[str] = []
     phases = Phases(said.append, clock)
     phases.begin("launch")
     with phases.watching():

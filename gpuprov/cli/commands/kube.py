@@ -40,14 +40,10 @@ def cluster_api(cfg: StackConfig) -> Any:
     driver = driver_for(cfg.cloud, settings())
     assert isinstance(driver, ClusterDriver)
     where = driver.kubeconfig(cfg)
-    if cfg.cloud in ("eks", "gke") and not where.is_file():  # a cluster gpuprov made: how to get its kubeconfig
+    get = driver.kubeconfig_command(cfg)
+    if get and not where.is_file():  # a cluster gpuprov made: how to get its kubeconfig
         from gpuprov.infra.clouds.kubernetes.driver import KubernetesError
-        from gpuprov.infra.clouds.kubernetes.program import eks_cluster_name
 
-        get = (f"aws eks update-kubeconfig --name {eks_cluster_name(cfg.stack)} --region {cfg.resolved_region}"
-               if cfg.cloud == "eks" else
-               f"gcloud container clusters get-credentials CLUSTER --zone {cfg.resolved_zone} (CLUSTER: "
-               f"`gcloud container clusters list --filter=resourceLabels.gpuprov-stack={cfg.stack}`)")
         raise KubernetesError(f"kubernetes: no kubeconfig at {where} for the {cfg.cloud} cluster of stack "
                               f"'{cfg.stack}'; get one with {get}, or set kubernetes.kubeconfig / KUBECONFIG")
     return driver.api(cfg)

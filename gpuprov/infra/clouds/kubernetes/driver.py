@@ -214,6 +214,10 @@ class ClusterDriver(CloudDriver):
         first = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
         return Path(first).expanduser() if first else Path.home() / ".kube" / "config"
 
+    def kubeconfig_command(self, config: StackConfig) -> str | None:
+        """The command that writes a kubeconfig for a cluster gpuprov made (None: the cluster is the user's own)."""
+        return None
+
     def api(self, config: StackConfig | None) -> Any:
         """A ``kubernetes`` client ApiClient for the config's kubeconfig and context."""
         from gpuprov.infra.clouds.kubernetes.cluster import api_client
@@ -312,6 +316,11 @@ class ManagedClusterDriver(ClusterDriver, CatalogCloud):
 
 
 class EksDriver(ManagedClusterDriver):
+    def kubeconfig_command(self, config: StackConfig) -> str | None:
+        from gpuprov.infra.clouds.kubernetes.program import eks_cluster_name
+
+        return f"aws eks update-kubeconfig --name {eks_cluster_name(config.stack)} --region {config.resolved_region}"
+
     name = "eks"
     title = "Amazon EKS"
     kind = "eks"
@@ -387,6 +396,10 @@ class EksDriver(ManagedClusterDriver):
 
 
 class GkeDriver(ManagedClusterDriver):
+    def kubeconfig_command(self, config: StackConfig) -> str | None:
+        return (f"gcloud container clusters get-credentials CLUSTER --zone {config.resolved_zone} (CLUSTER: "
+                f"`gcloud container clusters list --filter=resourceLabels.gpuprov-stack={config.stack}`)")
+
     name = "gke"
     title = "Google Kubernetes Engine"
     kind = "gke"
