@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +34,22 @@ def gpuprov_cli(tmp_path: Path) -> Cli:
             cmd = ["unshare", "--net", "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=base, cwd=tmp_path)
     return run
+
+
+@pytest.fixture
+def moto_url() -> Iterator[str]:
+    """A moto server (EKS, EC2, IAM...) on a free port; moto's state is the process's, so it is reset first and
+    no other test's cluster is seen."""
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
+        yield url
+    finally:
+        server.stop()

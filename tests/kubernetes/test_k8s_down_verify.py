@@ -5,8 +5,6 @@ asked of the Kubernetes API (the stand-in, gpuprov/testing/kube_api.py, not a cl
 from __future__ import annotations
 
 import json
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -26,19 +24,6 @@ def cluster(tmp_path: Path):
         yield state, write_kubeconfig(tmp_path / "kubeconfig", url)
 
 
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
-        yield url  # moto's state is the process's: reset, so no other test's cluster is seen
-    finally:
-        server.stop()
 
 
 def leftovers() -> dict:

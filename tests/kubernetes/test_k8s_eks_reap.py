@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
-from collections.abc import Iterator
 
 import boto3
-import pytest
 
 from gpuprov.infra.owner import owner_label
 
@@ -18,19 +15,6 @@ ROLE = "arn:aws:iam::123456789012:role/gpuprov-test"
 ME, COLLEAGUE = "kubeops@reaper-test", "colleague@elsewhere"
 
 
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
-        yield url  # moto's state is the process's: reset, so no other test's cluster is seen
-    finally:
-        server.stop()
 
 
 def tags(stack: str, owner: str, expires_in_s: int) -> dict[str, str]:

@@ -3,26 +3,12 @@ AWS API contract on loopback) for the cluster, its node instances and its claims
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import boto3
-import pytest
 
 STACK = "k8s-eks2"
 CONFIG = "cloud: eks\napps: [vllm_cxr]\nallowed_cidrs: [203.0.113.7/32]\n"
 
 
-@pytest.fixture
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_eks_up_then_down_checks_aws_for_what_the_cluster_left(moto_url, gpuprov_cli, monkeypatch):
