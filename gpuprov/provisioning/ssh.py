@@ -210,7 +210,8 @@ class Remote:
     def transport(self) -> paramiko.Transport:
         self.open()
         transport = self.conn.client.get_transport()
-        assert transport is not None
+        if transport is None:  # closed by another thread between the two lines above
+            raise HostUnreachable(f"the SSH connection to {self.target.host.address} was closed")
         return transport
 
     def script(self, text: str, on_line: Output | None = None, timeout_s: float = 3600.0) -> tuple[int, str, str]:

@@ -7,6 +7,7 @@ import json
 import shlex
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -192,6 +193,30 @@ def test_the_tunnel_survives_a_dropped_connection(deployed):
         tunnel.drop_connection()
         assert requests.get(f"{url}/health", timeout=20).json() == {"status": True}
         assert tunnel.reconnects >= 1
+
+
+def test_closing_the_tunnel_with_connections_in_flight_says_nothing_and_opens_no_new_connection(deployed):
+    cfg, host, _ = deployed
+    said: list[str] = []
+    errors: list[BaseException | None] = []
+    before = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        for _ in range(10):  # connections caught at every stage: accepted, opening their channel, forwarding
+            tunnel = Tunnel(cfg, host, progress=said.append).__enter__()
+            clients = []
+            for url in tunnel.urls.values():
+                c = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10)
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                clients.append(c)
+            tunnel.close()
+            assert not tunnel.alive() and tunnel.reconnects == 0
+            for c in clients:
+                c.close()
+        time.sleep(2)  # what was still in flight has noticed the close
+    finally:
+        threading.excepthook = before
+    assert said == [] and errors == []
 
 
 def test_the_deploy_command_reports_json_and_the_record_knows_what_is_deployed(deployed):

@@ -14,18 +14,13 @@ import contextlib
 import os
 import select
 import socket
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from gpuprov.apps import registry
 from gpuprov.infra.clouds.kubernetes.cluster import boundary
 from gpuprov.infra.clouds.kubernetes.workloads import MONAI, VLLM, WEBUI, namespace
 from gpuprov.infra.config import StackConfig
-from gpuprov.provisioning.tunnel import _listen
-
-Progress = Callable[[str], None]
+from gpuprov.provisioning.forwards import LocalForwards, Progress
 
 K8S_SERVICE = {"vllm": VLLM, "open_webui": WEBUI, "monai_label": MONAI}  # gpuprov's service -> its Service
 
@@ -56,25 +51,19 @@ def target_port(service: Any, pod: Any) -> int:
     raise ValueError(f"no container port named {target}")
 
 
-class KubeTunnel:
+class KubeTunnel(LocalForwards):
     """``with KubeTunnel(config, client) as t: t.urls[SERVICE]`` -> ``http://127.0.0.1:PORT``."""
 
     def __init__(self, config: StackConfig, client: Any, *, services: list[str], same_ports: bool = False,
                  progress: Progress | None = None, local_ports: dict[str, int] | None = None,
                  wake_timeout_s: float = 1800.0):
+        services = [s for s in services if s in K8S_SERVICE]
+        super().__init__(services, {name: registry().service(name)[1].port for name in services},
+                         same_ports=same_ports, local_ports=local_ports, progress=progress)
         self.client = client
         self.namespace = namespace(config)
         self.stack = config.stack
-        self.services = [s for s in services if s in K8S_SERVICE]
-        self.ports = {name: registry().service(name)[1].port for name in self.services}
-        self.same_ports = same_ports
-        self.local_ports = local_ports or {}
-        self.progress = progress or (lambda _m: None)
         self.wake_timeout_s = wake_timeout_s
-        self.urls: dict[str, str] = {}
-        self._listeners: dict[str, socket.socket] = {}
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._paused = False
 
     # --- the API --------------------------------------------------------------------------------------
@@ -125,15 +114,7 @@ class KubeTunnel:
 
     # --- forwarding -----------------------------------------------------------------------------------
 
-    def _serve(self, service: str, listener: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _peer = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._forward, args=(service, client), daemon=True).start()
-
-    def _forward(self, service: str, client: socket.socket) -> None:
+    def _forward(self, service: str, client: socket.socket, peer: tuple[str, int]) -> None:
         pf, port = None, 0
         try:
             pf, remote, port = self._open(service)
@@ -155,16 +136,15 @@ class KubeTunnel:
                             self.progress(f"forward to {service} failed: {error.strip()}")
                         return
                     client.sendall(data)
-        except Exception as err:  # noqa: BLE001 (one connection's failure is reported, the tunnel goes on)
+        except Exception as err:
             # The API's error channel says why the stream closed under us (a pod port that refuses): that, not
             # the broken pipe it left.
             said = pf.error(port) if pf is not None else None
-            self.progress(f"forward to {service} failed: {(said or str(err)).strip()}")
+            raise RuntimeError((said or str(err)).strip()) from err
         finally:
             if pf is not None:
                 with contextlib.suppress(Exception):
                     pf.close()
-            client.close()
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -184,19 +164,7 @@ class KubeTunnel:
                 self._paused = wake(self.client, self.namespace, lambda: self.ready_count("vllm"),
                                     timeout_s=self.wake_timeout_s, by=f"gpuprov tunnel (pid {os.getpid()})",
                                     progress=self.progress)
-            for service in self.services:
-                wanted = self.local_ports.get(service) or (self.ports[service] if self.same_ports else None)
-                sock = _listen(wanted)
-                self._listeners[service] = sock
-                got = sock.getsockname()[1]
-                self.urls[service] = f"http://127.0.0.1:{got}"
-                if wanted and got != wanted:
-                    self.progress(f"WARNING: local port {wanted} is taken; {service} is on 127.0.0.1:{got} "
-                                  f"instead (a client set for {wanted} would reach whatever holds it). "
-                                  f"`--port {service}=PORT` picks the port")
-                t = threading.Thread(target=self._serve, args=(service, sock), daemon=True)
-                t.start()
-                self._threads.append(t)
+            self._listen_all()
         except BaseException:
             self.close()
             raise
@@ -205,13 +173,7 @@ class KubeTunnel:
     def close(self) -> None:
         from gpuprov.infra.clouds.kubernetes.wake import release
 
-        self._stop.set()
-        for sock in self._listeners.values():
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for t in self._threads:
-            t.join(timeout=3)
+        super().close()
         if self._paused:
             self._paused = False
             try:
@@ -219,10 +181,3 @@ class KubeTunnel:
             except Exception as err:  # noqa: BLE001 (said loudly: the pause holds a GPU pod that bills)
                 self.progress(f"WARNING: {err}; vLLM stays held at 1 replica and bills until "
                               f"`gpuprov wake --stack {self.stack} --release`")
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            time.sleep(0.5)
