@@ -9,7 +9,9 @@ teardown, verified). On a cluster:
   a ``kill -9``'d run's namespace; a ``kubernetes.namespace`` in the config is for ``up`` and is not used;
 - ``up`` applies the workloads, so there is no deploy over SSH; "healthy" is every Deployment of the stack
   available, vLLM's at 0 replicas counting as ready (KEDA scaled it to zero; its first request wakes it);
-- CMD runs here (``--on local``): there is no host to run it on. It gets ``GPUPROV_STACK`` and
+- CMD runs here (``--on local``): there is no host to run it on. It gets ``GPUPROV_URL_<SERVICE>`` as on a
+  host, through the Kubernetes API's port-forward (:class:`gpuprov.infra.clouds.kubernetes.portforward.KubeTunnel`;
+  vLLM at 0 replicas is woken before CMD starts, and handed back to KEDA when CMD ends), ``GPUPROV_STACK`` and
   ``GPUPROV_NAMESPACE``, and the cluster's kubeconfig only when passed by name (``--pass-env KUBECONFIG``);
 - teardown removes the namespace with the stack (Pulumi's destroy) and verifies through the Kubernetes API
   that no namespace, PVC or LoadBalancer Service labelled with the stack is left.
@@ -18,6 +20,7 @@ teardown, verified). On a cluster:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 from gpuprov.ci.env import command_env
@@ -60,8 +63,18 @@ def wait_ready(config: StackConfig, timeout_s: float, progress: Progress) -> Non
     progress(f"healthy in namespace {namespace(config)}: {', '.join(ready)}")
 
 
-def command_env_for(config: StackConfig, pass_env: tuple[str, ...] = ()) -> dict[str, str]:
-    """CMD's environment: the least one (:mod:`gpuprov.ci.env`) plus the run's stack and namespace."""
+def run_command(config: StackConfig, run: Callable[[dict[str, str]], int], deadline: float, progress: Progress,
+                pass_env: tuple[str, ...] = ()) -> int:
+    """``run(env)``: CMD here, its environment the least one (:mod:`gpuprov.ci.env`) plus the run's stack and
+    namespace and a ``GPUPROV_URL_<SERVICE>`` per Service of the stack, open while CMD runs (module docstring)."""
+    from gpuprov.infra.clouds import driver_for
+    from gpuprov.infra.clouds.kubernetes.portforward import KubeTunnel
     from gpuprov.infra.clouds.kubernetes.workloads import namespace
+    from gpuprov.provisioning.deploy import deployed_services
 
-    return {**command_env(os.environ, pass_env), "GPUPROV_STACK": config.stack, "GPUPROV_NAMESPACE": namespace(config)}
+    client = driver_for(config.cloud).api(config)  # type: ignore[attr-defined]
+    with KubeTunnel(config, client, services=deployed_services(config), progress=progress,
+                    wake_timeout_s=max(deadline - time.monotonic(), 1.0)) as tunnel:
+        env = {**command_env(os.environ, pass_env), "GPUPROV_STACK": config.stack, "GPUPROV_NAMESPACE": namespace(config)}
+        env |= {f"GPUPROV_URL_{service.upper()}": url for service, url in tunnel.urls.items()}
+        return run(env)

@@ -235,7 +235,8 @@ def run_ci(config: StackConfig, cmd: list[str], on: str = "host", timeout_s: flo
                                  phases=phases, model_cache=result.model_cache)
                     phases.end()
             with timed(summary, "command"):
-                code = (_run_here(cmd, cluster.command_env_for(config, pass_env), _left(deadline)) if on_cluster
+                code = (cluster.run_command(config, lambda env: _run_here(cmd, env, _left(deadline)), deadline,
+                                            progress, pass_env) if on_cluster
                         else _run_command(config, host, cmd, on, _left(deadline), pass_env, privileged))
             summary.command_exit_code = code
             summary.outcome = "passed" if code == 0 else "command-failed"

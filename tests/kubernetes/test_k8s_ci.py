@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from gpuprov.infra.config import build_config
-from gpuprov.testing.kube_api import deployment, ready_cluster, serve, write_kubeconfig
+from gpuprov.testing.kube_api import deployment, ready_cluster, serve, wake_cluster, write_kubeconfig
+from tests.kubernetes.pods import pod_ports
 
 CONFIG = "cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {gpu: L4, namespace: shared-team}\n"
 STACK = "k8s-ci-run"
@@ -29,14 +30,19 @@ NS = f"gpuprov-{STACK}"
 @pytest.fixture
 def cluster(tmp_path: Path):
     state = tmp_path / "cluster.json"
-    with serve(state) as url:
+    with pod_ports() as pods, serve(state) as url:
+        state.with_suffix(".pods").write_text(json.dumps(pods))
         yield state, write_kubeconfig(tmp_path / "kubeconfig", url)
 
 
-def ready(state: Path, **extra) -> None:
-    """A cluster that applied the run's workloads: Open WebUI available, vLLM scaled to zero."""
-    state.write_text(json.dumps(ready_cluster() | {
-        "deployments": [deployment(NS, "vllm", 0, 0), deployment(NS, "open-webui", 1, 1)]} | extra))
+def ready(state: Path, ready_after_s: float = 0.0, **extra) -> None:
+    """A cluster that applied the run's workloads: Open WebUI available, vLLM scaled to zero by KEDA; their
+    Services, and the pods' ports forwarded to the fixture's local servers."""
+    vllm, webui = json.loads(state.with_suffix(".pods").read_text())
+    applied = wake_cluster(NS, vllm, webui, replicas=0, ready_after_s=ready_after_s)
+    for d in applied["deployments"]:
+        d["status"] = {"replicas": 1, "availableReplicas": 1} if d["spec"]["replicas"] else {}
+    state.write_text(json.dumps(applied | extra))
 
 
 def ci(gpuprov_cli, tmp_path: Path, *args: str, env: dict[str, str]):
@@ -64,6 +70,29 @@ def test_ci_runs_cmd_in_a_namespace_of_its_own_and_removes_it(cluster, gpuprov_c
     assert (summary["outcome"], summary["teardown"], summary["command_exit_code"]) == ("command-failed", "verified", 3)
     assert f"verified: the kubernetes API lists nothing left of stack '{STACK}'" in result.stderr
     assert json.loads(gpuprov_cli("status", "--json", env=env(kubeconfig)).stdout)["stacks"] == []
+
+
+def test_cmd_reaches_the_stacks_services_by_url_with_vllm_woken_for_it_and_handed_back(cluster, gpuprov_cli,
+                                                                                   tmp_path):
+    state, kubeconfig = cluster
+    ready(state, ready_after_s=2)  # the GPU pod takes a while to become Ready
+    seen = tmp_path / "seen.json"
+    cmd = ("import json, os, socket, sys, urllib.request as u\n"
+           "host, port = os.environ['GPUPROV_URL_VLLM'].removeprefix('http://').split(':')\n"
+           "with socket.create_connection((host, int(port)), timeout=10) as s:\n"
+           "    s.sendall(b'ping'); vllm = s.recv(100).decode()\n"
+           "page = u.urlopen(os.environ['GPUPROV_URL_OPEN_WEBUI'] + '/health', timeout=10).read().decode()\n"
+           "scaled = json.load(open(sys.argv[2]))['scaledobjects'][0]['metadata']['annotations']\n"
+           "json.dump({'vllm': vllm, 'open_webui': page, 'paused': sorted(scaled)}, open(sys.argv[1], 'w'))\n")
+    result = ci(gpuprov_cli, tmp_path, "--on", "local", "--", sys.executable, "-c", cmd, str(seen), str(state),
+                env=env(kubeconfig))
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = json.loads(seen.read_text())
+    assert (got["vllm"], got["open_webui"]) == ("echo:ping", "open-webui /health")  # each Service's pod, by its URL
+    assert got["paused"]  # while CMD ran, KEDA was paused at 1 replica: vLLM could not scale away under it
+    assert "vllm: at 0 replicas (KEDA scaled it down while idle)" in result.stderr
+    assert "KEDA's pause removed" in result.stderr and "teardown verified" in result.stderr
+    assert json.loads(state.read_text())["scaledobjects"][0]["metadata"]["annotations"] == {}
 
 
 def test_ci_on_a_cluster_refuses_on_host_before_anything_is_made(cluster, gpuprov_cli, tmp_path):

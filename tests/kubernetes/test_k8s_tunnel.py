@@ -11,11 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -45,6 +43,7 @@ from gpuprov.infra.clouds.kubernetes.wake import (
     decide,
 )
 from gpuprov.testing.kube_api import serve, wake_cluster, write_kubeconfig
+from tests.kubernetes.pods import free_port, pod_ports
 
 CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP", "KUBECONFIG")  # as conftest
 
@@ -93,68 +92,21 @@ def test_the_pod_port_is_the_services_target_port():
 # --- through the CLI -------------------------------------------------------------------------------------
 
 
-class Echo:
-    """A TCP server that answers each chunk with ``echo:`` + the chunk (the vLLM pod's port)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            while (data := conn.recv(65536)):
-                conn.sendall(b"echo:" + data)
-
-
-class Page(BaseHTTPRequestHandler):
-    """Open WebUI's port: HTTP/1.0, so the pod closes after each answer (the close travels back too)."""
-
-    def do_GET(self) -> None:  # noqa: N802
-        body = f"open-webui {self.path}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args) -> None:
-        return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def stack(tmp_path: Path, gpuprov_cli) -> Iterator[tuple[Path, dict[str, str], Echo, int]]:
+def stack(tmp_path: Path, gpuprov_cli) -> Iterator[tuple[Path, dict[str, str], int, int]]:
     """A kubernetes stack made by `up` under Pulumi's mocks, its cluster the stand-in with vLLM's and Open WebUI's
     pods forwarded to local servers."""
-    echo, page = Echo(), ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=page.serve_forever, daemon=True).start()
     state = tmp_path / "cluster.json"
-    state.write_text(json.dumps(wake_cluster(NS, echo.port, page.server_address[1], replicas=1)))
-    with serve(state) as url:
-        env = {"GPUPROV_PULUMI": "mock", "KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", url)),
-               "GPUPROV_VERIFY_TIMEOUT_S": "1"}
-        up = gpuprov_cli("up", "--stack", STACK, config="cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {gpu: L4}\n",
-                         env=env)
-        assert up.returncode == 0, up.stderr
-        assert f"Reach them with `gpuprov tunnel --stack {STACK}`" in up.stdout
-        yield state, env, echo, page.server_address[1]
-    page.shutdown()
-    page.server_close()
-    echo.sock.close()
+    with pod_ports() as (echo, page):
+        state.write_text(json.dumps(wake_cluster(NS, echo, page, replicas=1)))
+        with serve(state) as url:
+            env = {"GPUPROV_PULUMI": "mock", "KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", url)),
+                   "GPUPROV_VERIFY_TIMEOUT_S": "1"}
+            up = gpuprov_cli("up", "--stack", STACK,
+                             config="cloud: kubernetes\napps: [vllm_cxr]\nkubernetes: {gpu: L4}\n", env=env)
+            assert up.returncode == 0, up.stderr
+            assert f"Reach them with `gpuprov tunnel --stack {STACK}`" in up.stdout
+            yield state, env, echo, page
 
 
 def popen(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
