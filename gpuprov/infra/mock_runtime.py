@@ -28,6 +28,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
+from pulumi.runtime.mocks import MockMonitor
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 PROVIDER_KEY = "__provider"
@@ -43,6 +44,20 @@ class RecordedResource:
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     shown: dict[str, Any] = field(default_factory=dict)  # the inputs with secret values hidden (what plan prints)
+    delete_before_replace: bool = False  # the resource option: a replacement deletes the old one first
+    ignore_changes: tuple[str, ...] = ()
+
+
+class _Monitor(MockMonitor):
+    """Pulumi's mock monitor, keeping the resource options the engine would act on (the mocks' arguments carry
+    none): :meth:`EngineMocks.new_resource` puts them on the resource's record."""
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the engine's RPC name)
+        assert isinstance(self.mocks, EngineMocks)
+        with self.mocks._lock:
+            self.mocks._options[(request.type, request.name)] = (bool(request.deleteBeforeReplace),
+                                                                 tuple(request.ignoreChanges))
+        return super().RegisterResource(request)
 
 
 SECRET_SHOWN = "(secret)"
@@ -105,11 +120,13 @@ class EngineMocks(Mocks):
         self.state: dict[str, dict[str, Any]] = {}  # name -> {type, id, outputs, provider}
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
+        self._options: dict[tuple[str, str], tuple[bool, tuple[str, ...]]] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
         inputs = _plain(args.inputs)
         record = RecordedResource(type=args.typ, name=args.name, inputs=inputs, shown=_plain(args.inputs, reveal=False))
         with self._lock:
+            record.delete_before_replace, record.ignore_changes = self._options.get((args.typ, args.name), (False, ()))
             self.resources.append(record)
         try:
             if args.typ == DYNAMIC and self.call_dynamic_providers:
@@ -161,7 +178,7 @@ def run_program(
     An exception raised by a provider (say, no capacity anywhere) is re-raised as
     itself, as the real engine would report it, not as a mock-runtime wrapper.
     """
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=_Monitor(mocks))
     result: dict[str, Any] = {}
 
     @pulumi.runtime.test

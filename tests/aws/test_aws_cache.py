@@ -55,7 +55,7 @@ def _up(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, list[dict[str, Any]]
     state.save({**state.load(), **mocks.state}, outputs, cloud="aws")
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in mocks.resources:
-        by_type.setdefault(r.type, []).append({"name": r.name, **r.inputs})
+        by_type.setdefault(r.type, []).append({"name": r.name, "delete_before_replace": r.delete_before_replace, **r.inputs})
     return by_type, outputs
 
 
@@ -73,6 +73,8 @@ def test_up_makes_the_volume_once_pins_the_instance_to_its_zone_and_mounts_it(
     assert tags[sdk.TAG_CACHE] == NAME and tags[TAG_STACK] == "ec" and tags[TAG_MANAGED] == "true"
     assert TAG_EXPIRES_AT not in tags  # kept on purpose: no expiry for the reaper to act on
     [inst] = res["aws:ec2/instance:Instance"]
+    # the cache goes to one instance at a time: a replacement (a newer image at a later up) lets go first
+    assert inst["delete_before_replace"] is True
     assert inst["availabilityZone"] == vol["AvailabilityZone"]  # an EBS volume attaches only in its zone
     [attach] = res["aws:ec2/volumeAttachment:VolumeAttachment"]
     assert (attach["volumeId"], attach["deviceName"]) == (vol["VolumeId"], sdk.CACHE_DEVICE)

@@ -61,7 +61,7 @@ def _up() -> dict[str, list[dict[str, Any]]]:
     state.save({**state.load(), **mocks.state}, outputs, cloud="gcp")
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in mocks.resources:
-        by_type.setdefault(r.type, []).append({"name": r.name, **r.inputs})
+        by_type.setdefault(r.type, []).append({"name": r.name, "delete_before_replace": r.delete_before_replace, **r.inputs})
     return by_type
 
 
@@ -85,6 +85,8 @@ def test_up_makes_the_disk_once_in_the_zone_attaches_and_mounts_it(gcp: ComputeS
     assert labels[sdk.LABEL_CACHE] == NAME and labels[TAG_STACK] == "gc" and labels[TAG_MANAGED] == "true"
     assert TAG_EXPIRES_AT not in labels  # kept on purpose: no expiry for the reaper to act on
     [vm] = res["gcp:compute/instance:Instance"]
+    # the cache goes to one VM at a time: a replacement (a newer image at a later up) lets go first
+    assert vm["delete_before_replace"] is True
     assert vm["attachedDisks"] == [{"source": disk["selfLink"], "deviceName": "gpcache", "mode": "READ_WRITE"}]
     # Compute Engine's startup script mounts it (the Deep Learning VM images have no cloud-init)
     assert "user-data" not in vm["metadata"]

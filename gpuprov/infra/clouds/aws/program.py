@@ -178,7 +178,10 @@ class AwsGpuHost(pulumi.ComponentResource):
             instance_market_options=market,
             tags={**tags, "Name": f"gpuprov-{config.stack}", TAG_HOST_KEY: host_key},
             opts=pulumi.ResourceOptions.merge(once, pulumi.ResourceOptions(ignore_changes=[
-                *_ONCE_TAGS, "userData", f'tags["{TAG_HOST_KEY}"]', f'rootBlockDevice.tags["{TAG_CREATED_AT}"]', f'rootBlockDevice.tags["{TAG_EXPIRES_AT}"]'])),
+                *_ONCE_TAGS, "userData", f'tags["{TAG_HOST_KEY}"]', f'rootBlockDevice.tags["{TAG_CREATED_AT}"]', f'rootBlockDevice.tags["{TAG_EXPIRES_AT}"]'],
+                # An EBS volume attaches to one instance at a time: a replacement (a newer AMI at a later `up`)
+                # must let go of the cache before its successor takes it, not after.
+                delete_before_replace=cache is not None)),
         )
 
         if cache is not None:

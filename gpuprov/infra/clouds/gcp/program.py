@@ -177,7 +177,10 @@ class GcpGpuHost(pulumi.ComponentResource):
                 **mount_data,
             },
             allow_stopping_for_update=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=rules, ignore_changes=_ONCE_LABELS),
+            # A disk attached read-write belongs to one VM at a time: a replacement (a newer image at a later `up`)
+            # must let go of the cache before its successor takes it, not after.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=rules, ignore_changes=_ONCE_LABELS,
+                                        delete_before_replace=bool(config.cache)),
         )
 
         # The host key the guest agent published, read through the Compute API before anything connects.
