@@ -82,6 +82,8 @@ class Settings:
     lambda_rate_scale: float = 1.0
     #: ``GPUPROV_GCP_API_ENDPOINT``: the Compute Engine REST endpoint (another one: a stand-in).
     gcp_api_endpoint: str | None = None
+    #: ``GPUPROV_GKE_API_ENDPOINT``: the GKE (Kubernetes Engine) REST endpoint (another one: a stand-in).
+    gke_api_endpoint: str | None = None
     #: ``GOOGLE_CLOUD_PROJECT`` (or gcloud's ``CLOUDSDK_CORE_PROJECT``): the project hosts are made in.
     gcp_project: str | None = None
     #: ``GPUPROV_GCP_BILLING_URL``: the Cloud Billing Catalog API.
@@ -116,6 +118,7 @@ class Settings:
             lambda_api_url=(env.get("LAMBDA_API_URL") or LAMBDA_DEFAULT_URL).rstrip("/"),
             lambda_rate_scale=_float(env, "GPUPROV_LAMBDA_RATE_SCALE", 1.0),
             gcp_api_endpoint=env.get("GPUPROV_GCP_API_ENDPOINT") or None,
+            gke_api_endpoint=env.get("GPUPROV_GKE_API_ENDPOINT") or None,
             gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("CLOUDSDK_CORE_PROJECT") or None,
             gcp_billing_url=(env.get("GPUPROV_GCP_BILLING_URL") or GCP_BILLING_DEFAULT_URL).rstrip("/"),
             aws_regions=tuple(r.strip() for r in (env.get("GPUPROV_AWS_REGIONS") or "").split(",") if r.strip()),

@@ -3,7 +3,8 @@
 It answers the real ``/compute/v1/...`` paths with the real JSON shapes for the
 calls gpuprov makes (images by family, machine and accelerator types, instances
 aggregated list and delete, guest attributes, firewalls list and delete, persistent disks aggregated list,
-insert, get and delete (refused while attached, as the API does), operations), from
+insert, get and delete (refused while attached, as the API does), forwarding rules and target pools
+aggregated lists (what a cluster's LoadBalancer Service leaves), operations), from
 in-memory state a test fills. Everything else answers 404 the way the API does,
 so a helper that calls an unexpected path fails loudly.
 """
@@ -17,7 +18,7 @@ import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 BASE = "/compute/v1/projects/(?P<project>[^/]+)"
@@ -38,6 +39,8 @@ class ComputeStandIn:
         self.guest_attributes_after: dict[tuple[str, str], int] = {}  # 404s to answer before they appear (boot)
         self.guest_queries: list[str] = []  # the queryPath of each getGuestAttributes request
         self.disks: dict[tuple[str, str], dict[str, Any]] = {}  # (zone, name) -> disk
+        self.forwarding_rules: dict[tuple[str, str], dict[str, Any]] = {}  # (region, name) -> forwarding rule
+        self.target_pools: dict[tuple[str, str], dict[str, Any]] = {}  # (region, name) -> target pool
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, for assertions
         self._ops = 0
         self._server: ThreadingHTTPServer | None = None
@@ -46,11 +49,7 @@ class ComputeStandIn:
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> str:
-        handler = _handler_for(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server, self._thread, self.url = serve_on_loopback(self)
         return self.url
 
     def stop(self) -> None:
@@ -82,6 +81,32 @@ class ComputeStandIn:
             "targetTags": target_tags, "sourceRanges": source_ranges,
             "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "direction": "INGRESS",
         }
+
+    def add_disk(self, project: str, zone: str, name: str, size_gb: int = 10, labels: dict[str, str] | None = None,
+                 description: str = "") -> None:
+        """A disk made by something else than gpuprov's calls (the PD CSI driver, which writes its claim in the
+        description as JSON)."""
+        link = f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/disks/{name}"
+        self.disks[(zone, name)] = {
+            "kind": "compute#disk", "id": str(abs(hash(name)) % 10**12), "name": name, "status": "READY",
+            "sizeGb": str(size_gb), "zone": f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}",
+            "type": f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/diskTypes/pd-balanced",
+            "labels": dict(labels or {}), "selfLink": link, "users": [], "description": description,
+        }
+
+    def add_service_balancer(self, project: str, region: str, name: str, service: str) -> None:
+        """What the GCE service controller makes for a Service of type LoadBalancer ``NAMESPACE/NAME``: a target
+        pool and a forwarding rule to it, both named for the Service and described by it."""
+        base = f"https://www.googleapis.com/compute/v1/projects/{project}/regions/{region}"
+        description = json.dumps({"kubernetes.io/service-name": service})
+        self.target_pools[(region, name)] = {
+            "kind": "compute#targetPool", "name": name, "region": base, "description": description,
+            "selfLink": f"{base}/targetPools/{name}", "instances": []}
+        self.forwarding_rules[(region, name)] = {
+            "kind": "compute#forwardingRule", "name": name, "region": base, "description": description,
+            "IPAddress": "203.0.113.40", "IPProtocol": "TCP", "portRange": "3000-3000",
+            "loadBalancingScheme": "EXTERNAL", "target": f"{base}/targetPools/{name}",
+            "selfLink": f"{base}/forwardingRules/{name}"}
 
     def attach_disk(self, zone: str, name: str, instance: str) -> None:
         """Mark a disk as attached to ``instance`` (``users``), as a VM with it in ``attachedDisks`` does."""
@@ -116,6 +141,8 @@ class ComputeStandIn:
             ("POST", BASE + "/zones/(?P<zone>[^/]+)/disks", self._insert_disk),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)", self._get_disk),
             ("DELETE", BASE + "/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)", self._delete_disk),
+            ("GET", BASE + "/aggregated/forwardingRules", self._aggregated_forwarding_rules),
+            ("GET", BASE + "/aggregated/targetPools", self._aggregated_target_pools),
             ("GET", BASE + "/global/firewalls", self._list_firewalls),
             ("DELETE", BASE + "/global/firewalls/(?P<name>[^/]+)", self._delete_firewall),
             ("GET", BASE + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", self._get_operation),
@@ -228,6 +255,18 @@ class ComputeStandIn:
         del self.disks[(zone, name)]
         return 200, self._operation(project, zone, disk["selfLink"])
 
+    def _aggregated_forwarding_rules(self, project: str) -> tuple[int, dict[str, Any]]:
+        items: dict[str, Any] = {}
+        for (region, _name), rule in sorted(self.forwarding_rules.items()):
+            items.setdefault(f"regions/{region}", {"forwardingRules": []})["forwardingRules"].append(rule)
+        return 200, {"kind": "compute#forwardingRuleAggregatedList", "items": items}
+
+    def _aggregated_target_pools(self, project: str) -> tuple[int, dict[str, Any]]:
+        items: dict[str, Any] = {}
+        for (region, _name), pool in sorted(self.target_pools.items()):
+            items.setdefault(f"regions/{region}", {"targetPools": []})["targetPools"].append(pool)
+        return 200, {"kind": "compute#targetPoolAggregatedList", "items": items}
+
     def _list_firewalls(self, project: str) -> tuple[int, dict[str, Any]]:
         return 200, {"kind": "compute#firewallList", "items": list(self.firewalls.values())}
 
@@ -250,7 +289,21 @@ def _not_found(message: str) -> tuple[int, dict[str, Any]]:
     return 404, {"error": {"code": 404, "message": message, "errors": [{"reason": "notFound", "message": message}]}}
 
 
-def _handler_for(standin: ComputeStandIn) -> type[BaseHTTPRequestHandler]:
+class Routes(Protocol):
+    """What a stand-in answers each request with: (status, JSON body)."""
+
+    def handle(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, dict[str, Any]]: ...
+
+
+def serve_on_loopback(standin: Routes) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
+    """Serve ``standin`` on a free loopback port, in a thread: (server, thread, its URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(standin))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _handler_for(standin: Routes) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

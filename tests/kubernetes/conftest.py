@@ -8,10 +8,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP", "KUBECONFIG")
+CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "LAMBDA_", "GPUPROV_AWS", "GPUPROV_GCP", "GPUPROV_GKE",
+                      "KUBECONFIG")
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -53,3 +55,21 @@ def moto_url() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def gcp_apis() -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    """The Compute and GKE stand-ins (gpuprov/testing), GKE's node VMs in the Compute one: (compute, gke, the
+    environment that points gpuprov at them, project ``gke-test``)."""
+    from gpuprov.testing.compute_api import ComputeStandIn
+    from gpuprov.testing.container_api import ContainerStandIn
+
+    compute = ComputeStandIn()
+    gke = ContainerStandIn(compute)
+    env = {"GPUPROV_GCP_API_ENDPOINT": compute.start(), "GPUPROV_GKE_API_ENDPOINT": gke.start(),
+           "GOOGLE_CLOUD_PROJECT": "gke-test"}
+    try:
+        yield compute, gke, env
+    finally:
+        gke.stop()
+        compute.stop()

@@ -147,9 +147,15 @@ class GcpDriver(CatalogCloud):
     # --- what a stack left; the reaper -----------------------------------------------------------
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
+        """gpuprov's VMs, firewall rules and caches. A GKE node VM carries gpuprov's labels too (GKE copies the
+        cluster's to it) but is its node pool's, which recreates a VM deleted alone: the GKE driver's to list
+        and remove, with its pool (:meth:`gpuprov.infra.clouds.kubernetes.driver.GkeDriver.inventory`)."""
+        from gpuprov.infra.clouds.gcp.sdk import GKE_NODE_LABEL
+
         api, project = self.api(), self.project()
         found = [Leftover(self.name, "instance", i.name, i.stack, i.name, i.zone, i.status, i.labels)
-                 for i in api.find_labelled_instances(project, stack)]  # TERMINATED still holds billed disks
+                 for i in api.find_labelled_instances(project, stack)  # TERMINATED still holds billed disks
+                 if GKE_NODE_LABEL not in i.labels]
         found += [Leftover(self.name, "firewall", f.name, f.stack, f.name) for f in api.find_gpuprov_firewalls(project, stack)]
         found += [self._cache_leftover(d) for d in api.find_cache_disks(project, stack)]
         return found

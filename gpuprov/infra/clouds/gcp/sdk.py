@@ -4,7 +4,9 @@ The program uses :func:`resolve_image` and :func:`check_machine_offered` before
 ``up``; the reaper uses :func:`find_labelled_instances` / :func:`delete_instance`
 and :func:`find_gpuprov_firewalls` / :func:`delete_firewall`. Instances are found
 by the labels in :mod:`gpuprov.infra.tags`; firewall rules carry no labels in Compute
-Engine, so they are found by the network tag they target (``gpuprov-<stack>``).
+Engine, so they are found by the network tag they target (``gpuprov-<stack>``). What a GKE
+stack's Kubernetes objects made (:func:`ComputeApi.find_claim_disks`, :func:`ComputeApi.find_service_balancers`)
+is found by the namespace its description names.
 
 google-cloud-compute is imported lazily and always uses its REST transport.
 Credentials come from Application Default Credentials. :class:`ComputeApi` takes the
@@ -29,6 +31,20 @@ from gpuprov.infra.tags import TAG_MANAGED, TAG_STACK, expires_at
 DLVM_PROJECT = "deeplearning-platform-release"
 DLVM_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"
 NETWORK_TAG_PREFIX = "gpuprov-"
+# GKE labels its node VMs so (and with the cluster's and the pool's resource labels, gpuprov's among them):
+# such a VM is its node pool's (a managed instance group recreates a deleted one), swept by the GKE driver.
+GKE_NODE_LABEL = "goog-gke-node"
+# What Kubernetes writes in the description of what it makes in Compute Engine, as JSON. The PD CSI driver
+# (pd.csi.storage.gke.io) on a disk it provisions for a claim: kubernetes.io/created-for/pvc/namespace (and
+# .../pvc/name, .../pv/name, storage.gke.io/created-by), the keys of tagKeyCreatedForClaim* in
+# https://github.com/kubernetes-sigs/gcp-compute-persistent-disk-csi-driver/blob/master/pkg/common/parameters.go
+# (the external provisioner passes the claim with --extra-create-metadata, which GKE's managed driver sets).
+# The GCE cloud provider's service controller on the forwarding rule and target pool of a Service of type
+# LoadBalancer: {"kubernetes.io/service-name": "NAMESPACE/NAME"} (makeServiceDescription in
+# https://github.com/kubernetes/cloud-provider-gcp/blob/master/providers/gce/gce_loadbalancer_naming.go).
+CLAIM_NAMESPACE_KEY = "kubernetes.io/created-for/pvc/namespace"
+CLAIM_NAME_KEY = "kubernetes.io/created-for/pvc/name"
+SERVICE_NAME_KEY = "kubernetes.io/service-name"
 HOSTKEYS_NAMESPACE = "hostkeys"  # the guest attributes namespace the guest agent publishes sshd's host keys in
 LABEL_CACHE = "gpuprov-cache"  # on the stack's cache disk: its name (gpuprov.infra.cache.cache_name)
 CACHE_DEVICE_NAME = "gpcache"  # the attached disk's device name: /dev/disk/by-id/google-gpcache on the host
@@ -70,11 +86,16 @@ def _not_found(err: BaseException) -> bool:
     return isinstance(err, NotFound)
 
 
+COMPUTE_ROLES = "Compute Engine rights in the project (roles/compute.instanceAdmin.v1, roles/compute.securityAdmin)"
+
+
 @contextlib.contextmanager
-def boundary(what: str) -> Iterator[None]:
-    """Turn google-api-core and google-auth errors into one :class:`GcpError` line: what failed, why, what to do."""
+def boundary(what: str, roles: str = COMPUTE_ROLES) -> Iterator[None]:
+    """Turn google-api-core and google-auth errors into one :class:`GcpError` line: what failed, why, what to do
+    (``roles``: the rights the call needs, for the refused-permission line)."""
     from google.api_core.exceptions import Forbidden, GoogleAPIError, PermissionDenied, Unauthenticated
     from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+    from requests.exceptions import RequestException
 
     try:
         yield
@@ -87,10 +108,16 @@ def boundary(what: str) -> Iterator[None]:
         raise GcpError(f"GCP: {what} was refused ({err}); log in again (gcloud auth application-default login)") \
             from None
     except (PermissionDenied, Forbidden) as err:
-        raise GcpError(f"GCP: {what} is not permitted ({err}); the account needs Compute Engine rights in the "
-                       "project (roles/compute.instanceAdmin.v1, roles/compute.securityAdmin)") from None
+        raise GcpError(f"GCP: {what} is not permitted ({err}); the account needs {roles}") from None
     except GoogleAPIError as err:
         raise GcpError(f"GCP: {what} failed ({type(err).__name__}: {err}); check the project, the zone and the "
+                       "network") from None
+    except (RequestException, OSError) as err:  # the REST transport's: the API did not answer at all
+        from urllib.parse import urlsplit
+
+        url = getattr(getattr(err, "request", None), "url", None)
+        where = f" at {urlsplit(str(url)).netloc}" if url else ""
+        raise GcpError(f"GCP: {what} failed (no answer from the API{where}: {type(err).__name__}); check the "
                        "network") from None
 
 
@@ -118,6 +145,17 @@ class Labelled:
     @property
     def expires_at(self) -> datetime | None:
         return expires_at(self.labels)
+
+
+def described(description: str | None) -> dict[str, str]:
+    """The JSON object Kubernetes writes in a Compute resource's description; {} for any other description."""
+    import json
+
+    try:
+        found = json.loads(description or "")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def split_image(image: str | None) -> tuple[str | None, str]:
@@ -244,6 +282,39 @@ class ComputeApi:
                     continue
                 zone = str(inst.zone).rsplit("/", 1)[-1] if inst.zone else scope.removeprefix("zones/")
                 found.append(Labelled(name=inst.name, project=project, zone=zone, status=inst.status, labels=labels))
+        return found
+
+    @gcp_call("listing the persistent disks of namespace {namespace}'s claims in project {project}")
+    def find_claim_disks(self, project: str, namespace: str) -> list[Labelled]:
+        """The disks the PD CSI driver made for claims in ``namespace`` (their description names it), in
+        every zone, with the description's keys among their labels: what a cluster's PVCs leave billing when
+        the cluster went before its claims were released."""
+        import dataclasses
+
+        found: list[Labelled] = []
+        for _scope, scoped in self._client("DisksClient").aggregated_list(project=project):
+            for disk in scoped.disks:
+                meta = described(disk.description)
+                if meta.get(CLAIM_NAMESPACE_KEY) == namespace:
+                    item = self._disk(project, disk)
+                    found.append(dataclasses.replace(item, labels={**item.labels, **meta}))
+        return found
+
+    @gcp_call("listing the load balancers of namespace {namespace}'s Services in project {project}")
+    def find_service_balancers(self, project: str, namespace: str) -> list[Labelled]:
+        """The forwarding rules and target pools (``kind`` in ``status``: ``forwarding-rule``, ``target-pool``)
+        a Service of type LoadBalancer in ``namespace`` made (their description names ``NAMESPACE/NAME``), in
+        every region; ``zone`` holds the region."""
+        found: list[Labelled] = []
+        for kind, client, field_name in (("forwarding-rule", "ForwardingRulesClient", "forwarding_rules"),
+                                         ("target-pool", "TargetPoolsClient", "target_pools")):
+            for scope, scoped in self._client(client).aggregated_list(project=project):
+                for item in getattr(scoped, field_name):
+                    service = described(item.description).get(SERVICE_NAME_KEY, "")
+                    if service.startswith(f"{namespace}/"):
+                        region = str(item.region).rsplit("/", 1)[-1] if item.region else scope.removeprefix("regions/")
+                        found.append(Labelled(name=item.name, project=project, zone=region, status=kind,
+                                              labels={SERVICE_NAME_KEY: service}))
         return found
 
     @gcp_call("listing gpuprov firewall rules in project {project}")

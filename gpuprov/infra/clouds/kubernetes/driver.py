@@ -298,9 +298,26 @@ class ManagedClusterDriver(ClusterDriver, CatalogCloud):
 
     def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
                       config: StackConfig | None = None) -> list[Finding]:
-        """What the cloud lists; what the cluster's API lists inside it (:meth:`inside`) is for ``down`` to report
-        and goes with the cluster, never removed on its own by tag."""
-        return [f for f in super().reap_findings(policy, only_stack, config) if f.item.cloud != "kubernetes"]
+        """The sweep (``only_stack`` None: :meth:`inventory` lists gpuprov's clusters and their node groups or
+        pools): a cluster goes, with its groups or pools, when the policy says its tags go (expired, or the
+        caller's own abandoned run's); a group or pool alone when its own tags say so; another owner's live
+        one never.
+
+        A stack's own teardown (``only_stack``): what the cloud lists of the stack; what the cluster's API
+        lists inside it (:meth:`inside`) is for ``down`` to report and goes with the cluster, never removed on
+        its own by tag."""
+        if only_stack is not None:
+            return [f for f in super().reap_findings(policy, only_stack, config) if f.item.cloud != "kubernetes"]
+        items = self.inventory(None, config)
+        doomed = {i.id for i in items if i.kind == "cluster" and policy.instance_reason(i.stack, i.tags)}
+        found = []
+        for item in items:
+            why = policy.instance_reason(item.stack, item.tags)
+            if why is None and item.id.split("/", 1)[0] in doomed:
+                why = "with-cluster"
+            if why is not None:
+                found.append(Finding(item, why))
+        return found
 
     def inside(self, config: StackConfig | None, stack: str, cloud_lists: list[Leftover]) -> list[Leftover]:
         """Where the cloud still lists the stack's cluster (or its nodes) and the config names the cluster's
@@ -344,25 +361,6 @@ class EksDriver(ManagedClusterDriver):
             return eks_tagged(region)  # the reaper's sweep: gpuprov's tagged clusters and their node groups
         found = eks_leftovers(region, stack)
         return found + self.inside(config, stack, [i for i in found if i.kind in ("cluster", "instance")])
-
-    def reap_findings(self, policy: ReapPolicy, only_stack: str | None = None,
-                      config: StackConfig | None = None) -> list[Finding]:
-        """The sweep: a cluster goes, with its node groups, when the policy says its tags go (expired, or the
-        caller's own abandoned run's); a node group alone when its own tags say so. A stack's own teardown
-        (``only_stack``) is Pulumi's destroy, not this."""
-        if only_stack is not None:
-            return super().reap_findings(policy, only_stack, config)
-        items = self.inventory(None, config)
-        doomed = {i.id for i in items if i.kind == "cluster" and policy.instance_reason(i.stack, i.tags)}
-        found = []
-        for item in items:
-            cluster = item.id.split("/", 1)[0]
-            why = policy.instance_reason(item.stack, item.tags)
-            if why is None and cluster in doomed:
-                why = "with-cluster"
-            if why is not None:
-                found.append(Finding(item, why))
-        return found
 
     def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
         """Node groups first, then their clusters (:func:`gpuprov.infra.clouds.kubernetes.cluster.eks_remove`)."""
@@ -420,15 +418,30 @@ class GkeDriver(ManagedClusterDriver):
                                                             "IAM-authenticated")
 
     def inventory(self, stack: str | None = None, config: StackConfig | None = None) -> list[Leftover]:
-        """GKE propagates the cluster's resource labels to its node VMs: the GCP driver lists those (and, while
-        any remains, the Kubernetes API what of the stack is inside: :meth:`inside`)."""
+        """The sweep (``stack`` None): gpuprov's GKE clusters and their node pools, by their resource labels. A
+        stack's: its cluster, its pools' node VMs, and what its claims and LoadBalancer Services left in Compute
+        Engine (:func:`~gpuprov.infra.clouds.kubernetes.gke.gke_leftovers`); and, while the cluster or a node
+        remains, what the Kubernetes API lists of the stack inside it (:meth:`inside`). The GCP driver leaves
+        GKE's node VMs to this one (a node pool's instance group recreates a VM deleted alone)."""
         from gpuprov.infra.clouds.gcp.driver import GcpDriver
+        from gpuprov.infra.clouds.kubernetes.gke import GkeApi, gke_leftovers, gke_tagged
+        from gpuprov.infra.clouds.kubernetes.workloads import namespace
 
+        gcp = GcpDriver(self.settings)
+        project, api = gcp.project(), GkeApi(self.settings.gke_api_endpoint)
         if stack is None:
-            return []  # the reaper's sweep: the GCP driver lists the labelled node VMs already
-        nodes = [Leftover(self.name, i.kind, i.id, i.stack, i.name, i.region, i.state, i.tags)
-                 for i in GcpDriver(self.settings).inventory(stack, config) if i.kind == "instance"]
-        return nodes + self.inside(config, stack, nodes)
+            return gke_tagged(api, project)
+        ns = namespace(config) if config is not None else f"gpuprov-{stack}"
+        found = gke_leftovers(api, gcp.api(), project, stack, ns)
+        return found + self.inside(config, stack, [i for i in found if i.kind in ("cluster", "instance")])
+
+    def remove(self, items: list[Finding], progress: Progress, timeout_s: float = 600.0) -> list[str]:
+        """Clusters with their pools, pools of clusters that stay (:func:`~gpuprov.infra.clouds.kubernetes.gke.gke_remove`)."""
+        from gpuprov.infra.clouds.gcp.driver import GcpDriver
+        from gpuprov.infra.clouds.kubernetes.gke import GkeApi, gke_remove
+
+        project = GcpDriver(self.settings).project()
+        return gke_remove(GkeApi(self.settings.gke_api_endpoint), project, [f.item for f in items], timeout_s, progress)
 
 
 def require_images(config: StackConfig) -> None:
