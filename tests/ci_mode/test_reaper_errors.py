@@ -60,3 +60,12 @@ def test_an_unexpected_failure_is_one_line_and_a_private_report(gpuprov_home: Pa
     report = Path(lines[0].split("the full report is in ")[1].split(". This is a bug")[0])
     assert report.parent == gpuprov_home / "logs" and report.stat().st_mode & 0o777 == 0o600
     assert "Traceback" in report.read_text()
+
+
+def test_a_cloud_it_could_not_list_is_not_nothing_to_reap() -> None:
+    result = run_cli("reap", "--cloud", "aws", env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+                                                    "AWS_SECRET_ACCESS_KEY": "y", "AWS_MAX_ATTEMPTS": "1",
+                                                    "GPUPROV_AWS_REGIONS": "us-east-1"})
+    assert result.returncode == 5, result.stderr
+    assert "nothing to reap" not in result.stdout  # it could not look: no all-clear
+    assert "aws: could not list resources" in result.stderr and "Traceback" not in result.stderr

@@ -63,7 +63,7 @@ def reap_command(
             out.print(f"cache {kept['name']} in {kept['region']} ({kept['cloud']}{price}): {kept['verdict']}: "
                       f"{kept['why']}",
                       markup=False)
-        if not listed and not report.stacks_torn_down:
+        if not listed and not report.stacks_torn_down and report.ok:  # a cloud it could not list is not "nothing"
             out.print(f"nothing to reap in {', '.join(report.clouds) or 'no cloud'}")
         elif preview and not dry_run:
             out.print(f"preview only: rerun with --sweep-orphans {sweep_owner} --yes to remove these")
