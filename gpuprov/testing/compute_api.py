@@ -24,7 +24,38 @@ from urllib.parse import parse_qs
 BASE = "/compute/v1/projects/(?P<project>[^/]+)"
 
 
-class ComputeStandIn:
+class Routes(Protocol):
+    """What a stand-in answers each request with: (status, JSON body)."""
+
+    def handle(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, dict[str, Any]]: ...
+
+
+class LoopbackApi:
+    """A stand-in's server: :meth:`start` serves its :meth:`handle` on a free loopback port, in a thread."""
+
+    url = ""  # set by start()
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def handle(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+    def start(self) -> str:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class ComputeStandIn(LoopbackApi):
     """In-memory Compute Engine: fill ``images``, ``machine_types``, ``accelerators``, ``instances``, ``firewalls``."""
 
     def __init__(self) -> None:
@@ -43,21 +74,6 @@ class ComputeStandIn:
         self.target_pools: dict[tuple[str, str], dict[str, Any]] = {}  # (region, name) -> target pool
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, for assertions
         self._ops = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""  # set by start()
-
-    # --- lifecycle ---------------------------------------------------------------
-    def start(self) -> str:
-        self._server, self._thread, self.url = serve_on_loopback(self)
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     # --- helpers for tests ------------------------------------------------------------
     def add_instance(self, project: str, zone: str, name: str, labels: dict[str, str], status: str = "RUNNING") -> None:
@@ -287,20 +303,6 @@ def _fingerprint(labels: dict[str, str]) -> str:
 
 def _not_found(message: str) -> tuple[int, dict[str, Any]]:
     return 404, {"error": {"code": 404, "message": message, "errors": [{"reason": "notFound", "message": message}]}}
-
-
-class Routes(Protocol):
-    """What a stand-in answers each request with: (status, JSON body)."""
-
-    def handle(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, dict[str, Any]]: ...
-
-
-def serve_on_loopback(standin: Routes) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
-    """Serve ``standin`` on a free loopback port, in a thread: (server, thread, its URL)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(standin))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, thread, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def _handler_for(standin: Routes) -> type[BaseHTTPRequestHandler]:

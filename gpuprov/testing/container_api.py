@@ -14,17 +14,15 @@ Everything else answers 404 the way the API does, so a helper that calls an unex
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from typing import Any
 
-from gpuprov.testing.compute_api import ComputeStandIn, serve_on_loopback
+from gpuprov.testing.compute_api import ComputeStandIn, LoopbackApi
 
 BASE = "/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 
 
-class ContainerStandIn:
+class ContainerStandIn(LoopbackApi):
     """In-memory GKE: :meth:`add_cluster` fills ``clusters``; ``compute``: where the node VMs live (optional)."""
 
     def __init__(self, compute: ComputeStandIn | None = None) -> None:
@@ -33,20 +31,6 @@ class ContainerStandIn:
         self.operations: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, for assertions
         self._ops = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
-
-    def start(self) -> str:
-        self._server, self._thread, self.url = serve_on_loopback(self)
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     # --- helpers for tests ------------------------------------------------------------
     def add_cluster(self, project: str, location: str, name: str, resource_labels: dict[str, str],
