@@ -150,13 +150,16 @@ def make_worker(index: int, root: Path, api_key: str, hf_token: str) -> Worker:
     os.environ["GPUPROV_HOME"] = str(home)  # LocalSandbox places itself under the state root
     from gpuprov.infra.clouds.local.sandbox import LocalSandbox
     from gpuprov.testing.egress_echo import EgressEcho
-    from gpuprov.testing.lambda_api import LambdaStandIn
+    from gpuprov.testing.lambda_api import CLOSED_GLOBAL_RULES, LambdaStandIn
 
     # The stand-in's instances ARE this box: it lets in each launch's key, as a Lambda host would.
     box = LocalSandbox(f"faultbox{index}", root=home, login_user="ubuntu")
     box.create()
     standin = LambdaStandIn(box=box, boot_seconds=0.2, terminate_seconds=0.1,
                             terminated_linger_seconds=2.0, api_key=api_key).start()
+    # An account prepared for gpuprov (README): a new account's global rule opening SSH to the world is removed,
+    # else every up stops before launching (the global rules are read first).
+    standin.set_global_rules(list(CLOSED_GLOBAL_RULES))
     # The plain config opens SSH to this machine's egress address: asked of the echo stand-in, never the
     # real service (its thread lives as long as this process; the stand-in applies no firewall rule).
     echo = EgressEcho().start()
